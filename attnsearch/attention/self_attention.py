@@ -1,0 +1,89 @@
+"""SAGAN self-attention over the spatial positions of a feature map.
+
+Paper: Han Zhang, Ian Goodfellow, Dimitris Metaxas, Augustus Odena, "Self-Attention Generative Adversarial
+Networks", ICML 2019, arXiv 1805.08318 (the arXiv v1 formulation: value projection C -> C, no output projection).
+
+Mechanism: every position attends to every other position with softmax(q_i . k_j) over the positions j, from
+1x1-conv queries/keys of width C/r and values of width C, and the result is added back through a learnable
+scalar gamma that starts at 0, so the module begins as the identity.
+
+Blog-post versions vs the paper: the VGG16 blog posts copy the v1 layout we use here (query and key to C/8,
+value to C, ``out = gamma * attn + x``). Several of them then differ from the paper: some divide by sqrt(d)
+after the softmax or scale the output (the paper's logits are the plain, unscaled dot products, and a
+post-softmax division only shrinks the output), and some initialise gamma to 1 instead of 0, so the
+randomly initialised branch disturbs a pretrained backbone from the first step. We use unscaled logits,
+softmax over the key positions and gamma = 0 at initialisation. Later versions of the paper (v2) and BigGAN
+add a bottlenecked value plus an output 1x1 conv; we do not. BigGAN's max-pooling of keys and values is
+available as ``downsample=True``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .registry import register_module
+
+__all__ = ["SelfAttention"]
+
+
+@register_module(
+    "self_attention",
+    paper="Zhang, Goodfellow, Metaxas, Odena, Self-Attention Generative Adversarial Networks, ICML 2019",
+    arxiv="1805.08318",
+)
+class SelfAttention(nn.Module):
+    """SAGAN self-attention block: ``out = gamma * softmax(Q K^T) V + x`` over the H*W positions.
+
+    Args:
+        channels: channels C of the input feature map.
+        reduction: queries and keys have ``max(1, C // reduction)`` channels.
+        downsample: max-pool keys and values by 2 (kernel 2, stride 2, BigGAN-style), which cuts the
+            attention cost by about 4. ``ceil_mode=True`` keeps the partial window at an odd edge, so odd
+            sizes and 1xN maps work (a 1x1 map stays 1x1).
+
+    Example:
+        >>> m = SelfAttention(64, reduction=8)
+        >>> m(torch.randn(2, 64, 7, 9)).shape
+        torch.Size([2, 64, 7, 9])
+    """
+
+    def __init__(self, channels: int, *, reduction: int = 8, downsample: bool = False) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        if reduction < 1:
+            raise ValueError(f"reduction must be >= 1, got {reduction}")
+        inner = max(1, channels // reduction)
+        self.downsample = bool(downsample)
+        self.query = nn.Conv2d(channels, inner, kernel_size=1)
+        self.key = nn.Conv2d(channels, inner, kernel_size=1)
+        self.value = nn.Conv2d(channels, channels, kernel_size=1)
+        # 0 at init: the block starts as the identity and learns how much non-local evidence to mix in
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q = self.query(x)
+        k = self.key(x)
+        v = self.value(x)
+        if self.downsample:
+            # pooled after the projections, as BigGAN does; ceil_mode keeps odd edges and 1x1 maps
+            k = F.max_pool2d(k, kernel_size=2, stride=2, ceil_mode=True)
+            v = F.max_pool2d(v, kernel_size=2, stride=2, ceil_mode=True)
+        # one head: (B, C', H, W) -> (B, 1, N, C')
+        # contiguous: the fused kernels want unit stride along the channels
+        q = q.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()  # (B, 1, N, d)
+        k = k.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()  # (B, 1, M, d)
+        v = v.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()  # (B, 1, M, C)
+        if x.device.type == "cpu" and v.shape[-1] > q.shape[-1]:
+            # The fused CPU kernel (O(N) memory) needs equal widths; SDPA's fallback for a wider v materialises
+            # the N x M matrix. Zero channels added to q and k leave every q_i . k_j unchanged, and the fused
+            # kernel is then about twice as fast as the fallback here despite the wider logits.
+            q = F.pad(q, (0, v.shape[-1] - q.shape[-1]))
+            k = F.pad(k, (0, v.shape[-1] - k.shape[-1]))
+        # scale=1.0: SAGAN's logits are the plain dot products q_i . k_j, not divided by sqrt(d)
+        attn = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, 1, N, C)
+        attn = attn.squeeze(1).transpose(1, 2).reshape(b, c, h, w)  # (B, C, H, W)
+        return x + self.gamma * attn

@@ -1,0 +1,130 @@
+"""The backbone registry: names users write in a space file, mapped to builders and pretrained weights."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision import models as tv_models
+
+from .densenet import DENSENET_CONFIGS, DenseNet, build_densenet
+from .slots import SlotSite
+from .vgg import VGG, VGG_CONFIGS, build_vgg
+
+__all__ = ["HEADS", "BackboneInfo", "backbone_info", "build_backbone", "list_backbones"]
+
+HEADS = ("classic", "compact")
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    name: str
+    family: str  # "vgg" | "densenet"
+    weights: str | None  # torchvision weights enum, e.g. "VGG16_BN_Weights"; None: no pretrained weights exist
+
+
+def _vgg_weights(name: str) -> str:
+    return f"{name.upper()}_Weights"
+
+
+def _densenet_weights(name: str) -> str | None:
+    return None if name == "densenet_bc100" else f"DenseNet{name.removeprefix('densenet')}_Weights"
+
+
+_BACKBONES: dict[str, BackboneInfo] = {}
+for _name in VGG_CONFIGS:
+    for _variant in (_name, f"{_name}_bn"):
+        _BACKBONES[_variant] = BackboneInfo(_variant, "vgg", _vgg_weights(_variant))
+for _name in DENSENET_CONFIGS:
+    _BACKBONES[_name] = BackboneInfo(_name, "densenet", _densenet_weights(_name))
+
+
+def list_backbones() -> list[str]:
+    """Backbone names, VGGs first."""
+    return list(_BACKBONES)
+
+
+def backbone_info(name: str) -> BackboneInfo:
+    try:
+        return _BACKBONES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(_BACKBONES)}") from None
+
+
+def build_backbone(
+    name: str,
+    *,
+    num_classes: int = 1000,
+    width: float = 1.0,
+    head: str = "classic",
+    pretrained: bool = False,
+    memory_efficient: bool = False,
+) -> VGG | DenseNet:
+    """A plain backbone, nothing placed. ``head`` matters for VGG only: DenseNet's own head is already compact."""
+    info = backbone_info(name)
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 4:
+        raise ValueError(f"width must be a number in (0, 4], got {width!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    # find the weights file before building anything: a missing file is a quick, clear error
+    weights_file = _pretrained_file(info, width) if pretrained else None
+    if info.family == "vgg":
+        if memory_efficient:
+            raise ValueError("memory_efficient applies to DenseNet backbones only")
+        model: VGG | DenseNet = build_vgg(name, num_classes=num_classes, width=width, head=head)
+    else:
+        model = build_densenet(name, num_classes=num_classes, width=width, memory_efficient=memory_efficient)
+    if weights_file is not None:
+        _load_pretrained(model, info, weights_file)
+    return model
+
+
+def slot_sites(model: nn.Module) -> list[SlotSite]:
+    return model.slot_sites()  # type: ignore[operator]
+
+
+# Old DenseNet checkpoints name layers 'norm.1' where the modules are now 'norm1'.
+_OLD_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def pretrained_path(info: BackboneInfo) -> str:
+    """Where torchvision keeps the weights file of ``info`` (TORCH_HOME/hub/checkpoints)."""
+    if info.weights is None:
+        raise ValueError(f"no pretrained weights exist for {info.name}")
+    url = getattr(tv_models, info.weights).DEFAULT.url
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+
+def _pretrained_file(info: BackboneInfo, width: float) -> str:
+    if width != 1.0:
+        raise ValueError(f"pretrained weights for {info.name} exist for width 1.0 only, got width {width}")
+    path = pretrained_path(info)
+    if not os.path.exists(path):
+        raise ValueError(
+            f"pretrained weights for {info.name} are not on this machine: place {os.path.basename(path)} "
+            f"in {os.path.dirname(path)} (set TORCH_HOME to use another folder)"
+        )
+    return path
+
+
+def _load_pretrained(model: nn.Module, info: BackboneInfo, path: str) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which
+        raise ValueError(f"cannot read pretrained weights {path}: {err}") from None
+    state = {_OLD_DENSENET_KEY.sub(r"\1\2", k): v for k, v in state.items()}
+    own = model.state_dict()
+    # the head is loaded only when it has the pretrained shape (classic VGG head, 1000 classes)
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    # old checkpoints carry no BatchNorm step counters; those stay as they are
+    missing = [k for k in own if k.startswith("features.") and k not in usable and "num_batches_tracked" not in k]
+    if missing:
+        raise ValueError(f"{path} does not fit {info.name}: {len(missing)} feature tensors missing, e.g. {missing[0]}")
+    model.load_state_dict(usable, strict=False)

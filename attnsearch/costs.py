@@ -1,0 +1,144 @@
+"""What a model costs: parameters, FLOPs, and on request latency and training memory.
+
+FLOPs come from ``torch.utils.flop_counter`` (one multiply-add = 2 FLOPs), so attention matmuls are counted
+like convolutions, with no per-layer formula table of our own.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["count_flops", "count_params", "measure_costs"]
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Forward FLOPs of ``model`` (eval mode) for one input of ``input_shape``, counted on the meta device.
+
+    The meta device computes shapes only: no memory for activations (an N x N attention matrix of a large map
+    costs nothing to count) and the plain matmul path of every attention op, which the counter knows.
+    """
+    meta = {name: torch.empty_like(t, device="meta") for name, t in (*model.named_parameters(), *model.named_buffers())}
+    x = torch.zeros(input_shape, device="meta")
+    with _eval(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        functional_call(model, meta, (x,))
+    return int(counter.get_total_flops())
+
+
+def measure_costs(
+    model: nn.Module,
+    *,
+    image_size: int,
+    latency: bool = False,
+    memory: bool = False,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    repeats: int = 10,
+) -> dict[str, Any]:
+    """Parameters and per-image forward FLOPs; with ``latency`` or ``memory`` also timings and training memory.
+
+    The default call runs one forward pass on the meta device and nothing else, so it is cheap enough to run
+    before every trial, whatever the size of the model. ``latency=True`` adds ``latency_ms`` (median over
+    ``repeats`` forward passes at batch 1) and ``latency_ms_batch`` (the same at ``batch_size``).
+    ``memory=True`` adds ``train_memory_bytes``, the peak activation memory of one training step at
+    ``batch_size`` (tensors saved for backward on any device, and the allocator's peak on CUDA).
+
+    Example:
+        >>> measure_costs(build_model("vgg16", num_classes=1000), image_size=224)["flops"] / 1e9
+        30.9...
+    """
+    if device is not None:
+        model = model.to(device)
+    costs: dict[str, Any] = {"params": count_params(model), "flops": count_flops(model, (1, 3, image_size, image_size))}
+    if latency:
+        costs["latency_ms"] = _latency_ms(model, image_size, 1, repeats)
+        costs["latency_ms_batch"] = _latency_ms(model, image_size, batch_size, repeats)
+        costs["latency_batch_size"] = batch_size
+    if memory:
+        costs["train_memory_bytes"] = _train_memory_bytes(model, image_size, batch_size)
+    return costs
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+class _eval:
+    """Put a model in eval mode for a block and restore its previous mode."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self) -> nn.Module:
+        return self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.train(self.was_training)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _latency_ms(model: nn.Module, image_size: int, batch_size: int, repeats: int) -> float:
+    device = _device_of(model)
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    times = []
+    with _eval(model), torch.inference_mode():
+        for i in range(repeats + 2):  # the first two passes warm caches and kernels
+            _synchronize(device)
+            start = time.perf_counter()
+            model(x)
+            _synchronize(device)
+            if i >= 2:
+                times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def _train_memory_bytes(model: nn.Module, image_size: int, batch_size: int) -> int:
+    device = _device_of(model)
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        # each storage once: views share memory, and weights saved for backward are not activations
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+    # a training step updates BatchNorm statistics: measuring must leave the model as it was
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = model(x).float().sum()
+        loss.backward()
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+    activations = sum(saved.values())
+    if device.type == "cuda":
+        return max(activations, torch.cuda.max_memory_allocated(device) - baseline)
+    return activations

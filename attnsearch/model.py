@@ -1,0 +1,111 @@
+"""A backbone with attention modules placed in its slots: the model every trial trains."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from .attention import check_params, create_module
+from .backbones import Slot, build_backbone, describe_names, insert_modules, slot_sites, trace_slots
+
+__all__ = ["Placement", "build_model", "list_slots", "normalize_placements"]
+
+# What a slot may hold: a registry key, or {"type": key, **params}; None and "none" place nothing.
+Placement = Union[str, Mapping[str, Any], None]  # noqa: UP007  (a runtime alias: Python 3.10 has no `|` here)
+
+
+def list_slots(backbone: str, *, image_size: int = 224, width: float = 1.0) -> list[Slot]:
+    """Slots of ``backbone`` with the channels and spatial size of the map each one sees at ``image_size``.
+
+    Example:
+        >>> [(s.name, s.channels, s.height) for s in list_slots("vgg16_bn", image_size=32)][:2]
+        [('block1', 64, 32), ('block2', 128, 16)]
+    """
+    _check_image_size(image_size)
+    with torch.device("meta"):  # shapes only: no weights are allocated
+        model = build_backbone(backbone, width=width, head="compact", num_classes=1)
+    try:
+        return trace_slots(model, slot_sites(model), image_size)
+    except ValueError as err:
+        raise ValueError(f"{backbone}: {err}") from None
+
+
+def normalize_placements(
+    backbone: str, placements: Mapping[str, Placement] | None, slots: list[Slot] | None = None
+) -> dict[str, tuple[str, dict]]:
+    """Validate ``placements`` against the backbone's slots and the registry: slot -> (key, params), 'none' dropped."""
+    names = [slot.name for slot in slots or list_slots(backbone, image_size=224)]
+    result: dict[str, tuple[str, dict]] = {}
+    for slot, value in (placements or {}).items():
+        if slot not in names:
+            raise ValueError(f"unknown slot {slot!r} for {backbone}; valid: {describe_names(names)}")
+        if isinstance(value, Mapping):
+            params = dict(value)
+            if "type" not in params:
+                raise ValueError(f"slot {slot}: a mapping needs a 'type' key naming the module")
+            key = params.pop("type")
+        else:
+            key, params = value, {}
+        if key is None or key == "none":
+            if params:
+                raise ValueError(f"slot {slot}: 'none' takes no parameters")
+            continue
+        check_params(key, params)
+        result[slot] = (key, params)
+    return result
+
+
+def build_model(
+    backbone: str,
+    placements: Mapping[str, Placement] | None = None,
+    *,
+    num_classes: int = 1000,
+    width: float = 1.0,
+    head: str = "classic",
+    image_size: int = 224,
+    pretrained: bool = False,
+    memory_efficient: bool = False,
+) -> nn.Module:
+    """Build ``backbone`` with attention modules in the named slots.
+
+    Pretrained weights load into the plain backbone first; inserted modules keep their own initialisation.
+
+    Example:
+        >>> model = build_model("vgg16_bn", {"block3": "cbam", "block5": {"type": "self_attention"}},
+        ...                     num_classes=10, width=0.25, head="compact", image_size=32)
+        >>> model(torch.randn(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+    shapes = {slot.name: slot for slot in list_slots(backbone, image_size=image_size, width=width)}
+    chosen = normalize_placements(backbone, placements, list(shapes.values()))
+    model = build_backbone(
+        backbone,
+        num_classes=num_classes,
+        width=width,
+        head=head,
+        pretrained=pretrained,
+        memory_efficient=memory_efficient,
+    )
+    sites = slot_sites(model)
+    modules: dict[str, Any] = {}
+    for site in sites:
+        if site.name not in chosen:
+            continue
+        key, params = chosen[site.name]
+        channels = shapes[site.name].channels
+        if site.per_layer:
+            modules[site.name] = lambda key=key, channels=channels, params=params: create_module(
+                key, channels, **params
+            )
+        else:
+            modules[site.name] = create_module(key, channels, **params)
+    insert_modules(model, sites, modules)
+    return model
+
+
+def _check_image_size(image_size: int) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")

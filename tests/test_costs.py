@@ -1,0 +1,77 @@
+"""measure_costs against hand-computed figures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import attnsearch as a
+
+
+def conv_linear_flops(model: nn.Module, image_size: int) -> int:
+    """2 x multiply-adds of every conv and linear layer, from their output shapes."""
+    total = 0
+
+    def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += 2 * k * output.numel()
+        elif isinstance(module, nn.Linear):
+            total += 2 * module.in_features * output.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, image_size, image_size))
+    for h in handles:
+        h.remove()
+    return total
+
+
+def test_vgg16_flops_and_params() -> None:
+    model = a.build_model("vgg16", num_classes=1000, head="classic")
+    costs = a.measure_costs(model, image_size=224)
+    assert costs["params"] == 138_357_544
+    assert costs["flops"] == pytest.approx(30.94e9, rel=1e-3)
+    assert costs["flops"] == conv_linear_flops(model, 224)
+    assert set(costs) == {"params", "flops"}  # no timing unless asked
+
+
+def test_attention_matmuls_are_counted() -> None:
+    c, h, w, r = 64, 8, 6, 8
+    module = a.create_module("self_attention", c, reduction=r)
+    n = h * w
+    projections = 2 * c * (c // r) * n * 2 + 2 * c * c * n  # query, key (C -> C/8) and value (C -> C), 1x1 convs
+    attention = 2 * n * n * (c // r) + 2 * n * n * c  # logits q.k over all pairs, then weights x values
+    wrapped = nn.Sequential(nn.Conv2d(3, c, 1), module)
+    conv_in = 2 * 3 * c * n
+    assert a.measure_costs(wrapped, image_size=8)["flops"] != conv_in  # attention is not free
+    x = torch.zeros(1, c, h, w)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(x)
+    assert counter.get_total_flops() == projections + attention
+
+
+def test_latency_and_memory_on_request() -> None:
+    model = a.build_model("vgg11_bn", {"block3": "cbam"}, num_classes=10, width=0.125, head="compact", image_size=32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    small = a.measure_costs(model, image_size=32, latency=True, memory=True, batch_size=4, repeats=3)
+    large = a.measure_costs(model, image_size=32, memory=True, batch_size=16)
+    assert small["latency_ms"] > 0 and small["latency_ms_batch"] > 0 and small["latency_batch_size"] == 4
+    # activations grow with the batch: four times the images, about four times the memory
+    assert 3.0 < large["train_memory_bytes"] / small["train_memory_bytes"] < 4.5
+    # measuring is not training: weights and BatchNorm statistics are unchanged, no gradients left behind
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_self_attention_on_a_large_map_is_costed_not_crashed() -> None:
+    # conv1_1 at 224x224: 50,176 positions; the N x N attention matrix alone would be 10 GB in fp32
+    model = a.build_model("vgg11", {"conv1_1": "self_attention"}, num_classes=10, width=0.125, head="compact")
+    flops = a.measure_costs(model, image_size=224)["flops"]
+    n = 224 * 224
+    assert flops > 2 * n * n * 8  # the quadratic term is there
