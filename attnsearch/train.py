@@ -1,0 +1,414 @@
+"""The brief trainer: train one candidate model for a few epochs and report validation accuracy after each.
+
+``train_model`` never raises for the ways a trial is expected to end early: a pruner's verdict (state
+``"pruned"``), a stop request (``"failed"``/``"interrupted"``), a non-finite training loss (``"failed"``/
+``"diverged"``) or running out of memory (``"failed"``/``"oom"``). Any other exception propagates for the caller
+to record.
+
+Determinism: on the CPU, the same model weights, data, recipe and ``seed`` give bit-identical history and final
+weights (the CPU kernels these models use are deterministic; ``torch.use_deterministic_algorithms`` is not
+switched on, as it is process-wide and makes CUDA raise for ops without a deterministic kernel, e.g. the adaptive
+average pool's backward). On CUDA, batch order and augmentation are still identical for a seed, but the weights
+may differ in the last bits from run to run (atomic adds in cuDNN's backward passes).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .candidate import TrainRecipe
+from .data.dataset import Dataset
+from .data.loader import Batches, normalization
+
+__all__ = ["Evaluation", "TrainResult", "evaluate", "learning_rate", "make_optimizer", "train_model"]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "onecycle")
+PRECISIONS = ("auto", "fp32", "bf16")
+CUDA_CHECK_EVERY = 32  # steps between non-finite-loss checks off the CPU (each check waits for the device)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Top-1/top-5 accuracy and mean loss of a model on a set of images.
+
+    Example:
+        >>> Evaluation(accuracy=0.5, top5=None, loss=0.69, count=2).accuracy
+        0.5
+    """
+
+    accuracy: float  # top-1, 0..1
+    top5: float | None = None  # None when the model has fewer than 5 classes
+    loss: float = math.nan  # mean cross-entropy, without label smoothing
+    count: int = 0  # images evaluated
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """How a training run ended, with per-epoch history; ``val_*`` and ``train_loss`` are the last epoch's.
+
+    Example:
+        >>> TrainResult("pruned", "pruned", val_acc=0.31, epochs_run=1).to_dict()["state"]
+        'pruned'
+    """
+
+    state: str  # complete | pruned | failed
+    reason: str | None = None  # None, or diverged | oom | pruned | interrupted | an exception's one-line text
+    val_acc: float | None = None  # top-1 of the last evaluated epoch, 0..1; None when no epoch finished
+    val_top5: float | None = None  # None also when the model has fewer than 5 classes
+    val_loss: float | None = None  # mean cross-entropy on validation (no label smoothing)
+    train_loss: float | None = None  # mean training loss (with label smoothing) of the last evaluated epoch
+    history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: epoch, train_loss, val_*, lr, seconds
+    epochs_run: int = 0  # epochs trained and evaluated
+    timings: dict[str, float] = field(default_factory=dict)  # build, train, eval seconds
+    images_per_second: float = 0.0  # training images per second of the train phase
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (a deep copy), ready for JSON."""
+        return asdict(self)
+
+
+def learning_rate(step: int, *, total_steps: int, warmup_steps: int, peak: float, schedule: str) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) of ``total_steps``.
+
+    ``"cosine"``: linear warm-up to ``peak`` over the first ``warmup_steps`` steps (step s uses
+    ``peak * (s + 1) / warmup_steps``), then cosine decay towards 0 (step s uses
+    ``peak * (1 + cos(pi * (s - warmup_steps) / (total_steps - warmup_steps))) / 2``).
+    ``"onecycle"``: the curve of torch's ``OneCycleLR`` (cosine annealing both ways, start at ``peak / 25``, end at
+    ``peak / 25e4``), its rise lasting ``warmup_steps`` steps; momentum is not cycled.
+
+    Example:
+        >>> [round(learning_rate(s, total_steps=6, warmup_steps=2, peak=1.0, schedule="cosine"), 3) for s in range(6)]
+        [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]
+    """
+    if schedule == "cosine":
+        if step < warmup_steps:
+            return peak * (step + 1) / warmup_steps
+        return peak * (1 + math.cos(math.pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2
+    if schedule == "onecycle":
+        initial = peak / 25
+        final = initial / 1e4
+        if step < warmup_steps:
+            return initial + (peak - initial) * (1 - math.cos(math.pi * step / warmup_steps)) / 2
+        span = max(1, total_steps - 1 - warmup_steps)
+        return final + (peak - final) * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span))) / 2
+    raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+
+
+def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    """SGD (nesterov, momentum 0.9) or AdamW; weight decay on weights of 2 or more dimensions only.
+
+    Biases and normalisation weights (1-D parameters) get no decay: shrinking them does not regularise, it just
+    fights the normalisation.
+
+    Example:
+        >>> opt = make_optimizer(nn.Linear(4, 2), TrainRecipe(weight_decay=5e-4))
+        >>> [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]
+        [(1, 0.0005), (1, 0.0)]
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": recipe.weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe.lr)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def evaluate(
+    model: nn.Module,
+    data: Dataset | tuple[torch.Tensor, torch.Tensor],
+    *,
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+    batch_size: int = 256,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> Evaluation:
+    """Evaluate ``model`` (in eval mode, without gradients, on its own device) on a validation set.
+
+    ``data`` is a :class:`Dataset` (its validation split; the normalisation defaults to its training images'
+    statistics, as in training) or a pair of uint8 images (N, 3, H, W) and labels, with ``mean`` and ``std``
+    required. No augmentation. The model's train/eval mode is restored afterwards.
+
+    Example:
+        >>> model = build_model("vgg11_bn", num_classes=10, width=0.125, head="compact", image_size=32)
+        >>> evaluate(model, dataset).accuracy  # doctest: +SKIP
+        0.1
+    """
+    device = _device_of(model)
+    if isinstance(data, Dataset):
+        images, labels = data.val_x, data.val_y
+        if mean is None or std is None:
+            mean, std = normalization(data.train_x)
+    else:
+        images, labels = data
+        if mean is None or std is None:
+            raise ValueError("evaluating tensors needs mean and std: the training images' normalisation")
+    if images.shape[0] == 0:
+        raise ValueError("nothing to evaluate: no images")
+    batches = Batches(
+        images.to(device), labels.to(device), batch_size, mean=mean, std=std, channels_last=channels_last
+    )
+    return _evaluate(model, batches, _use_bf16(precision, device))
+
+
+def train_model(
+    model: nn.Module,
+    dataset: Dataset,
+    recipe: TrainRecipe,
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    threads: int | None = None,
+    report: Callable[[int, float], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    build_seconds: float = 0.0,
+) -> TrainResult:
+    """Train ``model`` on ``dataset`` following ``recipe``, validating after every epoch.
+
+    The dataset is moved to ``device`` once (as uint8) and the model is moved there and trained in place.
+    ``seed`` fixes batch order, augmentation and dropout (``torch.manual_seed``), not the initial weights: the
+    caller built the model. ``report(epoch, val_acc)`` is called after each epoch's validation (epochs count
+    from 1); returning True stops the run as ``"pruned"``. ``should_stop()`` is polled after every step; True
+    stops the run as ``"failed"``/``"interrupted"``. ``threads`` sets torch's CPU threads for the run (restored
+    afterwards). ``build_seconds`` is the caller's model-building time, passed through to ``timings``.
+
+    An epoch is one pass over the training images, in batches of ``recipe.batch_size`` (the last partial batch
+    is dropped, unless there are fewer images than one batch). When ``recipe.steps`` is set, it replaces
+    ``recipe.epochs``: training stops after that many optimizer steps, validating at the end of each pass and
+    after the last step (so the last reported epoch may be a partial pass). Warm-up lasts
+    ``recipe.warmup_epochs`` passes either way. The learning rate is set before every step (see
+    :func:`learning_rate`).
+
+    Non-finite loss is checked after every step on the CPU (free: the CPU is synchronous anyway) and every
+    ``CUDA_CHECK_EVERY`` steps and at the end of each epoch on other devices (a check waits for the device).
+
+    Example:
+        >>> model = build_model("vgg11_bn", {"block3": "se"}, num_classes=10, width=0.125, head="compact",
+        ...                     image_size=32)
+        >>> result = train_model(model, dataset, TrainRecipe(epochs=2), seed=0)  # doctest: +SKIP
+        >>> result.state, result.epochs_run
+        ('complete', 2)
+    """
+    _check_recipe(recipe)
+    device = torch.device(device)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    run = _Run()
+    out_of_memory = False
+    try:
+        try:
+            _train(model, dataset, recipe, device, seed, report, should_stop, run)
+        except Exception as err:
+            if not _is_oom(err):
+                raise
+            out_of_memory = True
+        # Outside the except block: the traceback (and the frames holding the activations) is gone by now.
+        if out_of_memory:
+            run.state, run.reason = "failed", "oom"
+            model.zero_grad(set_to_none=True)
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    finally:
+        torch.set_num_threads(previous_threads)
+    return run.result(build_seconds)
+
+
+@dataclass
+class _Run:
+    state: str = "failed"
+    reason: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    images: int = 0
+
+    def result(self, build_seconds: float) -> TrainResult:
+        last = self.history[-1] if self.history else {}
+        return TrainResult(
+            state=self.state,
+            reason=self.reason,
+            val_acc=last.get("val_acc"),
+            val_top5=last.get("val_top5"),
+            val_loss=last.get("val_loss"),
+            train_loss=last.get("train_loss"),
+            history=self.history,
+            epochs_run=len(self.history),
+            timings={"build": build_seconds, "train": self.train_seconds, "eval": self.eval_seconds},
+            images_per_second=self.images / self.train_seconds if self.train_seconds > 0 else 0.0,
+        )
+
+
+def _train(
+    model: nn.Module,
+    dataset: Dataset,
+    recipe: TrainRecipe,
+    device: torch.device,
+    seed: int,
+    report: Callable[[int, float], bool] | None,
+    should_stop: Callable[[], bool] | None,
+    run: _Run,
+) -> None:
+    torch.manual_seed(seed)  # dropout and any other randomness inside the model
+    generator = torch.Generator().manual_seed(seed)  # batch order and augmentation, drawn on the CPU
+    data = dataset.to(device)
+    if data.train_x.shape[0] == 0 or data.val_x.shape[0] == 0:
+        raise ValueError(f"dataset {data.name!r} needs training and validation images")
+    mean, std = normalization(data.train_x)
+    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    n = data.train_x.shape[0]
+    train = Batches(
+        data.train_x,
+        data.train_y,
+        recipe.batch_size,
+        mean=mean,
+        std=std,
+        augment=recipe.augment,
+        shuffle=True,
+        drop_last=n >= recipe.batch_size,  # equal batches (batch norm dislikes a runt), but never zero batches
+        generator=generator,
+        channels_last=recipe.channels_last,
+    )
+    val = Batches(
+        data.val_x, data.val_y, 2 * recipe.batch_size, mean=mean, std=std, channels_last=recipe.channels_last
+    )
+    per_epoch = len(train)
+    total = recipe.steps if recipe.steps is not None else recipe.epochs * per_epoch
+    epochs = -(-total // per_epoch)
+    warmup = min(total, round(recipe.warmup_epochs * per_epoch))
+    optimizer = make_optimizer(model, recipe)
+    bf16 = _use_bf16(recipe.precision, device)
+    check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY
+    step = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+        steps = 0
+        lr = recipe.lr
+        stopped: str | None = None
+        for x, y in train:
+            if step >= total:
+                break
+            lr = learning_rate(step, total_steps=total, warmup_steps=warmup, peak=recipe.lr, schedule=recipe.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x)  # (B, classes)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            step += 1
+            steps += 1
+            run.images += y.shape[0]
+            if steps % check_every == 0 and not bool(loss_sum.isfinite()):
+                stopped = "diverged"
+                break
+            if should_stop is not None and should_stop():
+                stopped = "interrupted"
+                break
+        train_loss = loss_sum.item() / max(1, steps)  # waits for the device: the epoch's time is complete
+        run.train_seconds += time.perf_counter() - started
+        if stopped is None and not math.isfinite(train_loss):
+            stopped = "diverged"
+        if stopped is not None:
+            run.state, run.reason = "failed", stopped
+            return
+        eval_started = time.perf_counter()
+        evaluation = _evaluate(model, val, bf16)
+        run.eval_seconds += time.perf_counter() - eval_started
+        run.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_acc": evaluation.accuracy,
+                "val_top5": evaluation.top5,
+                "val_loss": evaluation.loss,
+                "lr": lr,  # of the epoch's last step
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        if report is not None and report(epoch, evaluation.accuracy):
+            run.state, run.reason = "pruned", "pruned"
+            return
+    run.state, run.reason = "complete", None
+
+
+def _evaluate(model: nn.Module, batches: Batches, bf16: bool) -> Evaluation:
+    was_training = model.training
+    model.eval()
+    device = batches.images.device
+    try:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            # counts stay on the device until the end: one sync per evaluation
+            loss_sum = torch.zeros((), device=device)
+            top1 = torch.zeros((), dtype=torch.int64, device=device)
+            top5 = torch.zeros((), dtype=torch.int64, device=device)
+            classes = 0
+            for x, y in batches:
+                logits = model(x).float()  # (B, classes)
+                classes = logits.shape[1]
+                loss_sum += F.cross_entropy(logits, y, reduction="sum")
+                hits = logits.topk(min(5, classes), dim=1).indices == y[:, None]  # (B, k)
+                top1 += hits[:, 0].sum()
+                top5 += hits.any(dim=1).sum()
+    finally:
+        model.train(was_training)
+    count = batches.images.shape[0]
+    return Evaluation(
+        accuracy=top1.item() / count,
+        top5=top5.item() / count if classes >= 5 else None,
+        loss=loss_sum.item() / count,
+        count=count,
+    )
+
+
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def _check_recipe(recipe: TrainRecipe) -> None:
+    if recipe.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    if recipe.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {recipe.schedule!r}; valid: {', '.join(SCHEDULES)}")
+    if recipe.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {recipe.precision!r}; valid: {', '.join(PRECISIONS)}")
+    if recipe.batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {recipe.batch_size}")
+    if recipe.steps is None and recipe.epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {recipe.epochs}")
+    if recipe.steps is not None and recipe.steps < 1:
+        raise ValueError(f"steps must be at least 1, got {recipe.steps}")
+    if recipe.warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must not be negative, got {recipe.warmup_epochs}")
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or (isinstance(err, RuntimeError) and "out of memory" in str(err))
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
