@@ -93,7 +93,7 @@ def learning_rate(step: int, *, total_steps: int, warmup_steps: int, peak: float
     if schedule == "cosine":
         if step < warmup_steps:
             return peak * (step + 1) / warmup_steps
-        return peak * (1 + math.cos(math.pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2
+        return peak * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps))) / 2
     if schedule == "onecycle":
         initial = peak / 25
         final = initial / 1e4
@@ -145,9 +145,12 @@ def evaluate(
     required. No augmentation. The model's train/eval mode is restored afterwards.
 
     Example:
-        >>> model = build_model("vgg11_bn", num_classes=10, width=0.125, head="compact", image_size=32)
-        >>> evaluate(model, dataset).accuracy  # doctest: +SKIP
-        0.1
+        >>> images = torch.randint(0, 256, (8, 3, 4, 4), dtype=torch.uint8)
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(48, 6))
+        >>> mean, std = normalization(images)
+        >>> result = evaluate(model, (images, torch.zeros(8, dtype=torch.int64)), mean=mean, std=std)
+        >>> result.count, result.top5 is not None
+        (8, True)
     """
     device = _device_of(model)
     if isinstance(data, Dataset):
@@ -198,11 +201,14 @@ def train_model(
     ``CUDA_CHECK_EVERY`` steps and at the end of each epoch on other devices (a check waits for the device).
 
     Example:
+        >>> from attnsearch import build_model
+        >>> x, y = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (96,))
+        >>> dataset = Dataset("noise", x[:64], y[:64], x[64:], y[64:], tuple("abcdefghij"))
         >>> model = build_model("vgg11_bn", {"block3": "se"}, num_classes=10, width=0.125, head="compact",
         ...                     image_size=32)
-        >>> result = train_model(model, dataset, TrainRecipe(epochs=2), seed=0)  # doctest: +SKIP
-        >>> result.state, result.epochs_run
-        ('complete', 2)
+        >>> result = train_model(model, dataset, TrainRecipe(epochs=2, batch_size=32), seed=0)
+        >>> result.state, result.epochs_run, len(result.history)
+        ('complete', 2, 2)
     """
     _check_recipe(recipe)
     device = torch.device(device)

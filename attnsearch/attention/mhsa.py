@@ -56,10 +56,10 @@ def _position_encoding(h: int, w: int, channels: int, device: torch.device, dtyp
 @register_module(
     "mhsa",
     paper=(
-        "Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021 (arXiv 2010.11929); "
-        "Srinivas et al., Bottleneck Transformers for Visual Recognition, CVPR 2021 (arXiv 2101.11605)"
+        "Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021; "
+        "Srinivas et al., Bottleneck Transformers for Visual Recognition, CVPR 2021"
     ),
-    arxiv="2010.11929",
+    arxiv="2010.11929, 2101.11605",
 )
 class MHSA(nn.Module):
     """Pre-norm transformer block on the H*W positions of a feature map, with a 2D sine-cosine position encoding.
