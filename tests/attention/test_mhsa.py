@@ -196,7 +196,7 @@ def test_bad_params() -> None:
 
 def test_registry() -> None:
     info = module_info("mhsa")
-    assert info.cls is MHSA and info.arxiv == "2010.11929"
+    assert info.cls is MHSA and info.arxiv == "2010.11929, 2101.11605"
     assert info.params == {"heads": 4, "mlp_ratio": 2.0}
     m = create_module("mhsa", 32, heads=8, mlp_ratio=1.5)
     assert isinstance(m, MHSA) and m.heads == 8 and m.fc1.out_features == 48
