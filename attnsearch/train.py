@@ -15,6 +15,7 @@ may differ in the last bits from run to run (atomic adds in cuDNN's backward pas
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -67,7 +68,9 @@ class TrainResult:
     val_top5: float | None = None  # None also when the model has fewer than 5 classes
     val_loss: float | None = None  # mean cross-entropy on validation (no label smoothing)
     train_loss: float | None = None  # mean training loss (with label smoothing) of the last evaluated epoch
-    history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: epoch, train_loss, val_*, lr, seconds
+    history: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # per epoch: epoch, train_loss, val_*, lr, seconds (train + val)
     epochs_run: int = 0  # epochs trained and evaluated
     timings: dict[str, float] = field(default_factory=dict)  # build, train, eval seconds
     images_per_second: float = 0.0  # training images per second of the train phase
@@ -163,9 +166,7 @@ def evaluate(
             raise ValueError("evaluating tensors needs mean and std: the training images' normalisation")
     if images.shape[0] == 0:
         raise ValueError("nothing to evaluate: no images")
-    batches = Batches(
-        images.to(device), labels.to(device), batch_size, mean=mean, std=std, channels_last=channels_last
-    )
+    batches = Batches(images.to(device), labels.to(device), batch_size, mean=mean, std=std, channels_last=channels_last)
     return _evaluate(model, batches, _use_bf16(precision, device))
 
 
@@ -292,9 +293,7 @@ def _train(
         generator=generator,
         channels_last=recipe.channels_last,
     )
-    val = Batches(
-        data.val_x, data.val_y, 2 * recipe.batch_size, mean=mean, std=std, channels_last=recipe.channels_last
-    )
+    val = Batches(data.val_x, data.val_y, 2 * recipe.batch_size, mean=mean, std=std, channels_last=recipe.channels_last)
     per_epoch = len(train)
     total = recipe.steps if recipe.steps is not None else recipe.epochs * per_epoch
     epochs = -(-total // per_epoch)
@@ -310,9 +309,7 @@ def _train(
         steps = 0
         lr = recipe.lr
         stopped: str | None = None
-        for x, y in train:
-            if step >= total:
-                break
+        for x, y in itertools.islice(train, total - step):  # the step budget may end mid-pass
             lr = learning_rate(step, total_steps=total, warmup_steps=warmup, peak=recipe.lr, schedule=recipe.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr

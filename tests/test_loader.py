@@ -70,8 +70,8 @@ def test_determinism_by_seed() -> None:
         return [xb for _ in range(2) for xb, _ in batches]
 
     a, b, c = epochs(1), epochs(1), epochs(2)
-    assert all(torch.equal(u, v) for u, v in zip(a, b))
-    assert not any(torch.equal(u, v) for u, v in zip(a, c))
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    assert not any(torch.equal(u, v) for u, v in zip(a, c, strict=True))
 
 
 def test_crop_is_a_window_of_the_reflect_padded_image() -> None:
@@ -80,7 +80,7 @@ def test_crop_is_a_window_of_the_reflect_padded_image() -> None:
     padded = F.pad(x.float(), (CROP_PADDING,) * 4, mode="reflect")  # (N, 3, 20, 20)
     span = 2 * CROP_PADDING + 1
     found = []
-    for out, i in zip(xb, yb.tolist()):
+    for out, i in zip(xb, yb.tolist(), strict=True):
         windows = [
             (dy, dx)
             for dy in range(span)
@@ -98,7 +98,7 @@ def test_flip_mirrors_about_half() -> None:
     x = images(256, size=8)
     (xb, yb), *_ = list(raw(x, augment=("flip",), generator=torch.Generator().manual_seed(0)))
     flipped = 0
-    for out, i in zip(xb, yb.tolist()):
+    for out, i in zip(xb, yb.tolist(), strict=True):
         same, mirrored = torch.equal(out, x[i].float()), torch.equal(out, x[i].flip(-1).float())
         assert same != mirrored
         flipped += mirrored

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import pytest
@@ -13,7 +14,7 @@ import attnsearch.train as train_module
 from attnsearch import build_model
 from attnsearch.candidate import TrainRecipe
 from attnsearch.data.dataset import Dataset
-from attnsearch.train import learning_rate, make_optimizer, train_model
+from attnsearch.train import TrainResult, learning_rate, make_optimizer, train_model
 
 FAST = TrainRecipe(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5)
 
@@ -32,6 +33,12 @@ def toy(n_train: int = 256, n_val: int = 128, classes: int = 4, size: int = 32, 
     return Dataset("toy", x[:n_train], y[:n_train], x[n_train:], y[n_train:], names)
 
 
+def fit(model: nn.Module, data: Dataset, recipe: TrainRecipe, **kwargs: object) -> TrainResult:
+    """train_model on one thread: several threads only contend on a small shared CPU (and are no faster here)."""
+    kwargs.setdefault("threads", 1)
+    return train_model(model, data, recipe, **kwargs)  # type: ignore[arg-type]
+
+
 def vgg(classes: int = 4) -> nn.Module:
     torch.manual_seed(0)
     return build_model("vgg11_bn", {"block3": "se"}, num_classes=classes, width=0.125, head="compact", image_size=32)
@@ -45,7 +52,7 @@ def test_learns_toy_problem_and_reports_every_epoch() -> None:
         return False
 
     recipe = TrainRecipe(epochs=3, batch_size=32, lr=0.05)
-    result = train_model(vgg(), toy(), recipe, report=report, build_seconds=0.25)
+    result = fit(vgg(), toy(), recipe, report=report, build_seconds=0.25)
     assert (result.state, result.reason, result.epochs_run) == ("complete", None, 3)
     assert [e for e, _ in calls] == [1, 2, 3]
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
@@ -59,14 +66,14 @@ def test_learns_toy_problem_and_reports_every_epoch() -> None:
 
 
 def test_top5_with_five_or_more_classes() -> None:
-    result = train_model(vgg(6), toy(128, 64, classes=6), TrainRecipe(epochs=1, batch_size=32))
+    result = fit(vgg(6), toy(128, 64, classes=6), TrainRecipe(epochs=1, batch_size=32))
     assert result.val_top5 is not None and result.val_acc is not None
     assert result.val_acc <= result.val_top5 <= 1.0
 
 
 def test_report_true_prunes() -> None:
     epochs: list[int] = []
-    result = train_model(vgg(), toy(128, 64), FAST, report=lambda e, _: epochs.append(e) or True)
+    result = fit(vgg(), toy(128, 64), FAST, report=lambda e, _: epochs.append(e) or True)
     assert (result.state, result.reason, result.epochs_run) == ("pruned", "pruned", 1)
     assert epochs == [1]
 
@@ -79,7 +86,7 @@ def test_should_stop_interrupts() -> None:
         calls += 1
         return calls >= 3
 
-    result = train_model(vgg(), toy(128, 64), FAST, should_stop=should_stop)
+    result = fit(vgg(), toy(128, 64), FAST, should_stop=should_stop)
     assert (result.state, result.reason, result.epochs_run) == ("failed", "interrupted", 0)
     assert result.val_acc is None
 
@@ -99,14 +106,14 @@ class NaNAfter(nn.Module):
 
 def test_nan_loss_fails_as_diverged() -> None:
     model = nn.Sequential(vgg(), NaNAfter(10))  # 4 steps per epoch: NaN during epoch 3
-    result = train_model(model, toy(128, 64), TrainRecipe(epochs=4, batch_size=32))
+    result = fit(model, toy(128, 64), TrainRecipe(epochs=4, batch_size=32))
     assert (result.state, result.reason, result.epochs_run) == ("failed", "diverged", 2)
     assert result.val_acc == result.history[-1]["val_acc"]
     assert all(math.isfinite(h["train_loss"]) for h in result.history)
 
 
 def test_huge_learning_rate_fails_as_diverged() -> None:
-    result = train_model(vgg(), toy(128, 64), TrainRecipe(epochs=2, batch_size=32, lr=1e12, warmup_epochs=0))
+    result = fit(vgg(), toy(128, 64), TrainRecipe(epochs=2, batch_size=32, lr=1e12, warmup_epochs=0))
     assert (result.state, result.reason) == ("failed", "diverged")
 
 
@@ -120,7 +127,7 @@ def test_out_of_memory_fails_as_oom(error: Exception) -> None:
         raise error
 
     model.classifier.forward = explode  # type: ignore[method-assign]
-    result = train_model(model, toy(128, 64), FAST)
+    result = fit(model, toy(128, 64), FAST)
     assert (result.state, result.reason, result.epochs_run) == ("failed", "oom", 0)
     assert all(p.grad is None for p in model.parameters())
 
@@ -133,7 +140,7 @@ def test_other_errors_propagate() -> None:
 
     model.classifier.forward = explode  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        train_model(model, toy(128, 64), FAST)
+        fit(model, toy(128, 64), FAST)
 
 
 def test_same_seed_same_run_different_seed_different_run() -> None:
@@ -141,7 +148,7 @@ def test_same_seed_same_run_different_seed_different_run() -> None:
 
     def run(seed: int) -> tuple[list[dict], dict[str, torch.Tensor]]:
         model = copy.deepcopy(base)
-        result = train_model(model, data, FAST, seed=seed)
+        result = fit(model, data, FAST, seed=seed)
         history = [{k: v for k, v in h.items() if k != "seconds"} for h in result.history]
         return history, model.state_dict()
 
@@ -162,7 +169,7 @@ def test_threads_set_and_restored(monkeypatch: pytest.MonkeyPatch) -> None:
         original(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(train_module, "_train", spy)
-    train_model(vgg(), toy(64, 32), TrainRecipe(epochs=1, batch_size=32), threads=1)
+    fit(vgg(), toy(64, 32), TrainRecipe(epochs=1, batch_size=32), threads=1)
     assert seen == [1]
     assert torch.get_num_threads() == before
 
@@ -177,19 +184,19 @@ def test_warmup_cosine_schedule_is_followed(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(torch.optim.SGD, "step", spy)
     recipe = TrainRecipe(epochs=3, batch_size=32, lr=0.1, warmup_epochs=0.5, schedule="cosine")
-    result = train_model(vgg(), toy(128, 64), recipe)  # 4 steps per epoch: 12 steps, 2 of warm-up
+    result = fit(vgg(), toy(128, 64), recipe)  # 4 steps per epoch: 12 steps, 2 of warm-up
     peak, total, warmup = 0.1, 12, 2
     expected = [peak * (s + 1) / warmup for s in range(warmup)]
     expected += [peak * 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup))) for s in range(warmup, total)]
     assert used == pytest.approx(expected)
-    assert used[1] == pytest.approx(peak) and used[-1] < 0.01 * peak
+    assert used[1] == pytest.approx(peak) and used[-1] < 0.03 * peak
     assert [h["lr"] for h in result.history] == pytest.approx([expected[3], expected[7], expected[11]])
 
 
 def test_step_budget_replaces_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
     reported: list[int] = []
     recipe = TrainRecipe(epochs=99, steps=6, batch_size=32, warmup_epochs=0)  # 4 steps per pass
-    result = train_model(vgg(), toy(128, 64), recipe, report=lambda e, _: reported.append(e) or False)
+    result = fit(vgg(), toy(128, 64), recipe, report=lambda e, _: reported.append(e) or False)
     assert result.state == "complete" and reported == [1, 2] and result.epochs_run == 2
 
 
@@ -197,7 +204,7 @@ def test_onecycle_shape() -> None:
     lrs = [learning_rate(s, total_steps=100, warmup_steps=30, peak=1.0, schedule="onecycle") for s in range(100)]
     assert lrs[0] == pytest.approx(1 / 25) and lrs[30] == pytest.approx(1.0) and lrs[99] == pytest.approx(1 / 25e4)
     assert max(lrs) == lrs[30]
-    assert all(a < b for a, b in zip(lrs[:30], lrs[1:31])) and all(a > b for a, b in zip(lrs[30:], lrs[31:]))
+    assert all(a < b for a, b in itertools.pairwise(lrs[:31])) and all(a > b for a, b in itertools.pairwise(lrs[30:]))
 
 
 def test_weight_decay_spares_one_dimensional_parameters() -> None:
@@ -215,6 +222,6 @@ def test_weight_decay_spares_one_dimensional_parameters() -> None:
 
 def test_bf16_on_cpu_and_unknown_settings() -> None:
     recipe = TrainRecipe(epochs=1, batch_size=32, precision="bf16", optimizer="adamw", lr=1e-3, schedule="onecycle")
-    assert train_model(vgg(), toy(64, 32), recipe).state == "complete"
+    assert fit(vgg(), toy(64, 32), recipe).state == "complete"
     with pytest.raises(ValueError, match="unknown precision"):
-        train_model(vgg(), toy(64, 32), TrainRecipe(precision="fp16"))
+        fit(vgg(), toy(64, 32), TrainRecipe(precision="fp16"))

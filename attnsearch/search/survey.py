@@ -1,0 +1,92 @@
+"""What a space holds before anything trains: its size, its slot x module table, and its range of costs.
+
+A module's cost at a slot does not depend on what sits in the other slots (it never changes a feature map's
+shape), so each (slot, module, parameters) option is costed once, on the meta device, and a candidate's cost is
+the plain backbone's plus the sum of its options' costs. That makes the whole space's range exact and cheap.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..costs import count_flops
+from ..model import build_model
+from ..space import SearchSpace
+
+__all__ = ["SpaceSurvey", "survey_space"]
+
+ENUMERATE_LIMIT = 200_000  # candidates checked one by one against the constraints; above it, per-slot bounds only
+
+
+@dataclass
+class SpaceSurvey:
+    size: int  # distinct candidates, a searched range counting as one choice
+    table: dict[str, list[str]]  # slot -> modules tried there (first backbone)
+    params: tuple[int, int]  # min, max over the space
+    flops: tuple[int, int]
+    violations: int | None = None  # candidates that break a constraint; None when not enumerated
+    examples: list[str] = field(default_factory=list)  # a few of them, written compactly
+    checked: bool = True  # False when the space was too large to check candidate by candidate
+
+
+def _costs(backbone: str, placements: dict[str, Any], width: float, head: str, image_size: int) -> tuple[int, int]:
+    with torch.device("meta"):
+        model = build_model(backbone, placements, num_classes=10, width=width, head=head, image_size=image_size)
+    params = sum(p.numel() for p in model.parameters())
+    return params, count_flops(model, (1, 3, image_size, image_size))
+
+
+def survey_space(space: SearchSpace) -> SpaceSurvey:
+    """Size, table and cost range of ``space``; every candidate is checked against the constraints when feasible."""
+    config = space.config
+    image_size = config.data.image_size
+    limits = config.search.constraints
+    widths = config.backbone.width if isinstance(config.backbone.width, list) else [config.backbone.width]
+    heads = config.backbone.head if isinstance(config.backbone.head, list) else [config.backbone.head]
+    low, high = [float("inf")] * 2, [0.0] * 2
+    violations, examples = 0, []
+    size = space.size()
+    checked = size <= ENUMERATE_LIMIT
+    for backbone, width, head in itertools.product(space.backbones, widths, heads):
+        base = _costs(backbone, {}, width, head, image_size)
+        options: list[list[tuple[str, tuple[int, int]]]] = []
+        for slot, modules in space.slots[backbone].items():
+            per_slot = []
+            for module in modules:
+                if module == "none":
+                    per_slot.append(("", (0, 0)))
+                    continue
+                params = space.module_params.get(module, {})
+                for values in itertools.product(*params.values()):
+                    chosen = dict(zip(params, values, strict=True))
+                    cost = _costs(backbone, {slot: {"type": module, **chosen}}, width, head, image_size)
+                    label = f"{slot}={module}" + (
+                        f"({','.join(f'{k}={v}' for k, v in chosen.items())})" if chosen else ""
+                    )
+                    per_slot.append((label, (cost[0] - base[0], cost[1] - base[1])))
+            options.append(per_slot)
+        for i in range(2):
+            low[i] = min(low[i], base[i] + sum(min(o[1][i] for o in slot) for slot in options))
+            high[i] = max(high[i], base[i] + sum(max(o[1][i] for o in slot) for slot in options))
+        if checked and (limits.max_params or limits.max_flops):
+            for combo in itertools.product(*options):
+                p = base[0] + sum(c[1][0] for c in combo)
+                f = base[1] + sum(c[1][1] for c in combo)
+                if (limits.max_params and p > limits.max_params) or (limits.max_flops and f > limits.max_flops):
+                    violations += 1
+                    if len(examples) < 5:
+                        examples.append(" ".join(c[0] for c in combo if c[0]) or f"{backbone} baseline")
+    first = space.backbones[0]
+    return SpaceSurvey(
+        size=size,
+        table=dict(space.slots[first]),
+        params=(int(low[0]), int(high[0])),
+        flops=(int(low[1]), int(high[1])),
+        violations=violations if checked else None,
+        examples=examples,
+        checked=checked,
+    )

@@ -1,0 +1,186 @@
+"""One trial's work, the same under every executor: build the candidate, cost it, train it, score it.
+
+It knows nothing of Optuna or of the screen: pruning decisions arrive through ``report``, interruption through
+``should_stop``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from ..candidate import Candidate
+from ..costs import measure_costs
+from ..data import Dataset
+from ..model import build_model
+from ..train import train_model
+
+__all__ = ["Constraints", "TrialOutcome", "resolve_device", "run_candidate"]
+
+
+@dataclass(frozen=True)
+class Constraints:
+    max_params: float | None = None
+    max_flops: float | None = None
+    max_latency_ms: float | None = None
+
+
+@dataclass
+class TrialOutcome:
+    """What a worker sends back: plain values, plus the weights when they are to be kept."""
+
+    state: str  # complete | pruned | failed | infeasible
+    reason: str | None = None  # why a trial was not complete
+    metrics: dict[str, Any] = field(default_factory=dict)  # val_acc (mean over repeats), params, flops, ...
+    history: list[dict[str, Any]] = field(default_factory=list)  # per epoch, first repeat
+    repeats: list[dict[str, Any]] = field(default_factory=list)  # per seed: seed, val_acc, val_loss, ...
+    timings: dict[str, float] = field(default_factory=dict)  # build, costs, train, eval, total seconds
+    worker: dict[str, Any] = field(default_factory=dict)  # host, pid, device
+    state_dict: dict[str, torch.Tensor] | None = None  # first repeat's trained weights, on the CPU
+
+    def record(self) -> dict[str, Any]:
+        """Everything but the weights, for trial.json."""
+        d = asdict(self)
+        d.pop("state_dict")
+        return d
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def run_candidate(
+    candidate: Candidate,
+    dataset: Dataset,
+    *,
+    device: torch.device,
+    constraints: Constraints = Constraints(),
+    latency: bool = False,
+    repeats: int = 1,
+    threads: int | None = None,
+    report: Callable[[int, float], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    keep_weights: bool = False,
+) -> TrialOutcome:
+    """Build, cost, check constraints, then train ``repeats`` seeds; the first seed's epochs go to ``report``.
+
+    ``latency`` measures forward latency on ``device`` too (also implied by a latency constraint).
+    """
+    started = time.perf_counter()
+    worker = {"host": socket.gethostname(), "pid": os.getpid(), "device": str(device)}
+    timings: dict[str, float] = {}
+
+    def build(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)  # initial weights depend on the trial's seed only
+        b = candidate.backbone
+        return build_model(
+            b.name,
+            candidate.placement_dict(),
+            num_classes=dataset.num_classes,
+            width=b.width,
+            head=b.head,
+            image_size=dataset.image_size,
+            pretrained=b.pretrained,
+        )
+
+    try:
+        t = time.perf_counter()
+        model = build(candidate.seed)
+        timings["build"] = time.perf_counter() - t
+        t = time.perf_counter()
+        timed = latency or constraints.max_latency_ms is not None
+        costs = measure_costs(model, image_size=dataset.image_size, latency=timed, device=device if timed else None)
+        timings["costs"] = time.perf_counter() - t
+    except Exception as err:  # a candidate that cannot even be built fails alone, with its reason
+        return TrialOutcome("failed", _one_line(err), timings=timings, worker=worker)
+    metrics: dict[str, Any] = {k: v for k, v in costs.items() if k in ("params", "flops", "latency_ms")}
+    reason = _infeasible(costs, constraints)
+    if reason:
+        timings["total"] = time.perf_counter() - started
+        return TrialOutcome("infeasible", reason, metrics=metrics, timings=timings, worker=worker)
+
+    runs = []
+    outcome_state, outcome_reason, history, weights = "complete", None, [], None
+    for i in range(repeats):
+        seed = candidate.seed + i
+        if i > 0:
+            t = time.perf_counter()
+            model = build(seed)
+            timings["build"] += time.perf_counter() - t
+        try:
+            result = train_model(
+                model,
+                dataset,
+                candidate.train,
+                device=device,
+                seed=seed,
+                threads=threads,
+                report=report if i == 0 else None,
+                should_stop=should_stop,
+            )
+        except Exception as err:  # a module that raises fails this trial, not the study
+            return TrialOutcome(
+                "failed", _one_line(err), metrics=metrics, history=history, timings=timings, worker=worker
+            )
+        for key in ("train", "eval"):
+            timings[key] = timings.get(key, 0.0) + result.timings.get(key, 0.0)
+        if i == 0:
+            history = result.history
+            if keep_weights and result.state == "complete":
+                weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        runs.append(
+            {
+                "seed": seed,
+                "state": result.state,
+                "val_acc": result.val_acc,
+                "val_top5": result.val_top5,
+                "val_loss": result.val_loss,
+                "train_loss": result.train_loss,
+                "images_per_second": result.images_per_second,
+                "epochs_run": result.epochs_run,
+            }
+        )
+        if result.state != "complete":
+            outcome_state, outcome_reason = result.state, result.reason
+            break
+    finished = [r for r in runs if r["state"] == "complete"] or runs
+    for key in ("val_acc", "val_top5", "val_loss", "train_loss", "images_per_second"):
+        values = [r[key] for r in finished if r[key] is not None]
+        if values:
+            metrics[key] = statistics.fmean(values)
+    accuracies = [r["val_acc"] for r in finished if r["val_acc"] is not None]
+    if len(accuracies) > 1:
+        metrics["val_acc_std"] = statistics.stdev(accuracies)
+    metrics["train_seconds"] = timings.get("train", 0.0)
+    timings["total"] = time.perf_counter() - started
+    return TrialOutcome(outcome_state, outcome_reason, metrics, history, runs, timings, worker, weights)
+
+
+def _infeasible(costs: dict[str, Any], constraints: Constraints) -> str | None:
+    checks = [
+        ("params", constraints.max_params, "max_params"),
+        ("flops", constraints.max_flops, "max_flops"),
+        ("latency_ms", constraints.max_latency_ms, "max_latency_ms"),
+    ]
+    for key, limit, name in checks:
+        if limit is not None and costs[key] > limit:
+            return f"{key} {costs[key]:.4g} > {name} {limit:.4g}"
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    where = f" ({os.path.basename(frame.filename)}:{frame.lineno})" if frame else ""
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"[:300] + where

@@ -1,0 +1,171 @@
+"""The space file: strict validation with YAML paths, safe loading, and the trial -> Candidate bridge."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import optuna
+import pytest
+
+from attnsearch.candidate import Candidate
+from attnsearch.space import SpaceError, load_space, parse_space
+
+BASE = {
+    "name": "tiny",
+    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
+    "slots": {"block3": ["none", "se", "cbam"], "block5": ["none", "eca"]},
+    "modules": {"cbam": {"kernel_size": [3, 7]}, "se": {"reduction": 4}},
+    "data": {"dataset": "shapes", "image_size": 32, "train_size": 64, "val_size": 32},
+    "train": {"epochs": 1, "batch_size": 32, "lr": 0.05},
+    "search": {"sampler": "random", "n_trials": 4, "pruner": "none"},
+}
+
+
+def patched(**sections) -> dict:
+    data = copy.deepcopy(BASE)
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"slots": {"block7": ["se"]}}, "slots.block7: unknown slot for vgg11_bn; valid: all, block1..block5, conv1_1"),
+        ({"slots": {"block3": ["se", "sse"]}}, "slots.block3[1]: unknown attention module 'sse'; valid: none, se"),
+        ({"slots": {"block3": []}}, "slots.block3: must not be empty"),
+        ({"slots": {"block3": ["se", "se"]}}, "slots.block3: a module is listed twice"),
+        ({"modules": {"cbam": {"kernel_size": [3, 5]}}}, "modules.cbam.kernel_size: kernel_size must be 3 or 7, got 5"),
+        ({"modules": {"cbam": {"k": 3}}}, "modules.cbam.k: unknown parameter 'k'; valid: reduction, kernel_size"),
+        ({"modules": {"cbm": {"k": 3}}}, "modules.cbm: unknown attention module; valid: se, eca"),
+        ({"modules": {"se": {"reduction": "four"}}}, "modules.se.reduction: reduction must be int, got 'four'"),
+        ({"train": {"epochs": -1}}, "train.epochs: must be greater than or equal to 1"),
+        ({"train": {"epochs": "3"}}, "train.epochs: must be a valid integer, got '3'"),
+        ({"train": {"lr": {"low": 1}}}, "train.lr.high: required key is missing"),
+        ({"train": {"lr": {"low": 1, "high": 0.1}}}, "train.lr: low (1) must be below high (0.1)"),
+        ({"train": {"lr": {"low": 0, "high": 1, "log": True}}}, "train.lr: a log range needs low > 0"),
+        ({"train": {"lr": [0.1, "x"]}}, "train.lr[1]: must be a valid number, got 'x'"),
+        ({"train": {"optimizer": "adam"}}, "train.optimizer: must be 'sgd' or 'adamw'"),
+        ({"train": {"foo": 1}}, "train.foo: unknown key; valid: epochs, steps, batch_size"),
+        ({"extra": 1}, "extra: unknown key; valid: name, backbone, slots"),
+        ({"search": {"objectives": [{"metric": "val_acc", "direction": "up"}]}},
+         "search.objectives[0].direction: must be 'maximize' or 'minimize'"),
+        ({"search": {"objectives": [{"metric": "acc", "direction": "maximize"}]}}, "search.objectives[0].metric:"),
+        ({"search": {"objectives": [{"metric": "val_acc", "direction": "maximize"},
+                                    {"metric": "params", "direction": "minimize"}], "pruner": "median"}},
+         "search.pruner: pruning needs a single objective"),
+        ({"search": {"sampler": "grid"}, "train": {"lr": {"low": 0.01, "high": 0.1}}},
+         "search.sampler: grid needs discrete choices; train.lr is a range"),
+        ({"search": {"n_trials": 0}}, "search.n_trials: must be greater than or equal to 1"),
+        ({"search": {"n_trials": True}}, "search.n_trials: must be a valid integer, got True"),
+        ({"backbone": {"name": ["vgg11", "resnet50"]}}, "backbone.name[1]: unknown backbone 'resnet50'; valid: vgg11"),
+        ({"backbone": {"width": 0}}, "backbone.width: must be greater than 0"),
+        ({"data": {"image_size": 8}}, "data.image_size: vgg11_bn: image_size 8 is too small"),
+        ({"data": {"dataset": "imagenet"}}, "data.dataset: must be 'shapes', 'digits'"),
+        ({"execution": {"device": "gpu"}}, "execution.device: must be auto, cpu, cuda or cuda:N"),
+        ({"name": "../escape"}, "name: must be a folder name"),
+        ({"slots": None}, "slots: must be a valid dictionary"),
+    ],
+)
+def test_errors_name_the_yaml_path(patch: dict, message: str) -> None:
+    with pytest.raises(SpaceError) as caught:
+        parse_space(patched(**patch), check_data=False)
+    assert str(caught.value).startswith(message), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_name_and_slots() -> None:
+    data = patched()
+    del data["name"]
+    with pytest.raises(SpaceError, match=r"^name: required key is missing$"):
+        parse_space(data, check_data=False)
+    with pytest.raises(SpaceError, match="top level"):
+        parse_space(["not", "a", "mapping"])
+
+
+def write(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: a\nslots:\n\tblock1: [se]\n", r"line 3, column 1: a tab character: indent with spaces, not tabs$"),
+        ("name: a\nname: b\n", r"line 2, column 1: duplicate key 'name'"),
+        ("name: a\nslots: {block1: [se\n", r"line 3, column 1: expected ',' or ']'"),
+        ("a: &x [1]\nb: *x\n", "aliases"),
+        ("name: !!python/object/apply:os.system ['touch pwned']\n", "could not determine a constructor"),
+        (b"name: a\xff\n", r"line 1: not UTF-8 text"),
+    ],
+)
+def test_yaml_problems_are_one_line_with_the_place(tmp_path: Path, text: str | bytes, message: str) -> None:
+    with pytest.raises(SpaceError, match=message):
+        load_space(write(tmp_path, text))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_numbers_in_exponent_form_are_numbers(tmp_path: Path) -> None:
+    text = "name: e\nslots: {block3: [none, se]}\nsearch: {constraints: {max_params: 5.0e6, max_flops: 1e9}}\n"
+    text += "train: {lr: {low: 1e-3, high: 1.0e-1, log: true}}\n"
+    space = load_space(write(tmp_path, text))
+    assert space.config.search.constraints.max_params == 5e6 and space.config.search.constraints.max_flops == 1e9
+    assert space.config.train.lr.low == 1e-3
+
+
+def test_huge_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SpaceError, match="at most 1,000,000"):
+        load_space(write(tmp_path, "# x\n" * 400_000))
+
+
+def test_all_expands_to_block_slots_and_named_slots_override() -> None:
+    data = patched()
+    data["slots"] = {"all": ["none", "se"], "block5": ["none", "eca"]}
+    space = parse_space(data, check_data=False)
+    assert space.slots["vgg11_bn"] == {
+        "block1": ["none", "se"], "block2": ["none", "se"], "block3": ["none", "se"], "block4": ["none", "se"],
+        "block5": ["none", "eca"],
+    }
+    assert space.size() == 2**5
+
+
+def test_size_grid_and_ablation() -> None:
+    space = parse_space(patched(), check_data=False)
+    # block3: none, se, cbam(k=3), cbam(k=7); block5: none, eca
+    assert space.size() == 8
+    grid = space.grid()
+    assert len(grid) == 8 and len({tuple(sorted(g.items())) for g in grid}) == 8
+    design = space.ablation()
+    assert design[0] == {"block3": "none", "block5": "none"}
+    singles = design[1:]
+    assert len(singles) == 4  # se@block3, cbam(3)@block3, cbam(7)@block3, eca@block5
+    for params in singles:
+        placed = [slot for slot in ("block3", "block5") if params[slot] != "none"]
+        assert len(placed) == 1
+
+
+def test_suggest_makes_a_candidate_from_a_trial() -> None:
+    space = parse_space(patched(train={"lr": {"low": 0.01, "high": 0.1, "log": True}}), check_data=False)
+    trial = optuna.trial.FixedTrial({"block3": "cbam", "block3.cbam.kernel_size": 7, "block5": "none", "lr": 0.03})
+    candidate = space.suggest(trial)
+    assert candidate.describe() == "block3=cbam(kernel_size=7)"
+    assert candidate.train.lr == 0.03 and candidate.backbone.width == 0.125
+    assert candidate.data.train_size == 64
+    se = space.suggest(optuna.trial.FixedTrial({"block3": "se", "block5": "eca", "lr": 0.05}))
+    assert se.describe() == "block3=se(reduction=4) block5=eca"  # a scalar module parameter is fixed, not searched
+    assert Candidate.from_dict(se.to_dict()) == se
+    assert se.key() != candidate.key()
+
+
+def test_example_spaces_are_valid() -> None:
+    from attnsearch.yamlfile import read_yaml
+
+    files = sorted(Path("search_spaces").rglob("*.yaml"))
+    assert len(files) >= 9
+    for path in files:
+        parse_space(read_yaml(path), check_data=False)  # their datasets live on other machines
