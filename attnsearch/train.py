@@ -68,9 +68,8 @@ class TrainResult:
     val_top5: float | None = None  # None also when the model has fewer than 5 classes
     val_loss: float | None = None  # mean cross-entropy on validation (no label smoothing)
     train_loss: float | None = None  # mean training loss (with label smoothing) of the last evaluated epoch
-    history: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # per epoch: epoch, train_loss, val_*, lr, seconds (train + val)
+    # per epoch: epoch, train_loss, val_acc, val_top5, val_loss, lr (of its last step), seconds (train + val)
+    history: list[dict[str, Any]] = field(default_factory=list)
     epochs_run: int = 0  # epochs trained and evaluated
     timings: dict[str, float] = field(default_factory=dict)  # build, train, eval seconds
     images_per_second: float = 0.0  # training images per second of the train phase

@@ -49,6 +49,7 @@ class _TorchvisionSource:
     hint: str  # what the user should place under root
 
 
+_CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _MNIST_RAW = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
@@ -64,7 +65,7 @@ def _mnist_like(cls_name: str) -> _TorchvisionSource:
 _TORCHVISION: dict[str, _TorchvisionSource] = {
     "cifar10": _TorchvisionSource(
         "CIFAR10",
-        tuple(f"cifar-10-batches-py/{f}" for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")),
+        tuple(f"cifar-10-batches-py/{f}" for f in (*_CIFAR10_TRAIN, "test_batch", "batches.meta")),
         (),
         "the extracted 'cifar-10-batches-py' folder",
     ),
@@ -88,10 +89,11 @@ def check_data(spec: DataSpec) -> None:
 
     Example:
         >>> check_data(DataSpec(dataset="shapes", image_size=32))
-        >>> check_data(DataSpec(dataset="svhn"))
-        Traceback (most recent call last):
-        ...
-        ValueError: unknown dataset 'svhn': choose one of shapes, digits, cifar10, cifar100, mnist, fashion_mnist, imagefolder
+        >>> try:
+        ...     check_data(DataSpec(dataset="svhn"))
+        ... except ValueError as e:
+        ...     print(e)
+        unknown dataset 'svhn': choose one of shapes, digits, cifar10, cifar100, mnist, fashion_mnist, imagefolder
     """
     _plan(spec)
 
@@ -152,21 +154,18 @@ def _derive_seed(seed: int, tag: str) -> int:
 def _finish(spec: DataSpec, x: Tensor, y: Tensor, vx: Tensor, vy: Tensor, classes: tuple[str, ...]) -> Dataset:
     # caps first (cheaper resizing), then uint8 RGB at the requested size
     keep = _cap(y, spec.train_size, _derive_seed(spec.seed, "train-cap"))
+    if keep is not None:
+        x, y = x[keep], y[keep]
     vkeep = _cap(vy, spec.val_size, _derive_seed(spec.seed, "val-cap"))
-    return Dataset(
-        name=spec.dataset,
-        train_x=_to_rgb(x[keep], spec.image_size),
-        train_y=y[keep].to(torch.int64),
-        val_x=_to_rgb(vx[vkeep], spec.image_size),
-        val_y=vy[vkeep].to(torch.int64),
-        classes=classes,
-    )
+    if vkeep is not None:
+        vx, vy = vx[vkeep], vy[vkeep]
+    return Dataset(spec.dataset, _to_rgb(x, spec.image_size), y, _to_rgb(vx, spec.image_size), vy, classes)
 
 
-def _cap(y: Tensor, cap: int | None, seed: int) -> Tensor:
+def _cap(y: Tensor, cap: int | None, seed: int) -> Tensor | None:
     n = y.shape[0]
     if cap is None or cap >= n:
-        return torch.arange(n)
+        return None  # everything, without a copy
     # round-robin over classes in a random order: balanced while every class still has images left
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     order = torch.argsort(y[perm], stable=True)
@@ -244,7 +243,7 @@ def _plan_digits(spec: DataSpec) -> Callable[[], Dataset]:
 def _plan_torchvision(spec: DataSpec, src: _TorchvisionSource) -> Callable[[], Dataset]:
     name = spec.dataset
     if spec.root is None:
-        raise ValueError(f"{name} needs data.root: the folder that holds {src.hint} (or receives it with data.download)")
+        raise ValueError(f"{name} needs data.root: the folder that holds {src.hint} (or gets it with data.download)")
     root = Path(spec.root).expanduser()
     if not spec.download:
         missing = [f for f in src.files if not (root / f).is_file()]
@@ -429,9 +428,6 @@ def _write_cache(dirs: list[Path], name: str, obj: dict[str, Any]) -> None:
                 if old.name != name:
                     old.unlink(missing_ok=True)
         return
-        except OSError:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
     warnings.warn(f"could not write the image cache to any of {', '.join(map(str, dirs))}", stacklevel=2)
 
 
