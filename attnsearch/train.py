@@ -221,7 +221,7 @@ def train_model(
         try:
             _train(model, dataset, recipe, device, seed, report, should_stop, run)
         except Exception as err:
-            if not _is_oom(err):
+            if not is_out_of_memory(err):
                 raise
             out_of_memory = True
         # Outside the except block: the traceback (and the frames holding the activations) is gone by now.
@@ -407,7 +407,7 @@ def _check_recipe(recipe: TrainRecipe) -> None:
         raise ValueError(f"warmup_epochs must not be negative, got {recipe.warmup_epochs}")
 
 
-def _is_oom(err: BaseException) -> bool:
+def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or (isinstance(err, RuntimeError) and "out of memory" in str(err))
 
 

@@ -52,14 +52,27 @@ def patched(**sections) -> dict:
         ({"train": {"optimizer": "adam"}}, "train.optimizer: must be 'sgd' or 'adamw'"),
         ({"train": {"foo": 1}}, "train.foo: unknown key; valid: epochs, steps, batch_size"),
         ({"extra": 1}, "extra: unknown key; valid: name, backbone, slots"),
-        ({"search": {"objectives": [{"metric": "val_acc", "direction": "up"}]}},
-         "search.objectives[0].direction: must be 'maximize' or 'minimize'"),
+        (
+            {"search": {"objectives": [{"metric": "val_acc", "direction": "up"}]}},
+            "search.objectives[0].direction: must be 'maximize' or 'minimize'",
+        ),
         ({"search": {"objectives": [{"metric": "acc", "direction": "maximize"}]}}, "search.objectives[0].metric:"),
-        ({"search": {"objectives": [{"metric": "val_acc", "direction": "maximize"},
-                                    {"metric": "params", "direction": "minimize"}], "pruner": "median"}},
-         "search.pruner: pruning needs a single objective"),
-        ({"search": {"sampler": "grid"}, "train": {"lr": {"low": 0.01, "high": 0.1}}},
-         "search.sampler: grid needs discrete choices; train.lr is a range"),
+        (
+            {
+                "search": {
+                    "objectives": [
+                        {"metric": "val_acc", "direction": "maximize"},
+                        {"metric": "params", "direction": "minimize"},
+                    ],
+                    "pruner": "median",
+                }
+            },
+            "search.pruner: pruning needs a single objective",
+        ),
+        (
+            {"search": {"sampler": "grid"}, "train": {"lr": {"low": 0.01, "high": 0.1}}},
+            "search.sampler: grid needs discrete choices; train.lr is a range",
+        ),
         ({"search": {"n_trials": 0}}, "search.n_trials: must be greater than or equal to 1"),
         ({"search": {"n_trials": True}}, "search.n_trials: must be a valid integer, got True"),
         ({"backbone": {"name": ["vgg11", "resnet50"]}}, "backbone.name[1]: unknown backbone 'resnet50'; valid: vgg11"),
@@ -128,7 +141,10 @@ def test_all_expands_to_block_slots_and_named_slots_override() -> None:
     data["slots"] = {"all": ["none", "se"], "block5": ["none", "eca"]}
     space = parse_space(data, check_data=False)
     assert space.slots["vgg11_bn"] == {
-        "block1": ["none", "se"], "block2": ["none", "se"], "block3": ["none", "se"], "block4": ["none", "se"],
+        "block1": ["none", "se"],
+        "block2": ["none", "se"],
+        "block3": ["none", "se"],
+        "block4": ["none", "se"],
         "block5": ["none", "eca"],
     }
     assert space.size() == 2**5

@@ -7,10 +7,12 @@ is started again continues the same study; a trial that was running when a proce
 
 from __future__ import annotations
 
+import functools
 import signal
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,18 +58,16 @@ class RunResult:
 # ------------------------------------------------------------------------------------------------ the study
 
 
-def _sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+def _sampler(space: SearchSpace, offset: int = 0) -> optuna.samplers.BaseSampler:
     search = space.config.search
-    seed = search.seed if search.seed is not None else space.config.train.seed
+    seed = offset + (search.seed if search.seed is not None else space.config.train.seed)
     if search.sampler == "tpe":
         # multivariate + group: module parameters exist only when their module is chosen (conditional)
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            multivariate=True,
-            group=True,
-            n_startup_trials=min(10, max(2, search.n_trials // 4)),
-            warn_independent_sampling=False,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, n_startup_trials=min(10, max(2, search.n_trials // 4))
+            )
     if search.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)  # random, and grid/ablation (whose trials are all enqueued)
@@ -92,19 +92,22 @@ def _storage(store: ResultsStore, url: str | None) -> optuna.storages.BaseStorag
 
 
 def open_study(space: SearchSpace, store: ResultsStore, storage: str | None = None) -> optuna.Study:
-    return optuna.create_study(
+    study = optuna.create_study(
         storage=_storage(store, storage),
         study_name=space.name,
-        sampler=_sampler(space),
         pruner=_pruner(space),
         directions=space.directions,
         load_if_exists=True,
     )
+    # a resumed study must not replay the random stream its first run drew: offset the seed by the trials so far
+    study.sampler = _sampler(space, offset=len(study.get_trials(deepcopy=False)))
+    return study
 
 
 # ------------------------------------------------------------------------------------------------ records
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
     import platform
 
@@ -120,6 +123,10 @@ def _versions() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "optuna": optuna.__version__,
     }
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def _record(
@@ -214,6 +221,7 @@ def run_search(
     from ..data import load_dataset
 
     emit = on_event or (lambda event: None)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own events say what happens
     search = space.config.search
     store = ResultsStore(Path(results) / space.name)
     text = space_text if space_text is not None else _dump_space(space)
@@ -238,7 +246,6 @@ def run_search(
     dataset = dataset.to(torch_device)
 
     constraints = Constraints(**search.constraints.model_dump())
-    latency = any(o.metric == "latency_ms" for o in search.objectives)
     stop = threading.Event()
     started = time.monotonic()
     ran = 0
@@ -261,7 +268,8 @@ def run_search(
                 _reuse(study, store, trial, candidate, cache[key], emit)
                 ran += 1
                 continue
-            store.write_trial(_record(trial.number, candidate, trial.params, "running", None))
+            started_at = _now()
+            store.write_trial(_record(trial.number, candidate, trial.params, "running", None, started=started_at))
             emit(Event("started", trial.number, candidate.describe(), {"candidate": candidate}))
 
             def report(epoch: int, value: float, trial: optuna.Trial = trial) -> bool:
@@ -278,14 +286,13 @@ def run_search(
                 dataset,
                 device=torch_device,
                 constraints=constraints,
-                latency=latency,
                 repeats=search.repeats,
                 threads=space.config.execution.threads,
                 report=report,
                 should_stop=stop.is_set,
                 keep_weights=keep_weights > 0,
             )
-            _tell(space, study, store, trial, candidate, outcome, keep_weights, emit)
+            _tell(space, study, store, trial, candidate, outcome, keep_weights, emit, started=started_at)
             if outcome.state == "complete" or outcome.state == "infeasible":
                 cache[key] = trial.number
             if outcome.reason == "interrupted":
@@ -361,8 +368,18 @@ def _reuse(
     }
     trial.set_user_attr(ATTR, attrs)
     done = study.trials[source]
-    record = {k: v for k, v in original.items() if k not in ("number", "params", "reused_from")}
-    record.update({"number": trial.number, "params": trial.params, "reused_from": source})
+    # the outcome is the original's; who this trial is (number, params, retry, times) is its own
+    own = ("number", "params", "reused_from", "retry_of", "started", "finished")
+    record = {k: v for k, v in original.items() if k not in own}
+    record.update(
+        {
+            "number": trial.number,
+            "params": trial.params,
+            "reused_from": source,
+            "retry_of": attrs.get("retry_of"),
+            "finished": _now(),
+        }
+    )
     store.write_trial(record)
     if original["state"] == "complete":
         study.tell(trial, done.values)
@@ -380,6 +397,8 @@ def _tell(
     outcome: TrialOutcome,
     keep_weights: int,
     emit: Callable[[Event], None],
+    *,
+    started: str,
 ) -> None:
     attrs = {
         **trial.user_attrs.get(ATTR, {}),
@@ -400,7 +419,18 @@ def _tell(
     else:
         study.tell(trial, state=TrialState.FAIL)
     store.write_trial(
-        _record(trial.number, candidate, trial.params, state, reason, outcome, retry_of=attrs.get("retry_of"))
+        _record(
+            trial.number,
+            candidate,
+            trial.params,
+            state,
+            reason,
+            outcome,
+            retry_of=attrs.get("retry_of"),
+            started=started,
+            finished=_now(),
+            versions=_versions(),
+        )
     )
     if state == "complete" and keep_weights > 0 and outcome.state_dict is not None:
         _keep_top_weights(space, study, store, trial.number, outcome.state_dict, keep_weights)

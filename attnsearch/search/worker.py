@@ -21,7 +21,7 @@ from ..candidate import Candidate
 from ..costs import measure_costs
 from ..data import Dataset
 from ..model import build_model
-from ..train import train_model
+from ..train import is_out_of_memory, train_model
 
 __all__ = ["Constraints", "TrialOutcome", "resolve_device", "run_candidate"]
 
@@ -67,7 +67,6 @@ def run_candidate(
     *,
     device: torch.device,
     constraints: Constraints = Constraints(),
-    latency: bool = False,
     repeats: int = 1,
     threads: int | None = None,
     report: Callable[[int, float], bool] | None = None,
@@ -76,7 +75,8 @@ def run_candidate(
 ) -> TrialOutcome:
     """Build, cost, check constraints, then train ``repeats`` seeds; the first seed's epochs go to ``report``.
 
-    ``latency`` measures forward latency on ``device`` too (also implied by a latency constraint).
+    Costs (params, FLOPs, latency at batch 1 and at the training batch, training memory) are measured on
+    ``device`` before any training, and a candidate that breaks ``constraints`` is not trained.
     """
     started = time.perf_counter()
     worker = {"host": socket.gethostname(), "pid": os.getpid(), "device": str(device)}
@@ -100,13 +100,29 @@ def run_candidate(
         model = build(candidate.seed)
         timings["build"] = time.perf_counter() - t
         t = time.perf_counter()
-        timed = latency or constraints.max_latency_ms is not None
-        costs = measure_costs(model, image_size=dataset.image_size, latency=timed, device=device if timed else None)
-        timings["costs"] = time.perf_counter() - t
+        metrics: dict[str, Any] = measure_costs(model, image_size=dataset.image_size)  # counted, not run
     except Exception as err:  # a candidate that cannot even be built fails alone, with its reason
         return TrialOutcome("failed", _one_line(err), timings=timings, worker=worker)
-    metrics: dict[str, Any] = {k: v for k, v in costs.items() if k in ("params", "flops", "latency_ms")}
-    reason = _infeasible(costs, constraints)
+    # size limits first, from counts alone: an oversized candidate is never run, not even for a timing
+    reason = _infeasible(metrics, constraints)
+    if reason is None:
+        try:
+            # latency (batch 1 and the training batch) and training memory, on the trial's own device
+            metrics = measure_costs(
+                model,
+                image_size=dataset.image_size,
+                latency=True,
+                memory=True,
+                batch_size=candidate.train.batch_size,
+                device=device,
+                repeats=3,
+            )
+        except Exception as err:
+            timings["costs"] = time.perf_counter() - t
+            reason = "oom" if is_out_of_memory(err) else _one_line(err)
+            return TrialOutcome("failed", reason, metrics=metrics, timings=timings, worker=worker)
+        reason = _infeasible(metrics, constraints)
+    timings["costs"] = time.perf_counter() - t
     if reason:
         timings["total"] = time.perf_counter() - started
         return TrialOutcome("infeasible", reason, metrics=metrics, timings=timings, worker=worker)
@@ -175,7 +191,7 @@ def _infeasible(costs: dict[str, Any], constraints: Constraints) -> str | None:
         ("latency_ms", constraints.max_latency_ms, "max_latency_ms"),
     ]
     for key, limit, name in checks:
-        if limit is not None and costs[key] > limit:
+        if limit is not None and key in costs and costs[key] > limit:
             return f"{key} {costs[key]:.4g} > {name} {limit:.4g}"
     return None
 

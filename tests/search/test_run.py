@@ -1,0 +1,301 @@
+"""`attnsearch run` end to end on CPU: the record on disk, resuming, duplicates, designs, constraints, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+import attnsearch as a
+from attnsearch.cli import main
+from attnsearch.search.store import ResultsStore
+
+TINY = {
+    "name": "tiny",
+    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
+    "slots": {"block3": ["none", "se", "cbam"], "block5": ["none", "eca"]},
+    "data": {"dataset": "shapes", "image_size": 32, "train_size": 128, "val_size": 64},
+    "train": {"epochs": 2, "batch_size": 32, "lr": 0.05},
+    "search": {"sampler": "random", "n_trials": 3, "pruner": "none"},
+    "execution": {"threads": 1},
+}
+
+
+def space_file(tmp_path: Path, **changes) -> Path:
+    data = json.loads(json.dumps(TINY))
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict) and key != "slots":  # slots: replaced
+            data[key].update(value)
+        else:
+            data[key] = value
+    path = tmp_path / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["run", *args, "--no-dashboard"])
+
+
+def records(folder: Path) -> list[dict]:
+    return list(ResultsStore(folder).trials())
+
+
+def test_tiny_space_end_to_end(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    done = run(str(space_file(tmp_path)), "--results", str(results), "--keep-weights", "1")
+    assert done.exit_code == 0, done.output
+    folder = results / "tiny"
+    assert {p.name for p in folder.iterdir()} >= {"space.yaml", "journal.log", "trials", "summary.json"}
+    assert yaml.safe_load((folder / "space.yaml").read_text())["name"] == "tiny"
+    trials = records(folder)
+    assert [t["number"] for t in trials] == [0, 1, 2]
+    for t in trials:
+        assert t["state"] == "complete" and t["reason"] is None
+        assert 0 <= t["metrics"]["val_acc"] <= 1 and t["metrics"]["params"] > 0 and t["metrics"]["flops"] > 0
+        assert len(t["history"]) == 2 and t["candidate"]["backbone"]["name"] == "vgg11_bn"
+        assert t["versions"]["torch"] == torch.__version__ and t["worker"]["device"] == "cpu"
+        assert set(t["timings"]) >= {"build", "costs", "train", "eval"}
+    # the log: one plain line per event, and the leaderboard at the end
+    assert done.output.count(" started: ") == 3 and done.output.count(" finished: ") == 3
+    assert "Leaderboard" in done.output and "Best module per slot" in done.output
+    summary = json.loads((folder / "summary.json").read_text())
+    best = max(trials, key=lambda t: t["metrics"]["val_acc"])
+    assert summary["best"]["number"] == best["number"]
+    # --keep-weights 1: the best trial's weights, a plain state_dict that loads strictly into its model
+    kept = sorted(p.parent.name for p in folder.glob("trials/*/model.pt"))
+    assert kept == [str(best["number"])]
+    candidate = best["candidate"]
+    placements = {p["slot"]: {"type": p["module"], **p["params"]} for p in candidate["placements"]}
+    model = a.build_model("vgg11_bn", placements, num_classes=10, width=0.125, head="compact", image_size=32)
+    state = torch.load(folder / "trials" / str(best["number"]) / "model.pt", weights_only=True)
+    model.load_state_dict(state, strict=True)
+
+
+def test_running_again_continues_the_study(tmp_path: Path) -> None:
+    path, results = space_file(tmp_path), tmp_path / "results"
+    assert run(str(path), "--results", str(results), "--trials", "2").exit_code == 0
+    first = records(results / "tiny")
+    again = run(str(path), "--results", str(results), "--trials", "3")
+    assert again.exit_code == 0, again.output
+    after = records(results / "tiny")
+    assert len(after) == 3 and after[:2] == first  # finished trials kept as they were
+    assert "trial 2 " in again.output  # trained, or reused when the sampler proposed a finished candidate again
+    assert "trial 0 " not in again.output and "trial 1 " not in again.output  # nothing finished runs again
+    # a different space under the same name is refused, nothing touched
+    changed = space_file(tmp_path, train={"epochs": 1})
+    refused = run(str(changed), "--results", str(results))
+    assert refused.exit_code == 2 and "different space" in refused.output
+    assert records(results / "tiny") == after
+    # --fresh moves the old study aside and starts again
+    fresh = run(str(changed), "--results", str(results), "--fresh", "--trials", "1")
+    assert fresh.exit_code == 0, fresh.output
+    assert len(records(results / "tiny")) == 1
+    assert len(list(results.glob("tiny.old-*"))) == 1
+
+
+def test_duplicate_candidates_reuse_the_recorded_score(tmp_path: Path) -> None:
+    path = space_file(tmp_path, slots={"block3": ["se"]})  # one candidate only
+    done = run(str(path), "--results", str(tmp_path / "r"))
+    assert done.exit_code == 0, done.output
+    first, *others = records(tmp_path / "r" / "tiny")
+    assert first["state"] == "complete" and first.get("reused_from") is None
+    assert [o["reused_from"] for o in others] == [0, 0]
+    assert all(o["metrics"] == first["metrics"] and o["state"] == "complete" for o in others)
+    assert done.output.count(" started: ") == 1 and done.output.count(" reused: ") == 2
+
+
+def test_ablation_runs_baseline_and_each_single_placement(tmp_path: Path) -> None:
+    path = space_file(
+        tmp_path,
+        slots={"block3": ["none", "se", "eca"], "block5": ["none", "cbam"]},
+        search={"sampler": "ablation", "n_trials": 1, "pruner": "none"},
+        train={"epochs": 1},
+    )
+    done = run(str(path), "--results", str(tmp_path / "r"))
+    assert done.exit_code == 0, done.output
+    placed = sorted(t["placements"] for t in records(tmp_path / "r" / "tiny"))
+    assert placed == sorted(["baseline (nothing placed)", "block3=se", "block3=eca", "block5=cbam"])
+
+
+def test_grid_enumerates_and_refuses_above_the_limit(tmp_path: Path, monkeypatch) -> None:
+    path = space_file(tmp_path, search={"sampler": "grid", "n_trials": 1, "pruner": "none"}, train={"epochs": 1})
+    monkeypatch.setattr("attnsearch.space.GRID_LIMIT", 4)
+    refused = run(str(path), "--results", str(tmp_path / "r"))
+    assert refused.exit_code == 2 and "grid of 6 candidates is above 4; pass --force" in refused.output
+    assert not (tmp_path / "r").exists()
+    done = run(str(path), "--results", str(tmp_path / "r"), "--force")
+    assert done.exit_code == 0, done.output
+    placed = {t["placements"] for t in records(tmp_path / "r" / "tiny")}
+    assert len(placed) == 6
+
+
+def test_infeasible_candidates_cost_no_training(tmp_path: Path) -> None:
+    plain = a.measure_costs(
+        a.build_model("vgg11_bn", num_classes=10, width=0.125, head="compact", image_size=32), image_size=32
+    )["params"]
+    path = space_file(
+        tmp_path,
+        slots={"block3": ["none", "cbam"]},
+        search={"sampler": "grid", "n_trials": 1, "pruner": "none", "constraints": {"max_params": plain + 1}},
+    )
+    done = run(str(path), "--results", str(tmp_path / "r"))
+    assert done.exit_code == 0, done.output
+    by_placement = {t["placements"]: t for t in records(tmp_path / "r" / "tiny")}
+    infeasible = by_placement["block3=cbam"]
+    assert infeasible["state"] == "infeasible" and "max_params" in infeasible["reason"]
+    assert infeasible["metrics"]["params"] > plain and "train" not in infeasible["timings"]
+    assert by_placement["baseline (nothing placed)"]["state"] == "complete"
+
+
+def test_divergence_fails_the_trial_not_the_study(tmp_path: Path) -> None:
+    path = space_file(
+        tmp_path,
+        train={"epochs": 1, "lr": [0.05, 1.0e12], "label_smoothing": 0.0},
+        slots={"block3": ["none"]},
+        search={"sampler": "grid", "n_trials": 1, "pruner": "none"},
+    )
+    done = run(str(path), "--results", str(tmp_path / "r"))
+    assert done.exit_code == 0, done.output
+    states = {t["candidate"]["train"]["lr"]: (t["state"], t["reason"]) for t in records(tmp_path / "r" / "tiny")}
+    assert states[1.0e12] == ("failed", "diverged") and states[0.05] == ("complete", None)
+
+
+def test_pruning_stops_bad_trials_early(tmp_path: Path) -> None:
+    # three good trials first (grid order: lr outermost), then three that cannot learn (lr ~ 0): after their first
+    # epoch they are below the median of the good ones, and the median pruner stops them
+    path = space_file(
+        tmp_path,
+        train={"epochs": 3, "lr": [0.003, 1.0e-9], "optimizer": "adamw", "weight_decay": 0.05},
+        data={"train_size": 2048, "val_size": 512},
+        slots={"block3": ["none", "se", "eca"]},
+        search={"sampler": "grid", "n_trials": 1, "pruner": "median"},
+    )
+    done = run(str(path), "--results", str(tmp_path / "r"))
+    assert done.exit_code == 0, done.output
+    trials = records(tmp_path / "r" / "tiny")
+    pruned = [t for t in trials if t["state"] == "pruned"]
+    assert pruned and all(len(t["history"]) < 3 for t in pruned)
+    assert all(t["candidate"]["train"]["lr"] == 1.0e-9 for t in pruned)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"slots": {"block7": ["se"]}}, "slots.block7: unknown slot for vgg11_bn"),
+        ({"data": {"dataset": "cifar10", "root": "/nonexistent/data"}}, "data: "),
+        ({"data": {"dataset": "imagefolder", "root": None}}, "data: "),
+    ],
+)
+def test_bad_space_writes_nothing(tmp_path: Path, changes: dict, message: str) -> None:
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "attnsearch",
+            "run",
+            str(space_file(tmp_path, **changes)),
+            "--results",
+            str(results),
+            "--no-dashboard",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"attnsearch: error: {message}") and done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr and not results.exists()
+
+
+def _start(path: Path, results: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(results), "--no-dashboard"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_for(process: subprocess.Popen, needle: str, timeout: float = 120) -> str:
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        seen.append(line)
+        if needle in line:
+            return "".join(seen)
+    process.kill()
+    raise AssertionError(f"never saw {needle!r}:\n{''.join(seen)}")
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9(tmp_path: Path) -> None:
+    path = space_file(
+        tmp_path,
+        train={"epochs": 3},
+        data={"train_size": 256},
+        search={"n_trials": 4, "sampler": "random", "pruner": "none"},
+    )
+    results = tmp_path / "results"
+    process = _start(path, results)
+    _wait_for(process, "trial 1 epoch: epoch 1")  # trial 0 finished, trial 1 running
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    before = ResultsStore(results / "tiny").read_trial(0)
+    assert before["state"] == "complete"
+    again = subprocess.run(
+        [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(results), "--no-dashboard"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    trials = records(results / "tiny")
+    assert trials[0] == before  # nothing finished was lost
+    assert trials[1]["state"] == "failed" and trials[1]["reason"] == "killed"
+    finished = [t for t in trials if t["state"] in ("complete", "pruned")]
+    assert len(finished) == 4  # the study reaches n_trials
+    retried = [t for t in trials if t.get("retry_of") == 1]
+    assert len(retried) == 1 and retried[0]["params"] == trials[1]["params"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_records_the_running_trial_as_interrupted(tmp_path: Path) -> None:
+    path = space_file(
+        tmp_path,
+        train={"epochs": 4},
+        data={"train_size": 512},
+        search={"n_trials": 3, "sampler": "random", "pruner": "none"},
+    )
+    results = tmp_path / "results"
+    process = _start(path, results)
+    _wait_for(process, "trial 1 epoch: epoch 1")
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, out
+    assert "interrupted" in out and "Traceback" not in out
+    trials = records(results / "tiny")
+    assert trials[0]["state"] == "complete"
+    assert trials[1]["state"] == "failed" and trials[1]["reason"] == "interrupted"
+    again = subprocess.run(
+        [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(results), "--no-dashboard"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sum(t["state"] == "complete" for t in records(results / "tiny")) == 3
+    assert os.path.exists(results / "tiny" / "summary.json")
