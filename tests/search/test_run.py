@@ -299,3 +299,41 @@ def test_ctrl_c_records_the_running_trial_as_interrupted(tmp_path: Path) -> None
     assert again.returncode == 0, again.stdout + again.stderr
     assert sum(t["state"] == "complete" for t in records(results / "tiny")) == 3
     assert os.path.exists(results / "tiny" / "summary.json")
+
+
+def test_repeats_average_seeds_and_any_optuna_storage_works(tmp_path: Path) -> None:
+    path = space_file(
+        tmp_path,
+        slots={"block3": ["none", "se"]},
+        train={"epochs": 1},
+        search={"sampler": "grid", "n_trials": 1, "pruner": "none", "repeats": 2},
+    )
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    done = run(str(path), "--results", str(tmp_path / "r"), "--storage", url)
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "shared.db").exists() and not (tmp_path / "r" / "tiny" / "journal.log").exists()
+    for t in records(tmp_path / "r" / "tiny"):
+        seeds = t["repeats"]
+        assert [r["seed"] for r in seeds] == [0, 1]
+        mean = (seeds[0]["val_acc"] + seeds[1]["val_acc"]) / 2
+        assert t["metrics"]["val_acc"] == pytest.approx(mean)
+        assert t["metrics"]["val_acc_std"] == pytest.approx(abs(seeds[0]["val_acc"] - seeds[1]["val_acc"]) / 2**0.5)
+    summary = json.loads((tmp_path / "r" / "tiny" / "summary.json").read_text())
+    assert summary["states"] == {"complete": 2}
+
+
+def test_self_attention_on_a_large_map_is_judged_by_its_cost(tmp_path: Path) -> None:
+    # conv1_1 at 224x224: 50,176 positions, ~10 GB for one N x N matrix in fp32; counted, never run
+    path = space_file(
+        tmp_path,
+        slots={"conv1_1": ["self_attention"]},
+        data={"image_size": 224, "train_size": 32, "val_size": 16},
+        search={"sampler": "random", "n_trials": 1, "pruner": "none", "constraints": {"max_flops": 1.0e10}},
+    )
+    started = time.monotonic()
+    done = run(str(path), "--results", str(tmp_path / "r"))
+    assert done.exit_code == 0, done.output
+    (trial,) = records(tmp_path / "r" / "tiny")
+    assert trial["state"] == "infeasible" and trial["reason"].startswith("flops ")
+    assert trial["metrics"]["flops"] > 2 * 50_176**2 * 8  # the quadratic attention term is in the count
+    assert time.monotonic() - started < 60
