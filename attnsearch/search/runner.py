@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import signal
+import socket
 import statistics
 import threading
 import time
@@ -41,7 +42,9 @@ class RunInterrupted(Exception):
 class Event:
     """Something a person watching the run should hear about."""
 
-    kind: str  # started | epoch | finished | pruned | failed | infeasible | reused | best | resumed | note
+    # run (data: space, target, finished, folder, images) | started (candidate, worker) | epoch (epoch, epochs, value)
+    # | finished, pruned, failed, infeasible (metrics, reason) | reused | best | resumed | note
+    kind: str
     trial: int | None = None
     text: str = ""
     data: dict[str, Any] = field(default_factory=dict)
@@ -244,6 +247,20 @@ def run_search(
             study.enqueue_trial(params)
         study.set_user_attr("enqueued", True)
     dataset = dataset.to(torch_device)
+    already = sum(_finished(t) for t in study.get_trials(deepcopy=False))
+    emit(
+        Event(
+            "run",
+            text=f"{space.name}: {already} of {target} trials finished, device {torch_device}",
+            data={
+                "space": space,
+                "target": target,
+                "finished": already,
+                "folder": store.root,
+                "images": int(dataset.train_x.shape[0]),
+            },
+        )
+    )
 
     constraints = Constraints(**search.constraints.model_dump())
     stop = threading.Event()
@@ -270,15 +287,21 @@ def run_search(
                 continue
             started_at = _now()
             store.write_trial(_record(trial.number, candidate, trial.params, "running", None, started=started_at))
-            emit(Event("started", trial.number, candidate.describe(), {"candidate": candidate}))
-
-            def report(epoch: int, value: float, trial: optuna.Trial = trial) -> bool:
-                trial.report(value, epoch)
-                emit(
-                    Event(
-                        "epoch", trial.number, f"epoch {epoch}: val_acc {value:.2%}", {"epoch": epoch, "value": value}
-                    )
+            emit(
+                Event(
+                    "started",
+                    trial.number,
+                    candidate.describe(),
+                    {"candidate": candidate, "worker": {"host": socket.gethostname(), "device": str(torch_device)}},
                 )
+            )
+
+            def report(
+                epoch: int, value: float, trial: optuna.Trial = trial, epochs: int = candidate.train.epochs
+            ) -> bool:
+                trial.report(value, epoch)
+                data = {"epoch": epoch, "epochs": epochs, "value": value}
+                emit(Event("epoch", trial.number, f"epoch {epoch}/{epochs}: val_acc {value:.2%}", data))
                 return len(space.directions) == 1 and trial.should_prune()
 
             outcome = run_candidate(
