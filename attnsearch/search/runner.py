@@ -315,7 +315,18 @@ def run_search(
                 should_stop=stop.is_set,
                 keep_weights=keep_weights > 0,
             )
-            _tell(space, study, store, trial, candidate, outcome, keep_weights, emit, started=started_at)
+            _tell(
+                space,
+                study,
+                store,
+                trial,
+                candidate,
+                outcome,
+                keep_weights,
+                emit,
+                started=started_at,
+                classes=list(dataset.classes),
+            )
             if outcome.state == "complete" or outcome.state == "infeasible":
                 cache[key] = trial.number
             if outcome.reason == "interrupted":
@@ -422,6 +433,7 @@ def _tell(
     emit: Callable[[Event], None],
     *,
     started: str,
+    classes: list[str],
 ) -> None:
     attrs = {
         **trial.user_attrs.get(ATTR, {}),
@@ -453,6 +465,7 @@ def _tell(
             started=started,
             finished=_now(),
             versions=_versions(),
+            classes=classes,  # export's default num_classes, and what each output means
         )
     )
     if state == "complete" and keep_weights > 0 and outcome.state_dict is not None:
