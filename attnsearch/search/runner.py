@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import signal
-import socket
 import statistics
 import threading
 import time
@@ -26,11 +25,16 @@ from optuna.trial import TrialState
 from ..candidate import Candidate
 from ..space import SearchSpace
 from .store import ResultsStore, StoreError
-from .worker import Constraints, TrialOutcome, resolve_device, run_candidate
+from .executor import Executor, Job, LocalExecutor, TrialSettings
+from .worker import Constraints, TrialOutcome, resolve_device
 
 __all__ = ["Event", "RunInterrupted", "RunResult", "open_study", "run_search", "summarize"]
 
-RETRY_REASONS = ("killed", "interrupted")  # not the candidate's fault: tried again, not counted as finished
+RETRY_REASONS = (
+    "killed",
+    "interrupted",
+    "worker_lost",
+)  # not the candidate's fault: tried again, not counted as finished
 ATTR = "attnsearch"  # user attribute holding our state of a trial
 
 
@@ -169,8 +173,8 @@ def _objective_values(space: SearchSpace, metrics: dict[str, Any]) -> list[float
 
 
 @contextmanager
-def _ctrl_c(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl-C asks the running trial to stop at its next step; a second one interrupts at once."""
+def _ctrl_c(stop: threading.Event, on_stop: Callable[[], None]) -> Iterator[None]:
+    """First Ctrl-C asks the running trials to stop at their next step; a second one interrupts at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -179,6 +183,7 @@ def _ctrl_c(stop: threading.Event) -> Iterator[None]:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
+        on_stop()
 
     previous = signal.signal(signal.SIGINT, handle)
     try:
@@ -230,7 +235,10 @@ def run_search(
     text = space_text if space_text is not None else _dump_space(space)
     design = _design(space, force)
     target = len(design) if design is not None else (n_trials or search.n_trials)
-    torch_device = resolve_device(device or space.config.execution.device)
+    execution = space.config.execution
+    local = execution.executor == "local"
+    # a local run checks its device here, before any folder exists (Ray workers check their own)
+    torch_device = resolve_device(device or execution.device) if local else None
 
     if fresh:
         moved = store.move_aside()
@@ -238,7 +246,8 @@ def run_search(
             emit(Event("note", text=f"moved the previous results to {moved}"))
     elif store.space_path.exists():
         _check_same_space(store, space)
-    dataset = load_dataset(space.data_spec())  # before any folder exists: a data error writes nothing
+    # the local executor loads the data here, before any folder exists: a data error writes nothing
+    dataset = load_dataset(space.data_spec()) if local else None
     store.create(text)
     study = open_study(space, store, storage)
     _recover(study, store, emit)
@@ -246,98 +255,153 @@ def run_search(
         for params in design:
             study.enqueue_trial(params)
         study.set_user_attr("enqueued", True)
-    dataset = dataset.to(torch_device)
+    settings = TrialSettings(
+        constraints=Constraints(**search.constraints.model_dump()),
+        repeats=search.repeats,
+        threads=execution.threads,
+        keep_weights=keep_weights > 0,
+    )
+    if local:
+        executor: Executor = LocalExecutor(dataset, torch_device, settings)
+    else:
+        from .ray_executor import RayExecutor
+
+        executor = RayExecutor(
+            space.data_spec(),
+            settings,
+            device=device or execution.device,
+            address=execution.address,
+            cpus_per_trial=execution.cpus_per_trial,
+            gpus_per_trial=execution.gpus_per_trial,
+            max_concurrent=execution.max_concurrent,
+        )
+    try:
+        ran = _loop(space, study, store, executor, target, timeout, keep_weights, emit)
+    finally:
+        executor.close()
+    summary = summarize(space, study, store)
+    store.write_summary(summary)
+    return RunResult(space.name, store.root, summary, ran)
+
+
+@dataclass
+class _Running:
+    trial: optuna.Trial
+    candidate: Candidate
+    started: str
+    worker: dict[str, Any] = field(default_factory=dict)
+
+
+def _loop(
+    space: SearchSpace,
+    study: optuna.Study,
+    store: ResultsStore,
+    executor: Executor,
+    target: int,
+    timeout: float | None,
+    keep_weights: int,
+    emit: Callable[[Event], None],
+) -> int:
+    """Ask while there is room, wait for outcomes, tell them; returns the trials this run finished."""
     already = sum(_finished(t) for t in study.get_trials(deepcopy=False))
     emit(
         Event(
             "run",
-            text=f"{space.name}: {already} of {target} trials finished, device {torch_device}",
+            text=f"{space.name}: {already} of {target} trials finished, {executor.capacity} at a time",
             data={
                 "space": space,
                 "target": target,
                 "finished": already,
                 "folder": store.root,
-                "images": int(dataset.train_x.shape[0]),
+                "capacity": executor.capacity,
             },
         )
     )
-
-    constraints = Constraints(**search.constraints.model_dump())
     stop = threading.Event()
-    started = time.monotonic()
-    ran = 0
+    begun = time.monotonic()
     cache = _reuse_cache(study)
-    with _ctrl_c(stop):
-        while sum(_finished(t) for t in study.get_trials(deepcopy=False)) < target:
-            if timeout is not None and time.monotonic() - started > timeout:
-                emit(Event("note", text=f"timeout of {timeout:g} s reached"))
-                break
-            if stop.is_set():
-                break
-            trial = study.ask()
-            seed_offset = 0
-            candidate = space.suggest(trial, seed_offset=seed_offset)
-            retry_of = trial.user_attrs.get(ATTR, {}).get("retry_of")
-            key = candidate.key()
-            attrs = {"candidate": candidate.to_dict(), "key": key, "retry_of": retry_of}
-            trial.set_user_attr(ATTR, attrs)
-            if key in cache:
-                _reuse(study, store, trial, candidate, cache[key], emit)
-                ran += 1
-                continue
-            started_at = _now()
-            store.write_trial(_record(trial.number, candidate, trial.params, "running", None, started=started_at))
-            emit(
-                Event(
-                    "started",
-                    trial.number,
-                    candidate.describe(),
-                    {"candidate": candidate, "worker": {"host": socket.gethostname(), "device": str(torch_device)}},
+    running: dict[int, _Running] = {}
+    ran = 0
+    interrupted: int | None = None
+
+    def on_report(number: int, epoch: int, value: float, worker: dict[str, Any]) -> bool:
+        entry = running[number]
+        if worker != entry.worker:
+            entry.worker = dict(worker)
+        entry.trial.report(value, epoch)
+        epochs = entry.candidate.train.epochs
+        emit(
+            Event(
+                "epoch",
+                number,
+                f"epoch {epoch}/{epochs}: val_acc {value:.2%}",
+                {"epoch": epoch, "epochs": epochs, "value": value, "worker": entry.worker},
+            )
+        )
+        return len(space.directions) == 1 and entry.trial.should_prune()
+
+    with _ctrl_c(stop, executor.stop):
+        while True:
+            finished = sum(_finished(t) for t in study.get_trials(deepcopy=False))
+            timed_out = timeout is not None and time.monotonic() - begun > timeout
+            while (
+                not stop.is_set()
+                and not timed_out
+                and len(running) < executor.capacity
+                and finished + len(running) < target
+            ):
+                trial = study.ask()
+                candidate = space.suggest(trial)
+                key = candidate.key()
+                retry_of = trial.user_attrs.get(ATTR, {}).get("retry_of")
+                trial.set_user_attr(ATTR, {"candidate": candidate.to_dict(), "key": key, "retry_of": retry_of})
+                if key in cache:
+                    _reuse(study, store, trial, candidate, cache[key], emit)
+                    finished += 1
+                    ran += 1
+                    continue
+                entry = _Running(trial, candidate, _now())
+                store.write_trial(
+                    _record(trial.number, candidate, trial.params, "running", None, started=entry.started)
                 )
-            )
-
-            def report(
-                epoch: int, value: float, trial: optuna.Trial = trial, epochs: int = candidate.train.epochs
-            ) -> bool:
-                trial.report(value, epoch)
-                data = {"epoch": epoch, "epochs": epochs, "value": value}
-                emit(Event("epoch", trial.number, f"epoch {epoch}/{epochs}: val_acc {value:.2%}", data))
-                return len(space.directions) == 1 and trial.should_prune()
-
-            outcome = run_candidate(
-                candidate,
-                dataset,
-                device=torch_device,
-                constraints=constraints,
-                repeats=search.repeats,
-                threads=space.config.execution.threads,
-                report=report,
-                should_stop=stop.is_set,
-                keep_weights=keep_weights > 0,
-            )
-            _tell(
-                space,
-                study,
-                store,
-                trial,
-                candidate,
-                outcome,
-                keep_weights,
-                emit,
-                started=started_at,
-                classes=list(dataset.classes),
-            )
-            if outcome.state == "complete" or outcome.state == "infeasible":
-                cache[key] = trial.number
-            if outcome.reason == "interrupted":
-                study.enqueue_trial(trial.params, user_attrs={ATTR: {"retry_of": trial.number}})
-                summary = summarize(space, study, store)
-                store.write_summary(summary)
-                raise RunInterrupted(f"interrupted: trial {trial.number} recorded as failed (interrupted)")
-            ran += 1
-    summary = summarize(space, study, store)
-    store.write_summary(summary)
-    return RunResult(space.name, store.root, summary, ran)
+                emit(Event("started", trial.number, candidate.describe(), {"candidate": candidate, "worker": {}}))
+                executor.submit(Job(trial.number, candidate))
+                running[trial.number] = entry
+            if timed_out and not running:
+                emit(Event("note", text=f"timeout of {timeout:g} s reached"))
+            if not running:
+                break
+            for job, outcome in executor.wait(on_report):
+                entry = running.pop(job.number)
+                _tell(
+                    space,
+                    study,
+                    store,
+                    entry.trial,
+                    entry.candidate,
+                    outcome,
+                    keep_weights,
+                    emit,
+                    started=entry.started,
+                )
+                if outcome.state in ("complete", "infeasible"):
+                    cache[entry.candidate.key()] = job.number
+                if (
+                    outcome.reason in ("interrupted", "worker_lost")
+                    and entry.trial.user_attrs.get(ATTR, {}).get("retry_of") is None
+                ):
+                    # not the candidate's fault: it is tried again, once
+                    study.enqueue_trial(entry.trial.params, user_attrs={ATTR: {"retry_of": job.number}})
+                if outcome.reason == "interrupted":
+                    interrupted = job.number
+                ran += 1
+            if stop.is_set() and not running:
+                break
+    if interrupted is not None or stop.is_set():
+        store.write_summary(summarize(space, study, store))
+        which = f"trial {interrupted} recorded as failed (interrupted)" if interrupted is not None else "stopped"
+        raise RunInterrupted(f"interrupted: {which}")
+    return ran
 
 
 def _design(space: SearchSpace, force: bool) -> list[dict[str, Any]] | None:
@@ -433,7 +497,6 @@ def _tell(
     emit: Callable[[Event], None],
     *,
     started: str,
-    classes: list[str],
 ) -> None:
     attrs = {
         **trial.user_attrs.get(ATTR, {}),
@@ -465,7 +528,7 @@ def _tell(
             started=started,
             finished=_now(),
             versions=_versions(),
-            classes=classes,  # export's default num_classes, and what each output means
+            classes=outcome.classes,  # export's default num_classes, and what each output means
         )
     )
     if state == "complete" and keep_weights > 0 and outcome.state_dict is not None:

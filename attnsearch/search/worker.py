@@ -43,7 +43,8 @@ class TrialOutcome:
     history: list[dict[str, Any]] = field(default_factory=list)  # per epoch, first repeat
     repeats: list[dict[str, Any]] = field(default_factory=list)  # per seed: seed, val_acc, val_loss, ...
     timings: dict[str, float] = field(default_factory=dict)  # build, costs, train, eval, total seconds
-    worker: dict[str, Any] = field(default_factory=dict)  # host, pid, device
+    worker: dict[str, Any] = field(default_factory=dict)  # host, pid, device; node and gpus under Ray
+    classes: list[str] = field(default_factory=list)  # what each output of the trained model means
     state_dict: dict[str, torch.Tensor] | None = None  # first repeat's trained weights, on the CPU
 
     def record(self) -> dict[str, Any]:
@@ -76,8 +77,31 @@ def run_candidate(
     """Build, cost, check constraints, then train ``repeats`` seeds; the first seed's epochs go to ``report``.
 
     Costs (params, FLOPs, latency at batch 1 and at the training batch, training memory) are measured on
-    ``device`` before any training, and a candidate that breaks ``constraints`` is not trained.
+    ``device`` before any training, and a candidate that breaks ``constraints`` is not trained. ``threads``
+    holds for the whole trial (build, costs, training); the caller's setting is restored afterwards.
     """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run_candidate(
+            candidate, dataset, device, constraints, repeats, threads, report, should_stop, keep_weights
+        )
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_candidate(
+    candidate: Candidate,
+    dataset: Dataset,
+    device: torch.device,
+    constraints: Constraints,
+    repeats: int,
+    threads: int | None,
+    report: Callable[[int, float], bool] | None,
+    should_stop: Callable[[], bool] | None,
+    keep_weights: bool,
+) -> TrialOutcome:
     started = time.perf_counter()
     worker = {"host": socket.gethostname(), "pid": os.getpid(), "device": str(device)}
     timings: dict[str, float] = {}
@@ -181,7 +205,7 @@ def run_candidate(
         metrics["val_acc_std"] = statistics.stdev(accuracies)
     metrics["train_seconds"] = timings.get("train", 0.0)
     timings["total"] = time.perf_counter() - started
-    return TrialOutcome(outcome_state, outcome_reason, metrics, history, runs, timings, worker, weights)
+    return TrialOutcome(outcome_state, outcome_reason, metrics, history, runs, timings, worker, state_dict=weights)
 
 
 def _infeasible(costs: dict[str, Any], constraints: Constraints) -> str | None:

@@ -1,0 +1,97 @@
+"""Executors move Candidates to workers and outcomes back, and nothing else.
+
+The runner submits jobs up to ``capacity`` and then waits; while it waits, the executor hands each epoch score to
+the runner's ``on_report`` (which asks the pruner) and sends the answer back to the worker, so a pruned trial stops
+at the epoch it was judged on. :class:`LocalExecutor` runs one trial at a time in this process and needs no Ray;
+``attnsearch.search.ray_executor.RayExecutor`` runs trials in long-lived Ray actors.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from ..candidate import Candidate
+from ..data import Dataset
+from .worker import Constraints, TrialOutcome, run_candidate
+
+__all__ = ["Executor", "Job", "LocalExecutor", "OnReport", "TrialSettings"]
+
+# (trial number, epoch, value, worker description) -> prune now?
+OnReport = Callable[[int, int, float, dict[str, Any]], bool]
+
+
+@dataclass(frozen=True)
+class Job:
+    number: int  # the Optuna trial number
+    candidate: Candidate
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of a run shares, beyond its candidate."""
+
+    constraints: Constraints = field(default_factory=Constraints)
+    repeats: int = 1
+    threads: int | None = None  # torch threads per trial
+    keep_weights: bool = False  # send the trained weights back
+
+
+class Executor(Protocol):
+    capacity: int  # trials that can run at once
+
+    def submit(self, job: Job) -> None: ...
+
+    def wait(self, on_report: OnReport) -> list[tuple[Job, TrialOutcome]]:
+        """Block until at least one submitted job is done; return the finished ones."""
+        ...
+
+    def stop(self) -> None:
+        """Ask running trials to stop at their next step (Ctrl-C): they come back as failed, 'interrupted'."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """One trial at a time, in this process, on ``device``."""
+
+    capacity = 1
+
+    def __init__(self, dataset: Dataset, device: torch.device, settings: TrialSettings) -> None:
+        self.dataset = dataset.to(device)
+        self.device = device
+        self.settings = settings
+        self.queue: list[Job] = []
+        self.stopping = False
+        self.worker = {"host": socket.gethostname(), "pid": os.getpid(), "device": str(device)}
+
+    def submit(self, job: Job) -> None:
+        self.queue.append(job)
+
+    def wait(self, on_report: OnReport) -> list[tuple[Job, TrialOutcome]]:
+        job = self.queue.pop(0)
+        outcome = run_candidate(
+            job.candidate,
+            self.dataset,
+            device=self.device,
+            constraints=self.settings.constraints,
+            repeats=self.settings.repeats,
+            threads=self.settings.threads,
+            report=lambda epoch, value: on_report(job.number, epoch, value, self.worker),
+            should_stop=lambda: self.stopping,
+            keep_weights=self.settings.keep_weights,
+        )
+        outcome.classes = list(self.dataset.classes)
+        return [(job, outcome)]
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def close(self) -> None:
+        self.queue.clear()

@@ -1,0 +1,255 @@
+"""Trials on Ray: long-lived actors, each holding the dataset (on its GPU when it has one), one trial at a time.
+
+The driver keeps the Optuna study and the results folder. An actor runs ``run_candidate``; after each epoch it puts
+the score on a shared queue and waits for the driver's answer (prune or go on), so pruning works as it does
+locally. Weights, metrics and history come back through Ray, so the driver's folder is complete without a shared
+filesystem. An actor that dies fails its trial as ``worker_lost`` and is replaced; one that ran out of GPU memory is
+retired and replaced, so leaked memory never reaches the next trial.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import asdict
+from typing import Any
+
+from ..candidate import Candidate, DataSpec
+from .executor import Job, OnReport, TrialSettings
+from .worker import TrialOutcome
+
+__all__ = ["RayExecutor", "start_ray", "stop_ray"]
+
+DECISION_TIMEOUT = 600.0  # seconds an actor waits for the driver's answer before going on unpruned
+
+
+_reaper: subprocess.Popen | None = None
+
+
+def start_ray(address: str | None) -> bool:
+    """Connect to Ray, starting a quiet local instance when ``address`` is None. True when we started it.
+
+    A Ray we start is watched by a reaper process, so a killed driver leaves no Ray process behind.
+    """
+    global _reaper
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, single-user cluster: no token warning
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if address is None:
+        # a short path of our own: Ray's socket paths must stay under ~100 characters
+        temp_dir = os.path.join(tempfile.gettempdir(), f"attnsearch-ray-{os.getuid()}")
+        ray.init(
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+            _temp_dir=temp_dir,
+            configure_logging=True,
+        )
+        _reaper = subprocess.Popen(
+            [sys.executable, "-m", "attnsearch.search.reaper", str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        return True
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    return False
+
+
+def _worker_class() -> Any:
+    import ray
+
+    @ray.remote(max_concurrency=2)  # one thread trains, the other receives decisions and stop requests
+    class TrialWorker:
+        def __init__(self, data: dict[str, Any], threads: int, device: str, reports: Any) -> None:
+            import torch
+
+            from ..data import load_dataset
+            from .worker import resolve_device
+
+            torch.set_num_threads(threads)  # Ray gives a 1-CPU worker one thread; we give it its CPU share
+            self.device = resolve_device(device)
+            self.dataset = load_dataset(DataSpec(**data)).to(self.device)  # resident for every later trial
+            self.reports = reports
+            self.answers: dict[int, list[Any]] = {}
+            self.stopping = threading.Event()
+            context = ray.get_runtime_context()
+            self.worker = {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "device": str(self.device),
+                "node": context.get_node_id(),
+                "gpus": [str(g) for g in ray.get_gpu_ids()],
+                "actor": context.get_actor_id(),
+            }
+
+        def describe(self) -> dict[str, Any]:
+            return self.worker
+
+        def run(self, number: int, candidate: dict[str, Any], settings: TrialSettings) -> TrialOutcome:
+            from .worker import run_candidate
+
+            def report(epoch: int, value: float) -> bool:
+                answer = [threading.Event(), False]
+                self.answers[number] = answer
+                self.reports.put((number, epoch, value, self.worker))
+                answer[0].wait(DECISION_TIMEOUT)
+                return bool(self.answers.pop(number, answer)[1])
+
+            outcome = run_candidate(
+                Candidate.from_dict(candidate),
+                self.dataset,
+                device=self.device,
+                constraints=settings.constraints,
+                repeats=settings.repeats,
+                threads=settings.threads,
+                report=report,
+                should_stop=self.stopping.is_set,
+                keep_weights=settings.keep_weights,
+            )
+            outcome.worker = dict(self.worker)
+            outcome.classes = list(self.dataset.classes)
+            return outcome
+
+        def decide(self, number: int, prune: bool) -> None:
+            answer = self.answers.get(number)
+            if answer is not None:
+                answer[1] = prune
+                answer[0].set()
+
+        def stop(self) -> None:
+            self.stopping.set()
+            for answer in list(self.answers.values()):
+                answer[0].set()
+
+    return TrialWorker
+
+
+class RayExecutor:
+    """Trials on Ray actors: ``cpus_per_trial`` and ``gpus_per_trial`` each, as many as the cluster (or
+    ``max_concurrent``) allows.
+
+    Example:
+        >>> executor = RayExecutor(space.data_spec(), TrialSettings(), cpus_per_trial=1)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        data: DataSpec,
+        settings: TrialSettings,
+        *,
+        device: str = "auto",
+        address: str | None = None,
+        cpus_per_trial: float = 1.0,
+        gpus_per_trial: float = 0.0,
+        max_concurrent: int | None = None,
+    ) -> None:
+        import ray
+        from ray.util.queue import Queue
+
+        self.started_ray = start_ray(address)
+        self.data = asdict(data)
+        self.cpus, self.gpus = cpus_per_trial, gpus_per_trial
+        self.device = "cuda" if gpus_per_trial > 0 else ("cpu" if device == "auto" else device)
+        # the threads a trial uses: its CPU share, unless the space fixes them
+        self.threads = settings.threads or max(1, int(cpus_per_trial))
+        self.settings = settings
+        resources = ray.cluster_resources()
+        fits = math.floor(resources.get("CPU", 1) / cpus_per_trial + 1e-9)
+        if gpus_per_trial > 0:
+            fits = min(fits, math.floor(resources.get("GPU", 0) / gpus_per_trial + 1e-9))
+            if fits < 1:
+                raise ValueError(f"execution.gpus_per_trial: {gpus_per_trial} but the Ray cluster has no GPU")
+        self.capacity = max(1, min(fits, max_concurrent or fits))
+        self.reports = Queue(actor_options={"num_cpus": 0})
+        self.idle: list[Any] = []
+        self.running: dict[Any, tuple[Job, Any]] = {}  # object ref -> (job, actor)
+        self.actors: dict[int, Any] = {}  # trial number -> actor running it
+        self._worker = _worker_class()
+        self.idle = [self._new_actor() for _ in range(self.capacity)]
+
+    def _new_actor(self) -> Any:
+        return self._worker.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(
+            self.data, self.threads, self.device, self.reports
+        )
+
+    def submit(self, job: Job) -> None:
+        actor = self.idle.pop()
+        ref = actor.run.remote(job.number, job.candidate.to_dict(), self.settings)
+        self.running[ref] = (job, actor)
+        self.actors[job.number] = actor
+
+    def wait(self, on_report: OnReport) -> list[tuple[Job, TrialOutcome]]:
+        import ray
+        from ray.exceptions import RayActorError, WorkerCrashedError
+
+        while True:
+            self._answer_reports(on_report)
+            ready, _ = ray.wait(list(self.running), num_returns=1, timeout=0.05)
+            if not ready:
+                continue
+            done = []
+            for ref in ready:
+                job, actor = self.running.pop(ref)
+                self.actors.pop(job.number, None)
+                try:
+                    outcome = ray.get(ref)
+                except (RayActorError, WorkerCrashedError) as err:
+                    outcome = TrialOutcome("failed", "worker_lost", worker={"error": " ".join(str(err).split())[:300]})
+                    actor = self._new_actor()  # a fresh one takes the lost one's place
+                else:
+                    if outcome.reason == "oom" and outcome.worker.get("gpus"):
+                        ray.kill(actor)  # leaked GPU memory must not poison later trials
+                        actor = self._new_actor()
+                self.idle.append(actor)
+                done.append((job, outcome))
+            self._answer_reports(on_report)
+            return done
+
+    def _answer_reports(self, on_report: OnReport) -> None:
+        while True:
+            try:
+                number, epoch, value, worker = self.reports.get_nowait()
+            except Exception:  # ray.util.queue.Empty
+                return
+            actor = self.actors.get(number)
+            if actor is not None:
+                actor.decide.remote(number, on_report(number, epoch, value, worker))
+
+    def stop(self) -> None:
+        for actor in list(self.actors.values()):
+            actor.stop.remote()
+
+    def close(self) -> None:
+        import ray
+
+        for _, actor in list(self.running.values()):
+            ray.kill(actor)
+        for actor in self.idle:
+            ray.kill(actor)
+        self.running.clear()
+        self.idle.clear()
+        ray.kill(self.reports.actor)
+        if self.started_ray:
+            stop_ray()
+
+
+def stop_ray() -> None:
+    """Shut down a Ray this process started, and its reaper."""
+    global _reaper
+    import ray
+
+    ray.shutdown()
+    if _reaper is not None:
+        _reaper.terminate()
+        _reaper.wait(timeout=10)
+        _reaper = None
