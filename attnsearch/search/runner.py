@@ -330,14 +330,11 @@ def _loop(
             entry.worker = dict(worker)
         entry.trial.report(value, epoch)
         epochs = entry.candidate.train.epochs
-        emit(
-            Event(
-                "epoch",
-                number,
-                f"epoch {epoch}/{epochs}: val_acc {value:.2%}",
-                {"epoch": epoch, "epochs": epochs, "value": value, "worker": entry.worker},
-            )
-        )
+        text = f"epoch {epoch}/{epochs}: val_acc {value:.2%}"
+        if "node" in worker:  # under Ray: where the trial runs
+            gpus = ",".join(worker.get("gpus", [])) or "none"
+            text += f"  [{worker['host']} pid {worker['pid']}, gpu {gpus}]"
+        emit(Event("epoch", number, text, {"epoch": epoch, "epochs": epochs, "value": value, "worker": entry.worker}))
         return len(space.directions) == 1 and entry.trial.should_prune()
 
     with _ctrl_c(stop, executor.stop):
