@@ -173,6 +173,7 @@ def run(
       attnsearch run search_spaces/quickstart.yaml
       attnsearch run my_space.yaml --trials 50 --keep-weights 3 --results runs
     """
+    from contextlib import nullcontext
     from pathlib import Path
 
     from .search.log import plain_log, print_summary
@@ -182,20 +183,27 @@ def run(
     if device is not None and not _valid_device(device):
         raise click.BadParameter("must be auto, cpu, cuda or cuda:N", param_hint="--device")
     space = load_space(space_file)
+    # the live dashboard on a terminal; plain lines for CI, log files and --no-dashboard
+    dashboard = None
+    if not no_dashboard and sys.stdout.isatty():
+        from .dashboard.live import LiveDashboard
+
+        dashboard = LiveDashboard()
     try:
-        outcome = run_search(
-            space,
-            results=results,
-            storage=storage,
-            n_trials=n_trials,
-            timeout=timeout,
-            device=device,
-            fresh=fresh,
-            keep_weights=keep_weights,
-            force=force,
-            space_text=Path(space_file).read_bytes(),
-            on_event=plain_log(),
-        )
+        with dashboard if dashboard is not None else nullcontext():
+            outcome = run_search(
+                space,
+                results=results,
+                storage=storage,
+                n_trials=n_trials,
+                timeout=timeout,
+                device=device,
+                fresh=fresh,
+                keep_weights=keep_weights,
+                force=force,
+                space_text=Path(space_file).read_bytes(),
+                on_event=dashboard.on_event if dashboard is not None else plain_log(),
+            )
     except RunInterrupted as stop:
         click.echo(f"attnsearch: {stop}", err=True)
         sys.exit(130)
@@ -256,3 +264,591 @@ def validate(space_file: str, as_json: bool) -> None:
             click.echo("constraints: every candidate meets them")
     if limits.max_latency_ms:
         click.echo("max_latency_ms is checked per trial, on the trial's device, before training")
+
+
+results_dir_argument = click.argument("results_dir", metavar="RESULTS_DIR", type=click.Path(file_okay=False))
+
+
+@main.command()
+@results_dir_argument
+@click.option("--trial", default="best", show_default=True, help="A trial number, or 'best': the best complete trial.")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False),
+    help="The .py file to write  [default: RESULTS_DIR/exports/trial_<n>.py]",
+)
+@click.option("--weights", is_flag=True, help="Also write the trained state_dict next to it (FILE.pt).")
+@click.option(
+    "--num-classes", type=click.IntRange(min=1), help="Outputs of build_model()  [default: the trained classes]"
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["onnx"]), help='Also write FILE.onnx (pip install "attnsearch[onnx]").'
+)
+@click.option("--list", "show_list", is_flag=True, help="List the trials to choose from, then stop.")
+def export(
+    results_dir: str,
+    trial: str,
+    out: str | None,
+    weights: bool,
+    num_classes: int | None,
+    fmt: str | None,
+    show_list: bool,
+) -> None:
+    """Write a trial as one standalone PyTorch file: its attention modules, its backbone, build_model().
+
+    The file imports only torch. With several objectives, pick a Pareto trial with --trial (see them with --list).
+
+    \b
+    Examples:
+      attnsearch export results/vgg16-shapes-quick --weights
+      attnsearch export results/my-study --trial 7 -o model.py --weights --format onnx
+      attnsearch export results/my-study --list
+    """
+    from .export import export_trial, list_exportable
+
+    if show_list:
+        found = list_exportable(results_dir)
+        metrics = [f"{metric} ({direction[:3]})" for metric, direction in found.objectives]
+        rows = [
+            [
+                str(t.number),
+                t.placements,
+                *(_score_text(m, t.scores[m]) for m, _ in found.objectives),
+                "yes" if t.weights else "-",
+            ]
+            for t in found.trials
+        ]
+        title = "Pareto trials" if found.pareto else "Complete trials, best first"
+        _print_table(title, ["trial", "placements", *metrics, "weights"], rows)
+        return
+    result = export_trial(results_dir, trial=trial, out=out, weights=weights, num_classes=num_classes, fmt=fmt)
+    size = result.image_size
+    click.echo(f"Trial {result.trial}: {result.code}  ({result.num_classes} classes, {size}x{size} input)")
+    if result.weights is not None:
+        click.echo(f"Weights: {result.weights}")
+    if result.onnx is not None:
+        click.echo(f"ONNX: {result.onnx}")
+
+
+@main.command()
+@results_dir_argument
+@click.option(
+    "--trial", "trials", type=click.IntRange(min=0), multiple=True, help="A trial number; repeat it for several."
+)
+@click.option("--top", type=click.IntRange(min=1), help="Also the K best complete trials.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Train this many epochs instead (saved under replays/).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Another batch size (saved under replays/).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Another peak learning rate (saved too).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads  [default: those the search used]")
+@json_option
+def replay(
+    results_dir: str,
+    trials: tuple[int, ...],
+    top: int | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    device: str,
+    threads: int | None,
+    as_json: bool,
+) -> None:
+    """Train trials again from their trial.json alone and compare with what was recorded.
+
+    Without overrides the replay checks the record (on CPU the accuracy must match exactly). With --epochs,
+    --batch-size or --lr it trains the candidate with that recipe and saves a new record under
+    RESULTS_DIR/replays/. Three or more trials also get the Spearman rank correlation of recorded vs replayed.
+
+    \b
+    Examples:
+      attnsearch replay results/vgg16-shapes-quick --trial 3
+      attnsearch replay results/vgg16-shapes-quick --top 5 --epochs 30
+    """
+    from .replay import ranking_agreement, replay_trials
+
+    if not _valid_device(device):
+        raise click.BadParameter("must be auto, cpu, cuda or cuda:N", param_hint="--device")
+    results = replay_trials(
+        results_dir,
+        trials,
+        top=top,
+        overrides={"epochs": epochs, "batch_size": batch_size, "lr": lr},
+        device=device,
+        threads=threads,
+        on_start=lambda number, text: click.echo(f"replaying trial {number}: {text}", err=True),
+    )
+    metric = results[0].metric
+    rho, pairs = ranking_agreement(results)
+    if as_json:
+        _print_json({"metric": metric, "spearman": rho, "trials": [r.to_dict() for r in results]})
+        return
+    if len(results) == 1:
+        r = results[0]
+        keys = list(dict.fromkeys(["val_acc", "val_top5", "val_loss", "train_loss", metric]))
+        rows = [[k, *_side_by_side(k, r.recorded[k], r.replayed[k])] for k in keys]
+        _print_table(f"Trial {r.trial}: {r.placements}", ["metric", "recorded", "replayed", "difference"], rows)
+    else:
+        rows = [
+            [str(r.trial), r.placements, *_side_by_side(metric, r.recorded[metric], r.replayed[metric]), _verdict(r)]
+            for r in results
+        ]
+        _print_table("Replays", ["trial", "placements", "recorded", "replayed", "difference", "verdict"], rows)
+    for r in results:
+        if len(results) == 1:
+            click.echo(_verdict(r, long=True))
+        if r.saved is not None:
+            click.echo(f"Trial {r.trial} replay saved: {r.saved}")
+    if pairs >= 3:
+        value = f"{rho:.3f}" if rho is not None else "undefined (all scores equal on one side)"
+        click.echo(f"Spearman rank correlation of {metric}, recorded vs replayed, over {pairs} trials: {value}")
+
+
+def _score_text(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2%}" if metric in ("val_acc", "val_top5") else f"{value:.6g}"
+
+
+def _side_by_side(metric: str, recorded: float | None, replayed: float | None) -> list[str]:
+    if recorded is None or replayed is None:
+        difference = "-"
+    elif metric in ("val_acc", "val_top5"):
+        difference = f"{(replayed - recorded) * 100:+.2f} pp"
+    else:
+        difference = f"{replayed - recorded:+.6g}"
+    return [_score_text(metric, recorded), _score_text(metric, replayed), difference]
+
+
+def _verdict(r: Any, *, long: bool = False) -> str:
+    if r.state != "complete":
+        return f"replay {r.state}: {r.reason}"
+    if r.matches is None:
+        return f"new recipe ({', '.join(f'{k}={v:g}' for k, v in r.overrides.items())})"
+    if r.tolerance == 0:
+        short = "exactly" if r.matches else "no"
+        where = f"{r.device}, {r.threads or 'default'} thread(s): the CPU trainer is deterministic"
+    else:
+        short = "within tolerance" if r.matches else "no"
+        where = f"{r.device}, tolerance {r.tolerance * 100:g} pp: its kernels are not bit-reproducible"
+    if not long:
+        return short + {True: ", same weights", False: ", other weights", None: ""}[r.weights_equal]
+    weights = {True: "; weights identical to model.pt", False: "; weights differ from model.pt", None: ""}
+    verdict = f"reproduced {short}" if r.matches else "NOT reproduced"
+    return f"val_acc {verdict} ({where}){weights[r.weights_equal]}"
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks: figures measured side by side in one run (table, or --json).
+
+    \b
+    Example:
+      attnsearch bench executor --json
+    """
+
+
+@bench.command("executor")
+@click.option("--trials", type=click.IntRange(min=2), default=12, show_default=True, help="Trials per executor.")
+@click.option("--steps", type=click.IntRange(min=1), default=6, show_default=True, help="Optimizer steps per trial.")
+@json_option
+def bench_executor_command(trials: int, steps: int, as_json: bool) -> None:
+    """Scheduling overhead and efficiency: local executor, and Ray with 1 and 2 workers, on the same trials."""
+    from dataclasses import asdict
+
+    from .bench import bench_executor
+
+    results = bench_executor(trials=trials, steps=steps)
+    if as_json:
+        _print_json([asdict(r) for r in results])
+        return
+    rows = [
+        [
+            r.executor,
+            str(r.workers),
+            str(r.trials),
+            f"{r.wall_seconds:.2f}",
+            f"{r.work_seconds:.2f}",
+            f"{r.overhead_per_trial * 1000:.0f}",
+            f"{r.efficiency:.2f}",
+        ]
+        for r in results
+    ]
+    _print_table(
+        "Executors, the same trials each",
+        ["executor", "workers", "trials", "wall s", "work s", "overhead ms/trial", "efficiency"],
+        rows,
+    )
+
+
+@main.command()
+@results_dir_argument
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between two reads of the folder.",
+)
+@click.option("--once", is_flag=True, help="Print one frame and exit (scripts, tests).")
+def watch(results_dir: str, interval: float, once: bool) -> None:
+    """Show the live dashboard of the study in RESULTS_DIR, read-only: from another terminal or machine while
+    a run goes on, or on a finished study. It never writes to the study and never holds the runner up. Ctrl-C
+    leaves.
+
+    \b
+    Examples:
+      attnsearch watch results/vgg16-shapes-quick
+      attnsearch watch results/vgg16-shapes-quick --once
+    """
+    from .dashboard.watch import watch as watch_study
+
+    watch_study(results_dir, interval=interval, once=once)
+
+
+@main.command()
+@results_dir_argument
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Folder for report.html, heatmap.png, history.png, summary.md  [default: RESULTS_DIR/report]",
+)
+def report(results_dir: str, out: str | None) -> None:
+    """Summarize the study in RESULTS_DIR: leaderboard, placement map, the effect of each module against none
+    at its slot (95% CI, paired where trials differ only there), parameter importances; and the same as files.
+
+    \b
+    Examples:
+      attnsearch report results/vgg16-shapes-quick
+      attnsearch report results/vgg16-shapes-quick --out paper/figures
+    """
+    from pathlib import Path
+
+    from .report import build_report, print_report, write_report
+
+    found = build_report(results_dir)
+    print_report(found)
+    written = write_report(found, Path(out) if out else Path(results_dir) / "report")
+    click.echo(f"Report: {written[0]}")
+
+
+# ------------------------------------------------------------------------------------------------ bench: the rest
+
+save_option = click.option(
+    "--save/--no-save", default=True, show_default=True, help="Write the raw figures to results/benchmarks/."
+)
+bench_device_option = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+bench_threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), help="Torch threads  [default: torch's, all cores]"
+)
+
+
+def _bench_output(name: str, result: Any, as_json: bool, save: bool) -> bool:
+    """Save a benchmark's figures (noted on stderr); print them as JSON and return True when --json asks."""
+    from .bench import save_json
+
+    data = result.to_dict()
+    if save:
+        click.echo(f"saved {save_json(name, data)}", err=True)
+    if as_json:
+        _print_json(data)
+    return as_json
+
+
+def _check_bench_device(device: str) -> None:
+    if device == "auto" or not _valid_device(device):
+        raise click.BadParameter("must be cpu, cuda or cuda:N", param_hint="--device")
+
+
+@bench.command("trainer")
+@click.option("--backbone", default="vgg16_bn", show_default=True, help="The model's backbone.")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=0.25, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Steps per round.")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True, help="Alternating rounds.")
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader worker processes."
+)
+@bench_threads_option
+@bench_device_option
+@save_option
+@json_option
+def bench_trainer_command(
+    backbone: str,
+    width: float,
+    batch_size: int,
+    steps: int,
+    rounds: int,
+    workers: int,
+    threads: int | None,
+    device: str,
+    save: bool,
+    as_json: bool,
+) -> None:
+    """Images per second of train_model against a hand-written loop, and against a DataLoader pipeline.
+
+    Same model and initial weights, data, batch size, optimizer, precision and threads, in one process; rounds
+    alternate between the two sides and each figure is the median over rounds (the first round warms up).
+
+    \b
+    Examples:
+      attnsearch bench trainer
+      attnsearch bench trainer --steps 10 --rounds 3 --json
+    """
+    from .bench import bench_trainer
+
+    _check_bench_device(device)
+    result = bench_trainer(
+        backbone=backbone,
+        width=width,
+        batch_size=batch_size,
+        steps=steps,
+        rounds=rounds,
+        workers=workers,
+        threads=threads,
+        device=device,
+    )
+    if _bench_output("trainer", result, as_json, save):
+        return
+    c = result.config
+    rows = [
+        [
+            r.ours,
+            r.baseline,
+            f"{r.ours_images_per_second:,.0f}",
+            f"{r.baseline_images_per_second:,.0f}",
+            f"{r.ratio:.3f}",
+        ]
+        for r in result.comparisons
+    ]
+    _print_table(
+        f"Trainer: {c['backbone']} x{c['width']:g}, batch {c['batch_size']}, {c['steps_per_round']} steps x "
+        f"{c['rounds']} rounds, {c['threads']} threads, {c['device']} {c['precision']}; DataLoader "
+        f"{c['dataloader']['num_workers']} workers",
+        ["ours", "baseline", "ours img/s", "baseline img/s", "ratio"],
+        rows,
+    )
+
+
+@bench.command("overhead")
+@click.option(
+    "--space",
+    "space_file",
+    default="search_spaces/quickstart.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The space whose trials are measured.",
+)
+@click.option("--trials", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), help="Override train.epochs.")
+@click.option("--train-size", type=click.IntRange(min=1), help="Override data.train_size.")
+@click.option("--val-size", type=click.IntRange(min=1), help="Override data.val_size.")
+@bench_threads_option
+@bench_device_option
+@save_option
+@json_option
+def bench_overhead_command(
+    space_file: str,
+    trials: int,
+    epochs: int | None,
+    train_size: int | None,
+    val_size: int | None,
+    threads: int | None,
+    device: str,
+    save: bool,
+    as_json: bool,
+) -> None:
+    """Fixed cost per trial (ask, build, costs, warm-up, evaluation, tell, records, dashboard) against training.
+
+    The trials run through the runner's and the worker's own functions on a real study in a temporary folder;
+    each figure is the median over the trials.
+
+    \b
+    Examples:
+      attnsearch bench overhead
+      attnsearch bench overhead --epochs 2 --train-size 1000 --json
+    """
+    from .bench import bench_overhead
+
+    _check_bench_device(device)
+    result = bench_overhead(
+        space_file=space_file,
+        trials=trials,
+        epochs=epochs,
+        train_size=train_size,
+        val_size=val_size,
+        threads=threads,
+        device=device,
+    )
+    if _bench_output("overhead", result, as_json, save):
+        return
+    trial = result.fixed_ms + result.training_ms
+    rows = [[p.part, f"{p.milliseconds:,.1f}", f"{p.milliseconds / trial:.2%}"] for p in result.parts]
+    rows.append(["fixed, in all", f"{result.fixed_ms:,.1f}", f"{result.fixed_share:.2%}"])
+    rows.append([f"training steps ({result.steps})", f"{result.training_ms:,.1f}", f"{result.training_ms / trial:.2%}"])
+    c = result.config
+    _print_table(
+        f"Overhead per trial: {c['space']}, {c['epochs']} epochs of {c['train_size']} images, {c['val_size']} "
+        f"validation images, median of {c['trials']} trials",
+        ["part", "ms", "share of the trial"],
+        rows,
+    )
+    goal = c["goal"]
+    met = result.fixed_share < goal["share"] and result.fixed_ms < goal["milliseconds"]
+    click.echo(
+        f"fixed {result.fixed_ms:,.0f} ms = {result.fixed_share:.2%} of the trial "
+        f"({result.fixed_share_without_eval:.2%} without evaluation); goal under {goal['share']:.0%} and "
+        f"{goal['milliseconds']:,.0f} ms: {'met' if met else 'not met'}"
+    )
+
+
+@bench.command("search")
+@click.option("--quick", is_flag=True, help="A 4-candidate grid, seconds to train (smoke tests).")
+@click.option("--seeds", type=click.IntRange(min=1), default=20, show_default=True, help="Searches per method.")
+@click.option(
+    "--n-trials",
+    type=click.IntRange(min=1),
+    help="The planned trials a simulated run is told (TPE's start-up)  [default: a quarter of the grid]",
+)
+@bench_threads_option
+@save_option
+@json_option
+def bench_search_command(
+    quick: bool, seeds: int, n_trials: int | None, threads: int | None, save: bool, as_json: bool
+) -> None:
+    """Search efficiency on a grid small enough to train in full: regret per compute budget, TPE vs random.
+
+    The grid is trained once and cached in results/benchmarks/search_grid.json; searches replay it with
+    Optuna's samplers and pruner as a run configures them. Compute counts epochs trained.
+
+    \b
+    Examples:
+      attnsearch bench search
+      attnsearch bench search --quick --seeds 3 --json
+    """
+    from .bench import bench_search
+
+    def progress(done: int, total: int, point: Any) -> None:
+        click.echo(
+            f"grid {done}/{total}: {point.placements}  val_acc {point.curve[-1]:.2%}  ({point.seconds:.1f} s)",
+            err=True,
+        )
+
+    result = bench_search(quick=quick, seeds=seeds, n_trials=n_trials, threads=threads, on_progress=progress)
+    if _bench_output("search_quick" if quick else "search", result, as_json, save):
+        return
+    g = result.grid
+    budgets = list(result.methods[0].regret)
+    rows = [
+        [
+            m.method,
+            *(_points(m.regret[b]) for b in budgets),
+            _compute_text(m.compute_to_target, m.compute_to_target_share),
+            f"{m.reached}/{m.seeds}",
+        ]
+        for m in result.methods
+    ]
+    _print_table(
+        f"Search: {g['candidates']} candidates x {g['epochs']} epochs = {g['compute']} epochs of compute; best "
+        f"val_acc {g['best_val_acc']:.2%} ({g['best_candidate']}), {g['within_target']} within "
+        f"{result.config['target_points']} points; median of {result.config['seeds']} seeds",
+        [
+            "method",
+            *(f"regret @{b}" for b in budgets),
+            f"compute to within {result.config['target_points']} pt",
+            "seeds there",
+        ],
+        rows,
+    )
+    cached = "read from the cache" if g["cached"] else "trained now"
+    click.echo(f"grid {cached} ({g['seconds']:.0f} s to train); regret in accuracy points, '-': nothing found yet")
+
+
+def _points(value: float) -> str:
+    import math
+
+    return f"{value:.2f}" if math.isfinite(value) else "-"
+
+
+def _compute_text(epochs: float, share: float) -> str:
+    import math
+
+    return f"{epochs:.0f} epochs ({share:.0%})" if math.isfinite(epochs) else "not reached"
+
+
+@bench.command("memory")
+@click.option(
+    "--sizes", default="16,32,48,64,96,128", show_default=True, help="Feature-map sizes H = W, comma-separated."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--channels", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--max-gib",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Skip the naive version where its attention matrices would pass this.",
+)
+@bench_threads_option
+@bench_device_option
+@save_option
+@json_option
+def bench_memory_command(
+    sizes: str,
+    batch_size: int,
+    channels: int,
+    max_gib: float,
+    threads: int | None,
+    device: str,
+    save: bool,
+    as_json: bool,
+) -> None:
+    """Training-step memory and time of self_attention, a naive bmm-softmax version and linear_attention.
+
+    Memory is the bytes autograd saves for backward (and the allocator's peak on CUDA), as maps grow.
+
+    \b
+    Examples:
+      attnsearch bench memory
+      attnsearch bench memory --sizes 16,32,64 --batch-size 2 --json
+    """
+    from .bench import bench_memory
+
+    _check_bench_device(device)
+    try:
+        size_list = tuple(int(s) for s in sizes.split(","))
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of integers, e.g. 16,32,64", param_hint="--sizes") from None
+    if not size_list or min(size_list) < 1:
+        raise click.BadParameter("sizes must be positive", param_hint="--sizes")
+    result = bench_memory(
+        sizes=size_list,
+        batch_size=batch_size,
+        channels=channels,
+        max_attention_bytes=max_gib * 2**30,
+        threads=threads,
+        device=device,
+    )
+    if _bench_output("memory", result, as_json, save):
+        return
+    by_key = {(r.module, r.size): r for r in result.rows}
+    modules = list(dict.fromkeys(r.module for r in result.rows))
+    rows = []
+    for size in size_list:
+        row = [f"{size}x{size}", f"{size * size:,}"]
+        for module in modules:
+            r = by_key[(module, size)]
+            measured = r.saved_bytes is not None
+            row += [f"{r.saved_bytes / 2**20:,.1f}" if measured else "-", f"{r.step_ms:,.1f}" if measured else "-"]
+        rows.append(row)
+    c = result.config
+    _print_table(
+        f"Attention memory: batch {c['batch_size']}, C={c['channels']}, {c['device']} {c['dtype']}; MiB saved "
+        "for backward, ms per forward + backward",
+        ["map", "positions", *(f"{m} {unit}" for m in modules for unit in ("MiB", "ms"))],
+        rows,
+    )
+    for r in result.rows:
+        if r.skipped:
+            click.echo(f"{r.module} at {r.size}x{r.size} skipped: {r.skipped}")

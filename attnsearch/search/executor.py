@@ -44,6 +44,7 @@ class TrialSettings:
 
 class Executor(Protocol):
     capacity: int  # trials that can run at once
+    worker: dict[str, Any]  # where a submitted trial runs, when known before it starts ({} when not)
 
     def submit(self, job: Job) -> None: ...
 

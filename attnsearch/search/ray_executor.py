@@ -116,7 +116,7 @@ def _worker_class() -> Any:
                 should_stop=self.stopping.is_set,
                 keep_weights=settings.keep_weights,
             )
-            outcome.worker = dict(self.worker)
+            outcome.worker = {**outcome.worker, **self.worker}  # where it ran, and with how many threads
             outcome.classes = list(self.dataset.classes)
             return outcome
 
@@ -170,6 +170,7 @@ class RayExecutor:
             if fits < 1:
                 raise ValueError(f"execution.gpus_per_trial: {gpus_per_trial} but the Ray cluster has no GPU")
         self.capacity = max(1, min(fits, max_concurrent or fits))
+        self.worker: dict[str, Any] = {}  # an actor is picked at submit time: trials name it in their reports
         self.reports = Queue(actor_options={"num_cpus": 0})
         self.idle: list[Any] = []
         self.running: dict[Any, tuple[Job, Any]] = {}  # object ref -> (job, actor)

@@ -24,17 +24,12 @@ from optuna.trial import TrialState
 
 from ..candidate import Candidate
 from ..space import SearchSpace
-from .store import ResultsStore, StoreError
+from .store import RETRY_REASONS, ResultsStore, StoreError
 from .executor import Executor, Job, LocalExecutor, TrialSettings
 from .worker import Constraints, TrialOutcome, resolve_device
 
 __all__ = ["Event", "RunInterrupted", "RunResult", "open_study", "run_search", "summarize"]
 
-RETRY_REASONS = (
-    "killed",
-    "interrupted",
-    "worker_lost",
-)  # not the candidate's fault: tried again, not counted as finished
 ATTR = "attnsearch"  # user attribute holding our state of a trial
 
 
@@ -361,7 +356,14 @@ def _loop(
                 store.write_trial(
                     _record(trial.number, candidate, trial.params, "running", None, started=entry.started)
                 )
-                emit(Event("started", trial.number, candidate.describe(), {"candidate": candidate, "worker": {}}))
+                emit(
+                    Event(
+                        "started",
+                        trial.number,
+                        candidate.describe(),
+                        {"candidate": candidate, "worker": dict(executor.worker)},
+                    )
+                )
                 executor.submit(Job(trial.number, candidate))
                 running[trial.number] = entry
             if timed_out and not running:

@@ -23,21 +23,35 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ResultsStore", "StoreError", "atomic_write"]
+__all__ = ["RETRY_REASONS", "ResultsStore", "StoreError", "atomic_write"]
 
 JOURNAL = "journal.log"
 SPACE = "space.yaml"
 SUMMARY = "summary.json"
 
 
+# Failures that are not the candidate's fault: the runner tries the candidate again and does not count them as done.
+RETRY_REASONS = ("killed", "interrupted", "worker_lost")
+
+
 class StoreError(ValueError):
     """A results folder that cannot be used; one line."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are shared like any file the user writes
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -103,7 +103,13 @@ def _run_candidate(
     keep_weights: bool,
 ) -> TrialOutcome:
     started = time.perf_counter()
-    worker = {"host": socket.gethostname(), "pid": os.getpid(), "device": str(device)}
+    # threads change float results: a replay must use the same number to reproduce the record
+    worker = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
     timings: dict[str, float] = {}
 
     def build(seed: int) -> torch.nn.Module:

@@ -1,0 +1,382 @@
+"""The dashboard's panels: pure functions from a :class:`DashboardState` to rich renderables, and the screen layout.
+
+Nothing here keeps state or touches the terminal; :class:`attnsearch.dashboard.live.LiveDashboard` shows what
+:func:`render` returns. Every panel takes the number of rows it may use, so :func:`render` can fit an 80x24
+terminal (smaller panels, the least useful ones dropped) and fill a 160x48 one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.layout import Layout
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from .state import PERCENT_METRICS, Cell, DashboardState
+
+__all__ = [
+    "events_panel",
+    "header_panel",
+    "leaderboard_panel",
+    "pareto_panel",
+    "placement_map_panel",
+    "render",
+    "running_panel",
+]
+
+BEST = "★"  # marks the best module of each slot in the placement map
+PALETTE = ("red", "dark_orange", "yellow", "green_yellow", "green")  # worst .. best cell of the placement map
+KIND_STYLES = {
+    "best": "bold green",
+    "pruned": "yellow",
+    "failed": "bold red",
+    "infeasible": "magenta",
+    "reused": "dim",
+    "resumed": "cyan",
+    "note": "cyan",
+}
+STATE_STYLES = {"complete": "green", "running": "cyan", "pruned": "yellow", "failed": "red", "infeasible": "magenta"}
+WIDE = 120  # from this width on, two columns of panels
+LEADERS = 20  # rows of the leaderboard at most: a table of more costs more to draw than it tells
+
+
+def header_panel(state: DashboardState, *, now: float | None = None, width: int = 160) -> Panel:
+    """Study, backbone, sampler and pruner, elapsed time and ETA, trial counts against the target, throughput.
+
+    Example:
+        >>> import io
+        >>> from rich.console import Console
+        >>> console = Console(width=80, record=True, file=io.StringIO())
+        >>> console.print(header_panel(DashboardState(name="demo", target=12), now=0.0, width=80))
+        >>> "0/12 done" in console.export_text()
+        True
+    """
+    now = time.time() if now is None else now
+    counts = state.counts()
+    arrows = " ".join(f"{metric} {'↑' if d == 'maximize' else '↓'}" for metric, d in state.objectives)
+    setup = Text.assemble(
+        (", ".join(state.backbones) or "waiting for the run to start", "bold"),
+        f" · sampler {state.sampler or '-'} · pruner {state.pruner or '-'} · {arrows}",
+    )
+    tally = Text.assemble((f"{counts['done']}/{state.target or '?'} done", "bold"), ": ")
+    for i, key in enumerate(("complete", "running", "pruned", "failed", "infeasible")):
+        tally.append(", " if i else "")
+        tally.append(f"{counts[key]} {key}", STATE_STYLES[key] if counts[key] else "dim")
+    rate, images, eta = state.trials_per_hour(now), state.images_per_second(), state.eta(now)
+    clock = Text.assemble(
+        "elapsed ",
+        (_duration(state.elapsed(now)), "bold"),
+        "  ETA ",
+        (("done" if eta == 0 and not state.running else _duration(eta)) if state.target else "-", "bold"),
+    )
+    speed = Text("- trials/h" if rate is None else f"{rate:.{0 if rate >= 100 else 1}f} trials/h")
+    speed.append(f" · {images:,.0f} img/s" if images is not None else " · - img/s")
+    inner = max(width - 4, 10)  # inside the border and its padding
+    if width >= WIDE:
+        lines = [_spread(setup, clock, inner), _spread(tally, speed, inner)]
+    else:  # one line each, the clock and the speed sharing the last
+        lines = [setup, tally, _spread(clock, speed, inner)]
+    for line in lines:
+        line.truncate(inner, overflow="ellipsis")
+    body = Text("\n").join(lines)
+    return Panel(body, title=f"[bold]attnsearch[/] · {state.name or '…'}", title_align="left", box=box.ROUNDED)
+
+
+def running_panel(state: DashboardState, *, rows: int = 8, bar_width: int = 12) -> Panel:
+    """One row per running trial: worker, placements, a progress bar over epochs, the last validation score."""
+    table = _table()
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("worker", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("placements", ratio=1, no_wrap=True, overflow="ellipsis")
+    table.add_column("progress", no_wrap=True)
+    table.add_column("epoch", justify="right", no_wrap=True)
+    table.add_column("val_acc", justify="right", no_wrap=True)  # what the runner reports each epoch
+    trials = sorted(state.running.values(), key=lambda r: r.number)
+    hosts = {r.host for r in trials if r.host}
+    for trial in trials[:rows]:
+        worker = trial.device or "-"
+        if len(hosts) > 1:
+            worker += f"@{trial.host}"
+        table.add_row(
+            str(trial.number),
+            worker,
+            _compact(trial.placements),
+            ProgressBar(total=max(trial.epochs, 1), completed=trial.epoch, width=bar_width),
+            f"{trial.epoch}/{trial.epochs or '?'}",
+            state.format_score(trial.value, "val_acc"),
+        )
+    hidden = len(trials) - rows
+    subtitle = f"+{hidden} more" if hidden > 0 else None
+    body: RenderableType = table if trials else Text("nothing running", style="dim")
+    return _panel(body, f"Running ({len(trials)})", subtitle)
+
+
+def leaderboard_panel(state: DashboardState, *, rows: int = 10) -> Panel:
+    """The best complete trials: placements, score (mean ± spread over repeats), params, FLOPs, training time."""
+    metric = state.objectives[0][0]
+    table = _table()
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("trial", justify="right", no_wrap=True)
+    table.add_column("placements", ratio=1, no_wrap=True, overflow="ellipsis")
+    table.add_column(metric, justify="right", no_wrap=True)
+    for metric_name, _ in state.objectives[1:]:
+        table.add_column(metric_name, justify="right", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("FLOPs", justify="right", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    ranked = state.ranked()
+    for rank, row in enumerate(ranked[:rows], 1):
+        score = state.format_score(row.score)
+        if state.repeats > 1 and row.spread is not None:
+            score += f" ± {100 * row.spread:.1f}" if metric in PERCENT_METRICS else f" ± {row.spread:.3g}"
+        extra = zip((row.values or ())[1:], state.objectives[1:], strict=False)
+        others = [state.format_score(value, name) for value, (name, _) in extra]
+        table.add_row(
+            str(rank),
+            str(row.number),
+            row.label or _compact(row.placements),
+            score,
+            *others,
+            _si(row.params),
+            _si(row.flops),
+            _seconds(row.seconds),
+            style="bold" if rank == 1 else None,
+        )
+    reused = sum(row.reused_from is not None for row in state.trials.values())
+    body: RenderableType = table if ranked else Text("no complete trial yet", style="dim")
+    return _panel(body, f"Leaderboard ({len(ranked)} complete{f', {reused} reused' if reused else ''})", None)
+
+
+def placement_map_panel(state: DashboardState, *, rows: int = 20, width: int = 160) -> Panel:
+    """Slot x module grid: mean score of the complete trials with that placement and their count, coloured by
+    value, the best module of each slot marked with ★; 'none' (nothing placed) is a column like the others.
+
+    Within ``width`` columns the counts lose their parentheses, then the module names are shortened.
+    """
+    metric = state.objectives[0][0]
+    compact = _map_width(state, compact=False) > width
+    modules, grid = _map_cells(state, compact=compact)
+    shorten = _map_width(state, compact=compact) > width
+    table = _table()
+    table.add_column("slot", no_wrap=True, style="bold", min_width=max((len(s) for s in grid), default=4))
+    for module in modules:
+        cells = max((row[module].cell_len for row in grid.values()), default=1)
+        table.add_column(module, justify="right", no_wrap=True, max_width=max(cells, 4) if shorten else None)
+    names = list(grid)
+    for slot in names[:rows]:
+        table.add_row(slot, *(grid[slot][m] for m in modules))
+    unit = f"mean {metric}{' %' if metric in PERCENT_METRICS else ''}"
+    unit += f" · n trials · {BEST} best" if compact else f" (n trials), {BEST} best per slot"
+    hidden = len(names) - rows
+    subtitle = unit + (f", +{hidden} slots" if hidden > 0 else "")
+    body: RenderableType = table if names else Text("no slots yet", style="dim")
+    return _panel(body, "Placement map", subtitle)
+
+
+def pareto_panel(state: DashboardState, *, rows: int = 8) -> Panel:
+    """The non-dominated trials when the study has two or more objectives."""
+    front = state.pareto()
+    table = _table()
+    table.add_column("trial", justify="right", no_wrap=True)
+    for metric, direction in state.objectives:
+        table.add_column(f"{metric} {'↑' if direction == 'maximize' else '↓'}", justify="right", no_wrap=True)
+    table.add_column("placements", ratio=1, no_wrap=True, overflow="ellipsis")
+    for row in front[:rows]:
+        values = [state.format_score(v, m) for v, (m, _) in zip(row.values or (), state.objectives, strict=True)]
+        table.add_row(str(row.number), *values, _compact(row.placements))
+    body: RenderableType = table if front else Text("no complete trial yet", style="dim")
+    return _panel(body, f"Pareto front ({len(front)})", None)
+
+
+def events_panel(state: DashboardState, *, rows: int = 8) -> Panel:
+    """The latest events, newest last: pruned trials, failures with their reasons, each new best."""
+    lines = list(state.events)[-rows:] if rows > 0 else []
+    grid = Table.grid(padding=(0, 1), expand=True)
+    grid.add_column(no_wrap=True, style="dim")
+    grid.add_column(no_wrap=True, justify="right")
+    grid.add_column(no_wrap=True)
+    grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+    for line in lines:
+        label = "new best" if line.kind == "best" else line.kind
+        grid.add_row(
+            time.strftime("%H:%M:%S", time.localtime(line.at)),
+            f"#{line.trial}" if line.trial is not None else "",
+            Text(label, style=KIND_STYLES.get(line.kind, "")),
+            line.text,
+        )
+    body: RenderableType = grid if lines else Text("nothing yet", style="dim")
+    return _panel(body, "Recent events", None)
+
+
+def render(state: DashboardState, width: int, height: int, *, now: float | None = None) -> Layout:
+    """The whole screen for a ``width`` x ``height`` terminal: a Layout named header, running, leaderboard,
+    placement_map, pareto and events (the last two only when they fit and, for the front, when it exists).
+
+    Example:
+        >>> import io
+        >>> from rich.console import Console
+        >>> console = Console(width=80, height=24, record=True, file=io.StringIO())
+        >>> console.print(render(DashboardState(name="demo"), 80, 24))
+        >>> "Placement map" in console.export_text()
+        True
+    """
+    now = time.time() if now is None else now
+    wide = width >= WIDE
+    head = 4 if wide else 5
+    root = Layout(name="root")
+    body = Layout(name="body")
+    root.split_column(Layout(header_panel(state, now=now, width=width), name="header", size=head), body)
+    space = max(height - head, 0)
+    running = min(len(state.running), max(1, space // 4))
+    running_size = running + 3 if running else 3
+    slots = max(len(state.slot_modules()), 1)
+    multi = len(state.objectives) > 1
+    bar = 20 if wide else 10
+    if wide:
+        right_width = min(max(_map_width(state, compact=False), 56), width // 2)
+        left, right = Layout(name="left"), Layout(name="right", size=right_width)
+        body.split_row(left, right)
+        left.split_column(
+            Layout(running_panel(state, rows=running, bar_width=bar), name="running", size=running_size),
+            Layout(leaderboard_panel(state, rows=min(max(space - running_size - 3, 1), LEADERS)), name="leaderboard"),
+        )
+        map_rows = min(slots, max(space // 2 - 3, 1))
+        panes = [
+            Layout(
+                placement_map_panel(state, rows=map_rows, width=right_width), name="placement_map", size=map_rows + 3
+            )
+        ]
+        rest = space - map_rows - 3
+        if multi:
+            front = min(max(len(state.pareto()), 1), max(rest // 2 - 3, 1))
+            panes.append(Layout(pareto_panel(state, rows=front), name="pareto", size=front + 3))
+            rest -= front + 3
+        panes.append(Layout(events_panel(state, rows=max(rest - 2, 0)), name="events"))
+        right.split_column(*panes)
+        return root
+    # one column: running, placement map, leaderboard; the front and the events only where room is left
+    leaders_min = 5  # a leaderboard of two rows
+    map_rows = min(slots, max(space - running_size - leaders_min - 3, 1))
+    rest = space - running_size - (map_rows + 3)
+    panes = [
+        Layout(running_panel(state, rows=running, bar_width=bar), name="running", size=running_size),
+        Layout(placement_map_panel(state, rows=map_rows, width=width), name="placement_map", size=map_rows + 3),
+    ]
+    wanted = max(len(state.ranked()), 1) + 3  # the leaderboard with every complete trial
+    front = 0
+    if multi and rest >= leaders_min + 4:
+        front = min(max(len(state.pareto()), 1) + 3, max(4, rest // 3))
+    events = min(len(state.events) + 2, max(rest - front - wanted, rest // 3))
+    if events < 3 or rest - front - events < leaders_min:
+        events = 0
+    leaders = rest - front - events
+    panes.append(Layout(leaderboard_panel(state, rows=max(leaders - 3, 1)), name="leaderboard", size=leaders))
+    if front:
+        panes.append(Layout(pareto_panel(state, rows=front - 3), name="pareto", size=front))
+    if events:
+        panes.append(Layout(events_panel(state, rows=events - 2), name="events", size=events))
+    body.split_column(*panes)
+    return root
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _table() -> Table:
+    return Table(box=None, padding=(0, 1), pad_edge=False, expand=True, header_style="bold", show_edge=False)
+
+
+def _panel(body: RenderableType, title: str, subtitle: str | None) -> Panel:
+    return Panel(
+        Group(body),
+        title=f"[bold]{title}[/]",
+        title_align="left",
+        subtitle=subtitle,
+        subtitle_align="right",
+        box=box.ROUNDED,
+        padding=(0, 1),
+    )
+
+
+def _spread(left: Text, right: Text, width: int) -> Text:
+    gap = width - left.cell_len - right.cell_len
+    if gap < 1:
+        return Text.assemble(left, "  ", right)
+    return Text.assemble(left, " " * gap, right)
+
+
+def _map_cells(state: DashboardState, *, compact: bool) -> tuple[list[str], dict[str, dict[str, Text]]]:
+    """Module columns ('none' first) and slot -> module -> the cell's text."""
+    slots = state.slot_modules()
+    modules = list(dict.fromkeys(m for ms in slots.values() for m in ms))
+    if "none" in modules:  # the baseline first
+        modules.remove("none")
+        modules.insert(0, "none")
+    found = state.placement_map()
+    best = state.best_cells()
+    means = [cell.mean for cells in found.values() for cell in cells.values()]
+    grid: dict[str, dict[str, Text]] = {}
+    for slot, tried in slots.items():
+        row = grid.setdefault(slot, {})
+        for module in modules:
+            cell = found.get(slot, {}).get(module)
+            if module not in tried:
+                row[module] = Text("")
+            elif cell is None:
+                row[module] = Text("·", style="dim")
+            else:
+                row[module] = _cell(state, cell, means, best=best.get(slot) == module, compact=compact)
+    return modules, grid
+
+
+def _map_width(state: DashboardState, *, compact: bool) -> int:
+    """Columns the placement map needs with full module names: slot names, cells, padding and border."""
+    modules, grid = _map_cells(state, compact=compact)
+    slot_width = max((len(s) for s in grid), default=4)
+    widths = [max([len(m), *(row[m].cell_len for row in grid.values())]) for m in modules]
+    return slot_width + sum(w + 1 for w in widths) + 4
+
+
+def _cell(state: DashboardState, cell: Cell, means: list[float], *, best: bool, compact: bool) -> Text:
+    low, high = min(means), max(means)
+    share = 0.5 if high == low else (cell.mean - low) / (high - low)
+    if state.objectives[0][1] == "minimize":
+        share = 1.0 - share
+    colour = PALETTE[min(int(share * len(PALETTE)), len(PALETTE) - 1)]
+    metric = state.objectives[0][0]
+    value = f"{100 * cell.mean:.1f}" if metric in PERCENT_METRICS else f"{cell.mean:.3g}"
+    text = Text(BEST if best else "", style="bold " + colour)
+    text.append(value, style=("bold " if best else "") + colour)
+    text.append(f" {cell.count}" if compact else f" ({cell.count})", style="dim")
+    return text
+
+
+def _compact(placements: Mapping[str, str]) -> str:
+    return " ".join(f"{slot}={module}" for slot, module in placements.items() if module != "none") or "baseline"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _seconds(value: float | None) -> str:
+    return _duration(value) if value is None or value >= 60 else f"{value:.1f}s"
+
+
+def _si(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.2f}{unit}"
+    return f"{value:.0f}"

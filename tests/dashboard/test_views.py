@@ -1,0 +1,85 @@
+"""The dashboard drawn into a capture console at 80x24 and 160x48: what a person reads, not exact bytes."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+import pytest
+from rich.console import Console
+from scenario import scenario, state_of
+
+from attnsearch.dashboard.live import LiveDashboard
+from attnsearch.dashboard.state import DashboardState
+from attnsearch.dashboard.views import BEST, placement_map_panel, render
+from attnsearch.search.runner import Event
+from attnsearch.space import parse_space
+
+
+def screen(state: DashboardState, width: int, height: int) -> list[str]:
+    console = Console(width=width, height=height, record=True, file=io.StringIO(), color_system=None)
+    console.print(render(state, width, height, now=1_200.0))
+    return console.export_text().rstrip("\n").split("\n")
+
+
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (160, 48)])
+def test_every_panel_fits_and_reads(state: DashboardState, width: int, height: int) -> None:
+    lines = screen(state, width, height)
+    assert len(lines) == height and max(len(line) for line in lines) <= width
+    text = "\n".join(lines)
+    for title in ("attnsearch · demo-study", "Running (1)", "Placement map", "Leaderboard (2 complete)"):
+        assert title in text
+    assert "5/8 done: 2 complete, 1 running, 1 pruned, 1 failed, 1 infeasible" in text
+    assert "vgg11_bn · sampler random · pruner median" in text
+    assert "Recent events" in text and "diverged" in text  # the failure and its reason
+    # the running trial: its placements, epoch 2 of 3, its last score
+    assert re.search(r"\b5\s+cpu\s+block3=se\b.*\b2/3\s+62\.5%", text)
+    # the placement map: block3 (se best, 75.0 from 1 trial), block5 (eca best); none is a column like others
+    map_lines = [line for line in lines if re.search(r"│ block[35] ", line)]
+    assert len(map_lines) == 2
+    assert f"{BEST}75.0" in map_lines[0] and "50.0" in map_lines[0]
+    assert f"{BEST}75.0" in map_lines[1]
+    assert "block3=se block5=eca" in text and "75.0%" in text  # the leader
+
+
+def test_a_large_terminal_is_used(state: DashboardState) -> None:
+    small, large = screen(state, 80, 24), screen(state, 160, 48)
+    assert "elapsed" in small[3] and "elapsed" in large[1]  # the clock shares a line at 160 columns
+    events = "\n".join(large)
+    assert "pruned" in events and "infeasible" in events and "new best" in events
+
+
+def test_a_map_taller_than_the_screen_says_what_it_hides() -> None:
+    convs = [f"conv{block}_{i}" for block, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for i in range(1, n + 1)]
+    slots = {name: ["none", "se", "eca"] for name in convs}  # 13 slots: more than 24 lines can show
+    source = {"name": "tall", "backbone": {"name": "vgg16_bn", "width": 0.125}, "slots": slots}
+    space = parse_space(source, check_data=False)
+    state = state_of([Event("run", data={"space": space, "target": 4, "finished": 0, "folder": None})])
+    text = "\n".join(screen(state, 80, 24))
+    assert "Placement map" in text and re.search(r"\+\d+ slots", text)
+    assert len(screen(state, 80, 24)) == 24
+
+
+def test_pareto_panel_with_two_objectives() -> None:
+    events = scenario([{"metric": "val_acc", "direction": "maximize"}, {"metric": "params", "direction": "minimize"}])
+    text = "\n".join(screen(state_of(events), 160, 48))
+    assert "Pareto front (1)" in text and "params ↓" in text
+
+
+def test_narrow_map_keeps_slot_names_and_the_best_marker(state: DashboardState) -> None:
+    console = Console(width=40, record=True, file=io.StringIO(), color_system=None)
+    console.print(placement_map_panel(state, width=40))
+    text = console.export_text()
+    assert "block3" in text and "block5" in text and BEST in text
+
+
+def test_live_dashboard_leaves_the_alternate_screen_and_shows_the_cursor(state: DashboardState) -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100, height=30, color_system="standard")
+    with LiveDashboard(state, console=console, refresh_per_second=20) as dashboard:
+        dashboard.on_event(Event("note", text="hello from a test"))
+        time.sleep(0.5)  # a few ticks: the ticker redraws
+    written = out.getvalue()
+    assert written.index("\x1b[?1049h") < written.index("hello from a test") < written.rindex("\x1b[?1049l")
+    assert written.rindex("\x1b[?25h") > written.rindex("\x1b[?25l")  # the cursor is shown again at the end

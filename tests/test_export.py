@@ -1,0 +1,387 @@
+"""`attnsearch export`: standalone code that equals attnsearch's model, templates filled with checked values only."""
+
+from __future__ import annotations
+
+import json
+import os
+import py_compile
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+import attnsearch as a
+from attnsearch.candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec
+from attnsearch.cli import main
+from attnsearch.export import generate_code
+from attnsearch.search.runner import run_search
+from attnsearch.space import parse_space
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE_PACKAGES = str(Path(torch.__file__).resolve().parents[1])
+SPACE = {
+    "name": "tiny-export",
+    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
+    "slots": {"block3": ["none", "se", "cbam"]},
+    "data": {"dataset": "shapes", "image_size": 32, "train_size": 128, "val_size": 64},
+    "train": {"epochs": 1, "batch_size": 32, "lr": 0.05},
+    "search": {"sampler": "grid", "pruner": "none"},
+    "execution": {"threads": 1},
+}
+DATA = DataSpec(image_size=32)
+
+
+def _placements(*items: tuple[str, str, dict]) -> tuple[PlacementSpec, ...]:
+    return tuple(PlacementSpec(slot, key, tuple(sorted(params.items()))) for slot, key, params in items)
+
+
+# every module key on both families; non-default parameters on VGG, defaults on DenseNet-BC
+CASES = {
+    "vgg_all": Candidate(
+        BackboneSpec("vgg11_bn", 0.125, "compact"),
+        _placements(
+            ("block1", "mhsa", {"heads": 2, "mlp_ratio": 1.5}),
+            ("block2", "self_attention", {"downsample": True}),
+            ("block3", "se", {"reduction": 4}),
+            ("block4", "cbam", {"reduction": 4, "kernel_size": 3}),
+            ("block5", "linear_attention", {"heads": 2}),
+            ("conv3_1", "eca", {"kernel_size": 3}),
+            ("conv4_1", "triplet", {"kernel_size": 5}),
+            ("conv5_1", "coord", {"reduction": 8}),
+        ),
+        data=DATA,
+    ),
+    "densenet_all": Candidate(
+        BackboneSpec("densenet_bc100", 0.125),
+        _placements(
+            ("denseblock1", "se", {}),
+            ("denseblock2", "self_attention", {}),
+            ("denseblock3", "mhsa", {}),
+            ("transition1", "coord", {}),
+            ("transition2", "triplet", {}),
+            ("denseblock1_layers", "eca", {}),
+            ("denseblock2_layers", "linear_attention", {}),
+            ("denseblock3_layers", "cbam", {}),
+        ),
+        data=DATA,
+    ),
+    # the classic VGG head (dropout, 7x7 pool), VGG without BatchNorm, ECA's adaptive kernel written as None
+    "vgg_classic": Candidate(
+        BackboneSpec("vgg11", 0.125, "classic"), _placements(("conv1_1", "eca", {"kernel_size": None})), data=DATA
+    ),
+    # the ImageNet stem (7x7 conv, max-pool) and a per-layer slot
+    "densenet121": Candidate(
+        BackboneSpec("densenet121", 0.125), _placements(("denseblock2_layers", "se", {})), data=DATA
+    ),
+}
+
+# Runs with -I -S and only torch's site-packages on sys.path: attnsearch (an editable install found through a .pth
+# file) cannot be imported there.
+CHECK = """
+import contextlib, importlib.util, io, json, runpy, sys, warnings
+sys.path.append(SITE)
+try:
+    import attnsearch
+except ImportError:
+    pass
+else:
+    raise SystemExit("attnsearch is importable")
+import torch
+
+torch.set_num_threads(1)
+warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in favour of torch.export
+found = {}
+for name in NAMES:
+    spec = importlib.util.spec_from_file_location(name, f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.build_model()
+    model.load_state_dict(torch.load(f"{name}.pt", weights_only=True), strict=True)
+    model.eval()
+    io_ = torch.load(f"{name}_io.pt", weights_only=True)
+    with torch.no_grad():
+        out = model(io_["x"])
+        scripted = torch.jit.script(model)(io_["x"])
+    found[name] = {"diff": (out - io_["expected"]).abs().max().item(), "script": (scripted - out).abs().max().item()}
+    if name == EXPORTED:
+        program = torch.export.export(model, (io_["x"],))
+        found[name]["export"] = (program.module()(io_["x"]) - out).abs().max().item()
+printed = io.StringIO()
+with contextlib.redirect_stdout(printed):
+    runpy.run_path(f"{MAIN}.py", run_name="__main__")
+found["main"] = printed.getvalue()
+found["modules"] = sorted(m for m in sys.modules if m.startswith("attnsearch"))
+print(json.dumps(found))
+"""
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def build(candidate: Candidate, num_classes: int = 10) -> torch.nn.Module:
+    b = candidate.backbone
+    return a.build_model(
+        b.name, candidate.placement_dict(), num_classes=num_classes, width=b.width, head=b.head, image_size=32
+    )
+
+
+def scramble(model: torch.nn.Module) -> None:
+    # attention gammas start at 0 and BatchNorm at the identity: move every tensor so each branch counts
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.normal_(0.0, 0.1)
+            elif name.endswith("running_var"):
+                buffer.uniform_(0.5, 1.5)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # these models are tiny: a second thread only adds contention on a busy machine
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    results = tmp_path_factory.mktemp("results")
+    run_search(parse_space(SPACE), results=results, keep_weights=3, on_event=None)
+    return results / SPACE["name"]
+
+
+@pytest.fixture
+def copy(study: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(study, tmp_path / "study"))
+
+
+@pytest.fixture(scope="module")
+def exported(study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each case's code, weights and (input, expected output); and the study's best trial exported by the CLI."""
+    folder = tmp_path_factory.mktemp("exported")
+    torch.manual_seed(0)
+    for name, candidate in CASES.items():
+        model = build(candidate)
+        scramble(model)
+        model.eval()
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            expected = model(x)
+        torch.save(model.state_dict(), folder / f"{name}.pt")
+        torch.save({"x": x, "expected": expected}, folder / f"{name}_io.pt")
+        (folder / f"{name}.py").write_text(generate_code(candidate, num_classes=10))
+    done = invoke("export", str(study), "--weights", "-o", str(folder / "cli.py"))
+    assert done.exit_code == 0, done.output
+    best = json.loads((study / "summary.json").read_text())["best"]["number"]
+    assert f"Trial {best}: " in done.output
+    record = json.loads((study / "trials" / str(best) / "trial.json").read_text())
+    model = build(Candidate.from_dict(record["candidate"]), num_classes=len(record["classes"]))
+    model.load_state_dict(torch.load(study / "trials" / str(best) / "model.pt", weights_only=True))
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.save({"x": x, "expected": model(x)}, folder / "cli_io.pt")
+    return folder
+
+
+def test_cases_cover_every_module_and_both_families() -> None:
+    assert {p.module for c in CASES.values() for p in c.placements} == set(a.list_modules()) - {"none"}
+    assert {a.backbones.backbone_info(c.backbone.name).family for c in CASES.values()} == {"vgg", "densenet"}
+
+
+def test_round_trip_in_a_process_without_attnsearch(exported: Path) -> None:
+    names = [*CASES, "cli"]
+    script = CHECK.replace("SITE", repr(SITE_PACKAGES)).replace("NAMES", repr(names))
+    script = script.replace("EXPORTED", repr("vgg_all")).replace("MAIN", repr("cli"))
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script], cwd=exported, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["modules"] == []
+    for name in names:
+        assert found[name]["diff"] <= 1e-6, (name, found[name])
+        assert found[name]["script"] <= 1e-6, (name, found[name])
+    assert found["vgg_all"]["export"] <= 1e-6
+    assert "VGG(" in found["main"] and "output: (1, 10)" in found["main"]
+
+
+def test_generated_code_reads_like_a_model_file(exported: Path) -> None:
+    paths = sorted(str(p) for p in exported.glob("*.py"))
+    for path in paths:
+        py_compile.compile(path, doraise=True)
+    for config in (["--isolated"], ["--config", str(ROOT / "pyproject.toml")]):  # ruff defaults, and ours
+        done = subprocess.run([sys.executable, "-m", "ruff", "check", *config, *paths], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout
+    code = (exported / "vgg_all.py").read_text()
+    imports = [line for line in code.splitlines() if line.startswith(("import ", "from "))]
+    assert all(line.split()[1].split(".")[0] in ("math", "collections", "torch") for line in imports), imports
+    assert "# slot conv4_1\n" in code and '("conv4_1_attn", TripletAttention(64, kernel_size=5)),' in code
+    assert '("0", nn.Conv2d(3, 8, kernel_size=3, padding=1)),' in code
+    # only the classes the trial uses
+    classic = (exported / "vgg_classic.py").read_text()
+    assert "class EfficientChannelAttention(nn.Module):" in classic and "class SqueezeExcite" not in classic
+    assert "nn.Dropout(p=0.5)" in classic and "EfficientChannelAttention(8, kernel_size=None)" in classic
+    dense = (exported / "densenet121.py").read_text()
+    assert "attn=_denseblock2_attn" in dense and "class _DenseLayer(nn.Module):" in dense
+
+
+def test_best_list_and_trial_choice(study: Path, copy: Path, tmp_path: Path) -> None:
+    listed = invoke("export", str(study), "--list")
+    assert listed.exit_code == 0, listed.output
+    assert "Complete trials, best first" in listed.output and "block3=cbam" in listed.output
+    done = invoke("export", str(study), "--trial", "1", "--num-classes", "5", "-o", str(tmp_path / "five.py"))
+    assert done.exit_code == 0, done.output
+    code = (tmp_path / "five.py").read_text()
+    assert "NUM_CLASSES = 5\n" in code and "trial 1 of an attnsearch study" in code
+    refused = invoke(
+        "export", str(study), "--trial", "1", "--num-classes", "5", "--weights", "-o", str(tmp_path / "x.py")
+    )
+    assert refused.exit_code == 2 and "differs from the 10 classes" in refused.output
+    # two objectives: no single best; --list shows the Pareto trials, --trial picks one
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["objectives"] = [
+        {"metric": "val_acc", "direction": "maximize"},
+        {"metric": "params", "direction": "minimize"},
+    ]
+    (copy / "summary.json").write_text(json.dumps(summary))
+    asked = invoke("export", str(copy))
+    assert asked.exit_code == 2 and "--trial N" in asked.output and "--list" in asked.output
+    pareto = invoke("export", str(copy), "--list")
+    assert pareto.exit_code == 0 and "Pareto trials" in pareto.output and "params (min)" in pareto.output
+    assert invoke("export", str(copy), "--trial", "0", "-o", str(tmp_path / "zero.py")).exit_code == 0
+
+
+def _evil_pickle(path: Path, marker: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"features.0.weight": Evil()}, path)
+
+
+@pytest.mark.parametrize("damage", ["missing", "evil", "not_a_state_dict", "truncated", "wrong_keys"])
+def test_bad_weights_write_nothing(copy: Path, tmp_path: Path, damage: str) -> None:
+    weights = copy / "trials" / "0" / "model.pt"
+    marker = tmp_path / "PWNED"
+    if damage == "missing":
+        weights.unlink()
+    elif damage == "evil":
+        _evil_pickle(weights, marker)
+    elif damage == "not_a_state_dict":
+        torch.save([torch.zeros(1)], weights)
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:300])
+    else:
+        torch.save({"nonsense": torch.zeros(1)}, weights)
+    before = snapshot(tmp_path)
+    done = invoke("export", str(copy), "--trial", "0", "--weights", "-o", str(tmp_path / "out" / "m.py"))
+    assert done.exit_code == 2, done.output
+    assert done.output.startswith("attnsearch: error:") and done.output.count("\n") == 1
+    assert snapshot(tmp_path) == before and not marker.exists()
+    if damage == "missing":
+        assert "--keep-weights" in done.output and "replay" in done.output
+
+
+def test_onnx_needs_the_extra(study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = __import__("importlib.util").util.find_spec
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *args: None if name == "onnx" else real(name, *args))
+    done = invoke("export", str(study), "--format", "onnx", "-o", str(tmp_path / "m.py"))
+    assert done.exit_code == 2 and 'pip install "attnsearch[onnx]"' in done.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_onnx_file(study: Path, tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    done = invoke("export", str(study), "--format", "onnx", "-o", str(tmp_path / "m.py"))
+    assert done.exit_code == 0, done.output
+    onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")))
+    assert (tmp_path / "m.py").exists() and not (tmp_path / "m.pt").exists()
+
+
+CRAFTED = 'x"); import os; os.system("touch PWNED"); ("'
+
+
+def test_crafted_study_name_and_classes_end_up_inert(study: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(study, tmp_path / CRAFTED))
+    for path in folder.glob("trials/*/trial.json"):
+        record = json.loads(path.read_text())
+        record["classes"] = [CRAFTED] * len(record["classes"])
+        record["placements"] = CRAFTED
+        path.write_text(json.dumps(record))
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, "name": CRAFTED}))
+    (folder / "space.yaml").write_text(yaml.safe_dump({**SPACE, "name": CRAFTED}))
+    out = tmp_path / "run" / "model.py"
+    done = invoke("export", str(folder), "--weights", "-o", str(out))
+    assert done.exit_code == 0, done.output
+    code = out.read_text()
+    assert "PWNED" not in code and "import os" not in code and "system" not in code
+    ran = subprocess.run([sys.executable, str(out)], cwd=out.parent, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert not list(tmp_path.rglob("PWNED"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("module", 'se(8)), __import__("os").system("touch PWNED")  #', "unknown attention module"),
+        ("slot", 'block3_attn", __import__("os").system("touch PWNED"), ("', "is not a valid identifier"),
+        ("params", {"reduction": '8); __import__("os").system("touch PWNED"); (1'}, "se.reduction must be a number"),
+        ("params", {'reduction=8); __import__("os").system("touch PWNED"); (x': 1}, "se has no parameter"),
+        ("image_size", '32); __import__("os").system("touch PWNED"); (1', "image_size must be an integer"),
+        ("backbone", 'vgg11_bn"); __import__("os").system("touch PWNED"); ("', "unknown backbone"),
+    ],
+)
+def test_crafted_record_values_are_rejected(
+    copy: Path, tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    path = copy / "trials" / "1" / "trial.json"  # block3=se
+    record = json.loads(path.read_text())
+    candidate = record["candidate"]
+    if field in ("module", "slot", "params"):
+        candidate["placements"][0][field] = value
+    elif field == "image_size":
+        candidate["data"]["image_size"] = value
+    else:
+        candidate["backbone"]["name"] = value
+    path.write_text(json.dumps(record))
+    before = snapshot(tmp_path)
+    done = invoke("export", str(copy), "--trial", "1", "--weights", "-o", str(tmp_path / "out" / "m.py"))
+    assert done.exit_code == 2, done.output
+    assert done.output.startswith("attnsearch: error:") and done.output.count("\n") == 1
+    assert message in done.output, done.output
+    assert snapshot(tmp_path) == before and not list(tmp_path.rglob("PWNED"))
+
+
+def test_values_outside_the_checks_never_reach_the_code() -> None:
+    # numbers only: a string where a number belongs, or a non-finite float, is refused by the generator itself
+    for params in ({"reduction": "8"}, {"reduction": float("nan")}):
+        candidate = Candidate(BackboneSpec("vgg11_bn", 0.125), (PlacementSpec("block3", "se", tuple(params.items())),))
+        with pytest.raises(ValueError, match="se"):
+            generate_code(candidate, num_classes=10)
+    with pytest.raises(ValueError, match="num_classes"):
+        generate_code(CASES["vgg_classic"], num_classes=True)  # type: ignore[arg-type]
+
+
+def test_missing_folder_and_unfinished_trial(copy: Path, tmp_path: Path) -> None:
+    missing = invoke("export", str(tmp_path / "nowhere"))
+    assert missing.exit_code == 2 and "no such results folder" in missing.output
+    path = copy / "trials" / "2" / "trial.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "state": "pruned", "reason": "pruned"}))
+    done = invoke("export", str(copy), "--trial", "2")
+    assert done.exit_code == 2 and "trial 2 is pruned (pruned), not complete" in done.output
+    assert not (copy / "exports").exists()

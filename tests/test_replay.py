@@ -1,0 +1,198 @@
+"""`attnsearch replay`: a trial trained again from its trial.json alone reproduces its record on CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import attnsearch as a
+from attnsearch.candidate import Candidate
+from attnsearch.cli import main
+from attnsearch.replay import CUDA_TOLERANCE, ReplayResult, replay_trials, spearman
+from attnsearch.search.runner import run_search
+from attnsearch.space import parse_space
+
+SPACE = {
+    "name": "tiny-replay",
+    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
+    "slots": {"block3": ["none", "se", "cbam"]},
+    "data": {"dataset": "shapes", "image_size": 32, "train_size": 128, "val_size": 64},
+    "train": {"epochs": 1, "batch_size": 32, "lr": 0.05},
+    "search": {"sampler": "grid", "pruner": "none"},
+    "execution": {"threads": 1},
+}
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # these models are tiny: a second thread only adds contention on a busy machine
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    results = tmp_path_factory.mktemp("results")
+    run_search(parse_space(SPACE), results=results, keep_weights=3, on_event=None)
+    return results / SPACE["name"]
+
+
+@pytest.fixture
+def copy(study: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(study, tmp_path / "study"))
+
+
+@pytest.fixture(scope="module")
+def replayed(study: Path, tmp_path_factory: pytest.TempPathFactory) -> list[ReplayResult]:
+    """The three trials replayed from a copy of the study that has no Optuna journal."""
+    folder = Path(shutil.copytree(study, tmp_path_factory.mktemp("copied") / "study"))
+    (folder / "journal.log").unlink()
+    return replay_trials(folder, top=3, device="cpu")
+
+
+def test_cpu_replay_reproduces_the_record_exactly(study: Path, replayed: list[ReplayResult]) -> None:
+    assert sorted(r.trial for r in replayed) == [0, 1, 2]
+    for r in replayed:
+        record = json.loads((study / "trials" / str(r.trial) / "trial.json").read_text())
+        assert r.state == "complete" and r.threads == 1 and r.tolerance == 0.0
+        # bit-identical: the same accuracy and loss as recorded, and the same weights as the kept model.pt
+        assert r.replayed["val_acc"] == record["metrics"]["val_acc"] and r.matches
+        assert r.replayed["val_loss"] == record["metrics"]["val_loss"]
+        assert r.weights_equal is True and r.saved is None
+
+
+def test_replay_table_json_and_spearman(
+    study: Path, replayed: list[ReplayResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the command formats what the library returns: reuse the replays above instead of training again
+    def fake(folder: object, trials: tuple[int, ...], **options: object) -> list[ReplayResult]:
+        return [r for r in replayed if r.trial in trials] if trials else replayed
+
+    monkeypatch.setattr("attnsearch.replay.replay_trials", fake)
+    table = invoke("replay", str(study), "--top", "3")
+    assert table.exit_code == 0, table.output
+    scores = [r.recorded["val_acc"] for r in replayed]
+    expected = 1.0 if len(set(scores)) > 1 else None
+    assert "Spearman rank correlation of val_acc, recorded vs replayed, over 3 trials:" in table.output
+    assert ("1.000" if expected else "undefined") in table.output and "exactly" in table.output
+    as_json = json.loads(invoke("replay", str(study), "--top", "3", "--json").output)
+    assert as_json["spearman"] == expected and as_json["metric"] == "val_acc"
+    assert [t["replayed"]["val_acc"] for t in as_json["trials"]] == [r.replayed["val_acc"] for r in replayed]
+    one = invoke("replay", str(study), "--trial", "0")
+    assert one.exit_code == 0 and "val_acc reproduced exactly (cpu, 1 thread(s)" in one.output
+    assert "weights identical to model.pt" in one.output and "Spearman" not in one.output
+
+
+def test_longer_replay_is_a_new_record_and_leaves_the_trial_alone(copy: Path) -> None:
+    trials = snapshot(copy / "trials")
+    summary = (copy / "summary.json").read_bytes()
+    done = invoke("replay", str(copy), "--trial", "1", "--epochs", "2", "--lr", "0.02", "--json")
+    assert done.exit_code == 0, done.output
+    [result] = json.loads(done.output[done.output.index("{") :])["trials"]
+    saved = Path(result["saved"])
+    assert saved == copy / "replays" / "1-e2-lr0.02" and result["matches"] is None
+    record = json.loads((saved / "trial.json").read_text())
+    assert record["replay_of"] == 1 and record["state"] == "complete" and len(record["history"]) == 2
+    candidate = Candidate.from_dict(record["candidate"])
+    assert (
+        candidate.train.epochs == 2 and candidate.train.lr == 0.02 and record["overrides"] == {"epochs": 2, "lr": 0.02}
+    )
+    assert record["metrics"]["val_acc"] == result["replayed"]["val_acc"]
+    b = candidate.backbone
+    model = a.build_model(b.name, candidate.placement_dict(), num_classes=10, width=b.width, head=b.head, image_size=32)
+    model.load_state_dict(torch.load(saved / "model.pt", weights_only=True), strict=True)
+    assert snapshot(copy / "trials") == trials and (copy / "summary.json").read_bytes() == summary
+
+
+def test_a_record_from_cuda_is_held_to_the_tolerance(copy: Path) -> None:
+    path = copy / "trials" / "0" / "trial.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "worker": {**record["worker"], "device": "cuda:0"}}))
+    [result] = replay_trials(copy, [0], device="cpu")
+    assert result.tolerance == CUDA_TOLERANCE and result.matches
+
+
+def test_spearman_by_hand() -> None:
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties share their average rank: [1, 2.5, 2.5, 4] vs [1, 3, 2, 4] -> 4.5 / sqrt(4.5 * 5)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(22.5))
+    # ties on both sides: [1, 2.5, 2.5, 4.5, 4.5] vs [1.5, 1.5, 3, 4, 5] -> 8.25 / sqrt(9 * 9.5)
+    assert spearman([10, 20, 20, 30, 30], [1, 1, 2, 3, 4]) == pytest.approx(8.25 / math.sqrt(85.5))
+    assert spearman([0.5, 0.5, 0.5], [1, 2, 3]) is None  # one side constant: undefined
+    assert spearman([1.0], [2.0]) is None
+    with pytest.raises(ValueError, match="different lengths"):
+        spearman([1, 2], [1, 2, 3])
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _damage(folder: Path, how: str, marker: Path) -> list[str]:
+    """Break a copy of the study one way; return the replay arguments that meet the damage."""
+    record = folder / "trials" / "1" / "trial.json"
+    if how == "missing folder":
+        shutil.rmtree(folder)
+    elif how == "truncated record":
+        record.write_bytes(record.read_bytes()[:50])
+    elif how == "not a record":
+        record.write_text("[1, 2, 3]")
+    elif how == "not complete":
+        record.write_text(json.dumps({**json.loads(record.read_text()), "state": "failed", "reason": "diverged"}))
+    elif how == "bad candidate":
+        record.write_text(json.dumps({**json.loads(record.read_text()), "candidate": {"nonsense": 1}}))
+    elif how == "code in the weights":
+        torch.save({"features.0.weight": _Evil(marker)}, folder / "trials" / "1" / "model.pt")
+    elif how == "weights not a state_dict":
+        torch.save([torch.zeros(2)], folder / "trials" / "1" / "model.pt")
+    return {"unknown trial": ["--trial", "99"], "nothing asked": []}.get(how, ["--trial", "1"])
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("missing folder", "no such results folder"),
+        ("unknown trial", "no such trial record"),
+        ("truncated record", "not a readable trial record"),
+        ("not a record", "not a trial record"),
+        ("not complete", "trial 1 is failed (diverged), not complete"),
+        ("bad candidate", "no usable candidate"),
+        ("code in the weights", "not a weights file that loads safely"),
+        ("weights not a state_dict", "not a state_dict"),
+        ("nothing asked", "nothing to replay"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(copy: Path, tmp_path: Path, how: str, message: str) -> None:
+    marker = tmp_path / "PWNED"
+    args = _damage(copy, how, marker)
+    before = snapshot(tmp_path)
+    done = invoke("replay", str(copy), *args, "--epochs", "2") if how == "not complete" else None
+    if done is not None:  # with overrides as well as without: refused before any training
+        assert done.exit_code == 2 and message in done.output
+    done = invoke("replay", str(copy), *args)
+    assert done.exit_code == 2, done.output
+    assert done.output.startswith("attnsearch: error:") and done.output.count("\n") == 1
+    assert message in done.output, done.output
+    assert snapshot(tmp_path) == before and not marker.exists()
