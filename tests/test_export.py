@@ -8,6 +8,7 @@ import py_compile
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from attnsearch.cli import main
 from attnsearch.export import generate_code
 from attnsearch.search.runner import run_search
 from attnsearch.space import parse_space
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE_PACKAGES = str(Path(torch.__file__).resolve().parents[1])
@@ -143,19 +146,6 @@ def scramble(model: torch.nn.Module) -> None:
                 buffer.uniform_(0.5, 1.5)
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # these models are tiny: a second thread only adds contention on a busy machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     results = tmp_path_factory.mktemp("results")
@@ -274,7 +264,9 @@ def _evil_pickle(path: Path, marker: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["missing", "evil", "not_a_state_dict", "truncated", "wrong_keys"])
-def test_bad_weights_write_nothing(copy: Path, tmp_path: Path, damage: str) -> None:
+def test_bad_weights_write_nothing(
+    copy: Path, tmp_path: Path, damage: str, snapshot: Callable[[Path], dict[str, bytes]]
+) -> None:
     weights = copy / "trials" / "0" / "model.pt"
     marker = tmp_path / "PWNED"
     if damage == "missing":
@@ -347,7 +339,7 @@ def test_crafted_study_name_and_classes_end_up_inert(study: Path, tmp_path: Path
     ],
 )
 def test_crafted_record_values_are_rejected(
-    copy: Path, tmp_path: Path, field: str, value: object, message: str
+    copy: Path, tmp_path: Path, field: str, value: object, message: str, snapshot: Callable[[Path], dict[str, bytes]]
 ) -> None:
     path = copy / "trials" / "1" / "trial.json"  # block3=se
     record = json.loads(path.read_text())

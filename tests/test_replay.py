@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ from attnsearch.cli import main
 from attnsearch.replay import CUDA_TOLERANCE, ReplayResult, replay_trials, spearman
 from attnsearch.search.runner import run_search
 from attnsearch.space import parse_space
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SPACE = {
     "name": "tiny-replay",
@@ -32,19 +35,6 @@ SPACE = {
 
 def invoke(*args: str):
     return CliRunner().invoke(main, list(args))
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # these models are tiny: a second thread only adds contention on a busy machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +90,9 @@ def test_replay_table_json_and_spearman(
     assert "weights identical to model.pt" in one.output and "Spearman" not in one.output
 
 
-def test_longer_replay_is_a_new_record_and_leaves_the_trial_alone(copy: Path) -> None:
+def test_longer_replay_is_a_new_record_and_leaves_the_trial_alone(
+    copy: Path, snapshot: Callable[[Path], dict[str, bytes]]
+) -> None:
     trials = snapshot(copy / "trials")
     summary = (copy / "summary.json").read_bytes()
     done = invoke("replay", str(copy), "--trial", "1", "--epochs", "2", "--lr", "0.02", "--json")
@@ -184,7 +176,9 @@ def _damage(folder: Path, how: str, marker: Path) -> list[str]:
         ("nothing asked", "nothing to replay"),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(copy: Path, tmp_path: Path, how: str, message: str) -> None:
+def test_bad_input_is_one_line_and_writes_nothing(
+    copy: Path, tmp_path: Path, how: str, message: str, snapshot: Callable[[Path], dict[str, bytes]]
+) -> None:
     marker = tmp_path / "PWNED"
     args = _damage(copy, how, marker)
     before = snapshot(tmp_path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -11,16 +10,7 @@ from torch import nn
 
 from attnsearch.data.shapes import SHAPE_CLASSES, make_shapes
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # on a small shared machine several intra-op threads wait on each other; one gives steady timings
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_same_seed_same_bytes_and_global_rng_untouched() -> None:

@@ -7,7 +7,6 @@ import re
 import struct
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,16 +21,7 @@ from attnsearch.candidate import DataSpec
 from attnsearch.data import DATASETS, Dataset, check_data, load_dataset
 from attnsearch.data.shapes import SHAPE_CLASSES, make_shapes
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # on a small shared machine several intra-op threads wait on each other; one gives steady timings
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def same_error(spec: DataSpec, match: str) -> str:
