@@ -176,8 +176,8 @@ class DashboardState:
     def _set_worker(self, number: int, worker: Mapping[str, Any] | None) -> None:
         if worker and number in self.running:
             running = self.running[number]
-            running.device = str(worker.get("device") or running.device)
-            running.host = str(worker.get("node") or worker.get("host") or running.host)
+            running.device = _device(worker) or running.device
+            running.host = str(worker.get("host") or running.host)
 
     def _finish(self, number: int, state: str, data: Mapping[str, Any], at: float) -> None:
         running = self.running.pop(number, None)
@@ -273,8 +273,8 @@ class DashboardState:
                     label=str(record.get("placements") or ""),
                     epoch=epoch,
                     value=value,
-                    device=str(worker.get("device", "")),
-                    host=str(worker.get("node") or worker.get("host") or ""),
+                    device=_device(worker),
+                    host=str(worker.get("host") or ""),
                     started=_timestamp(record.get("started")),
                 )
             else:
@@ -470,3 +470,9 @@ def _target(space: SearchSpace) -> int:
     if sampler == "ablation":
         return len(space.ablation())
     return space.config.search.n_trials
+
+
+def _device(worker: Mapping[str, Any]) -> str:
+    """``cpu``, ``cuda:0``; under Ray the GPU ids the cluster gave the worker (its own view is always cuda:0)."""
+    gpus = worker.get("gpus") or []
+    return f"gpu {','.join(map(str, gpus))}" if gpus else str(worker.get("device") or "")
