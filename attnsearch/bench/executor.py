@@ -1,4 +1,4 @@
-"""Benchmarks: numbers measured side by side in one run, printed as a table or JSON (never timed tests)."""
+"""``attnsearch bench executor``: the same short trials through the local executor and through Ray."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class ExecutorBench:
 
 
 def _trial_space(steps: int) -> Any:
-    from .space import parse_space
+    from ..space import parse_space
 
     return parse_space(
         {
@@ -37,7 +37,7 @@ def _trial_space(steps: int) -> Any:
 
 def _measure(executor: Any, jobs: list[Any], label: str, workers: int) -> ExecutorBench:
     # one warm-up trial per worker: process start-up, imports and first-batch costs are not scheduling
-    from .search.executor import Job
+    from ..search.executor import Job
 
     warm = [Job(-1 - i, jobs[0].candidate) for i in range(workers)]
     _drain(executor, warm, workers)
@@ -73,9 +73,9 @@ def bench_executor(*, trials: int = 12, steps: int = 6, workers: tuple[int, ...]
     import optuna
     import torch
 
-    from .data import load_dataset
-    from .search.executor import Job, LocalExecutor, TrialSettings
-    from .search.ray_executor import RayExecutor, start_ray, stop_ray
+    from ..data import load_dataset
+    from ..search.executor import Job, LocalExecutor, TrialSettings
+    from ..search.ray_executor import RayExecutor, start_ray, stop_ray
 
     space = _trial_space(steps)
     candidate = space.suggest(optuna.trial.FixedTrial({}))
