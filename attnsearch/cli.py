@@ -757,12 +757,14 @@ def bench_search_command(
             "method",
             *(f"regret @{b}" for b in budgets),
             f"compute to within {result.config['target_points']} pt",
-            "seeds there",
+            "seeds that got there",
         ],
         rows,
     )
     cached = "read from the cache" if g["cached"] else "trained now"
     click.echo(f"grid {cached} ({g['seconds']:.0f} s to train); regret in accuracy points, '-': nothing found yet")
+    correlations = ", ".join("-" if r is None else f"{r:.2f}" for r in g["epoch_final_correlation"])
+    click.echo(f"each epoch's score against the final one over the grid (what pruning relies on): r = {correlations}")
 
 
 def _points(value: float) -> str:
