@@ -111,9 +111,12 @@ def test_dashboard_appears_updates_and_leaves_the_terminal_clean(pane: Pane) -> 
     pane.wait(lambda t: re.search(r"^DONE-MARKER$", t, re.MULTILINE))
 
 
-def test_ctrl_c_leaves_the_terminal_clean_with_exit_130(pane: Pane) -> None:
+def test_ctrl_c_leaves_the_terminal_clean_with_exit_130(pane: Pane, tmp_path: Path) -> None:
+    # long epochs, so that the run is surely still training when the test presses Ctrl-C on a fast machine
+    slow = {**SPACE, "data": {**SPACE["data"], "train_size": 4096}, "train": {**SPACE["train"], "epochs": 20}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(slow))
     start(pane, "--fresh")
-    pane.wait(lambda t: re.search(r"\b\d/2\s+\d+\.\d%", t))  # a trial has reported an epoch
+    pane.wait(lambda t: re.search(r"\b\d+/20\s+\d+\.\d%", t))  # a trial has reported an epoch
     pane.send("C-c")
     end = pane.wait(lambda t: "EXIT=" in t, timeout=60)
     assert "EXIT=130" in end and "interrupted" in end and "Traceback" not in end
