@@ -403,17 +403,23 @@ def _attention_call(placement: PlacementSpec, channels: int) -> tuple[str, list[
     return mechanism.cls, args
 
 
+def _attention_entry(
+    name: str, child: nn.Module, placed: dict[str, PlacementSpec], slots: dict[str, int]
+) -> list[str] | None:
+    """The lines of an inserted attention module of ``features``; None when ``name`` is a backbone layer."""
+    _child_name(name)
+    if name not in placed:
+        return None
+    placement = placed[name]
+    _same_module(child, placement)
+    return _entry(name, *_attention_call(placement, slots[placement.slot]), comment=placement.slot)
+
+
 def _vgg_body(model: nn.Module, candidate: Candidate, slots: dict[str, int]) -> str:
     placed = {f"{p.slot}_attn": p for p in candidate.placements}
     lines: list[str] = []
     for name, child in model.features.named_children():
-        _child_name(name)
-        if name in placed:
-            placement = placed[name]
-            _same_module(child, placement)
-            lines += _entry(name, *_attention_call(placement, slots[placement.slot]), comment=placement.slot)
-        else:
-            lines += _entry(name, *_layer(child))
+        lines += _attention_entry(name, child, placed, slots) or _entry(name, *_layer(child))
     avgpool = "".join(_call(*_layer(model.avgpool)))
     head = model.classifier
     if isinstance(head, nn.Sequential):
@@ -433,11 +439,8 @@ def _densenet_body(model: nn.Module, candidate: Candidate, slots: dict[str, int]
     lines: list[str] = []
     factories: list[str] = []
     for name, child in model.features.named_children():
-        _child_name(name)
-        if name in placed:
-            placement = placed[name]
-            _same_module(child, placement)
-            lines += _entry(name, *_attention_call(placement, slots[placement.slot]), comment=placement.slot)
+        if attention := _attention_entry(name, child, placed, slots):
+            lines += attention
         elif isinstance(child, _DenseBlock):
             first = child["denselayer1"]
             growth = first.conv2.out_channels
