@@ -157,7 +157,7 @@ def evaluate_grid(
     import torch
 
     from ..data import load_dataset
-    from ..model import build_model
+    from ..search.worker import build_candidate
     from ..search.store import atomic_write
     from ..space import parse_space
     from ..train import train_model
@@ -176,16 +176,7 @@ def evaluate_grid(
     for i, params in enumerate(design):
         candidate = parsed.suggest(optuna.trial.FixedTrial(params))
         started = time.perf_counter()
-        torch.manual_seed(candidate.seed)  # as the worker builds it: the trial's seed, then the model
-        b = candidate.backbone
-        model = build_model(
-            b.name,
-            candidate.placement_dict(),
-            num_classes=dataset.num_classes,
-            width=b.width,
-            head=b.head,
-            image_size=dataset.image_size,
-        )
+        model = build_candidate(candidate, dataset, candidate.seed)  # exactly as a trial builds it
         result = train_model(model, dataset, candidate.train, seed=candidate.seed, threads=threads)
         if result.state != "complete":
             raise RuntimeError(f"grid candidate {candidate.describe()} ended {result.state} ({result.reason})")

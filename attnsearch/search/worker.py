@@ -23,7 +23,7 @@ from ..data import Dataset
 from ..model import build_model
 from ..train import is_out_of_memory, train_model
 
-__all__ = ["Constraints", "TrialOutcome", "resolve_device", "run_candidate"]
+__all__ = ["Constraints", "TrialOutcome", "build_candidate", "resolve_device", "run_candidate"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,21 @@ class TrialOutcome:
         d = asdict(self)
         d.pop("state_dict")
         return d
+
+
+def build_candidate(candidate: Candidate, dataset: Dataset, seed: int) -> torch.nn.Module:
+    """The candidate's model for ``dataset``; its initial weights depend on ``seed`` only."""
+    torch.manual_seed(seed)
+    b = candidate.backbone
+    return build_model(
+        b.name,
+        candidate.placement_dict(),
+        num_classes=dataset.num_classes,
+        width=b.width,
+        head=b.head,
+        image_size=dataset.image_size,
+        pretrained=b.pretrained,
+    )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -113,17 +128,7 @@ def _run_candidate(
     timings: dict[str, float] = {}
 
     def build(seed: int) -> torch.nn.Module:
-        torch.manual_seed(seed)  # initial weights depend on the trial's seed only
-        b = candidate.backbone
-        return build_model(
-            b.name,
-            candidate.placement_dict(),
-            num_classes=dataset.num_classes,
-            width=b.width,
-            head=b.head,
-            image_size=dataset.image_size,
-            pretrained=b.pretrained,
-        )
+        return build_candidate(candidate, dataset, seed)
 
     try:
         t = time.perf_counter()
