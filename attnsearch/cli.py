@@ -545,10 +545,15 @@ bench_threads_option = click.option(
 
 
 def _bench_output(name: str, result: Any, as_json: bool, save: bool) -> bool:
-    """Save a benchmark's figures (noted on stderr); print them as JSON and return True when --json asks."""
+    """Save a benchmark's figures (noted on stderr); print them as JSON and return True when --json asks.
+
+    Figures measured on a GPU go to ``<name>-cuda.json``, beside the CPU's ``<name>.json``.
+    """
     from .bench import save_json
 
     data = result.to_dict()
+    if str(data.get("config", {}).get("device", "cpu")).startswith("cuda"):
+        name = f"{name}-cuda"
     if save:
         click.echo(f"saved {save_json(name, data)}", err=True)
     if as_json:

@@ -77,13 +77,27 @@ class SelfAttention(nn.Module):
         q = q.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()  # (B, 1, N, d)
         k = k.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()  # (B, 1, M, d)
         v = v.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()  # (B, 1, M, C)
+        # Zero channels added to q and k leave every q_i . k_j unchanged (and zero channels of v give zero outputs,
+        # cut off below): they let SDPA pick a fused kernel, O(N) memory, where its fallback would materialise the
+        # N x M matrix.
         if x.device.type == "cpu" and v.shape[-1] > q.shape[-1]:
-            # The fused CPU kernel (O(N) memory) needs equal widths; SDPA's fallback for a wider v materialises
-            # the N x M matrix. Zero channels added to q and k leave every q_i . k_j unchanged, and the fused
-            # kernel is then about twice as fast as the fallback here despite the wider logits.
-            q = F.pad(q, (0, v.shape[-1] - q.shape[-1]))
-            k = F.pad(k, (0, v.shape[-1] - k.shape[-1]))
+            # the fused CPU kernel needs equal widths; it is then about twice as fast as the fallback here,
+            # despite the wider logits
+            q, k = _pad_to(q, v.shape[-1]), _pad_to(k, v.shape[-1])
+        elif x.device.type == "cuda":
+            # the memory-efficient CUDA kernel wants widths in multiples of 8 (16 bytes of bf16); C = 32 at the
+            # default reduction gives q and k of 4
+            q, k, v = _pad_to(q, _align(q.shape[-1])), _pad_to(k, _align(k.shape[-1])), _pad_to(v, _align(c))
         # scale=1.0: SAGAN's logits are the plain dot products q_i . k_j, not divided by sqrt(d)
-        attn = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, 1, N, C)
+        attn = F.scaled_dot_product_attention(q, k, v, scale=1.0)[..., :c]  # (B, 1, N, C)
         attn = attn.squeeze(1).transpose(1, 2).reshape(b, c, h, w)  # (B, C, H, W)
         return x + self.gamma * attn
+
+
+def _align(width: int, multiple: int = 8) -> int:
+    return -(-width // multiple) * multiple
+
+
+def _pad_to(t: Tensor, width: int) -> Tensor:
+    """``t`` with zero channels appended to its last dimension up to ``width`` (itself when already there)."""
+    return t if t.shape[-1] == width else F.pad(t, (0, width - t.shape[-1]))
