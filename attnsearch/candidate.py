@@ -62,6 +62,7 @@ class TrainRecipe:
     warmup_epochs: float = 0.5
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     channels_last: bool = True
+    epoch_val_size: int | None = None  # validation images scored after each epoch but the last; None = all
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "count_params", "measure_costs"]
+__all__ = ["count_flops", "count_params", "measure_costs", "measure_latency"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -67,6 +67,14 @@ def measure_costs(
     if memory:
         costs["train_memory_bytes"] = _train_memory_bytes(model, image_size, batch_size)
     return costs
+
+
+def measure_latency(model: nn.Module, *, image_size: int, batch_size: int = 1, repeats: int = 10) -> float:
+    """Median milliseconds of one eval-mode forward pass at ``batch_size``, on the model's own device.
+
+    Two passes before the ``repeats`` timed ones warm caches and kernels; the device is synchronized around each.
+    """
+    return _latency_ms(model, image_size, batch_size, repeats)
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Union
 
@@ -25,10 +26,17 @@ def list_slots(backbone: str, *, image_size: int = 224, width: float = 1.0) -> l
         [('block1', 64, 32), ('block2', 128, 16)]
     """
     _check_image_size(image_size)
+    return list(_traced_slots(backbone, image_size, width))
+
+
+@functools.lru_cache(maxsize=64)
+def _traced_slots(backbone: str, image_size: int, width: float) -> tuple[Slot, ...]:
+    # a meta-device pass still costs tens of milliseconds (each op's shape rules run in Python): every trial of a
+    # search asks for the same few backbones, so each is traced once per process
     with torch.device("meta"):  # shapes only: no weights are allocated
         model = build_backbone(backbone, width=width, head="compact", num_classes=1)
     try:
-        return trace_slots(model, slot_sites(model), image_size)
+        return tuple(trace_slots(model, slot_sites(model), image_size))
     except ValueError as err:
         raise ValueError(f"{backbone}: {err}") from None
 

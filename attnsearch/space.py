@@ -96,6 +96,7 @@ class TrainSection(_Section):
     warmup_epochs: NonNegFloat = 0.5
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
+    epoch_val_size: PositiveInt | None = None  # validation images scored after each epoch but the last
     seed: int = 0
 
 
@@ -307,6 +308,7 @@ class SearchSpace:
             warmup_epochs=t.warmup_epochs,
             precision=t.precision,
             channels_last=t.channels_last,
+            epoch_val_size=t.epoch_val_size,
         )
         return Candidate(
             backbone=BackboneSpec(backbone, float(pick("width", b.width)), pick("head", b.head), b.pretrained),

@@ -14,6 +14,7 @@ may differ in the last bits from run to run (atomic adds in cuDNN's backward pas
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import math
@@ -68,11 +69,15 @@ class TrainResult:
     val_top5: float | None = None  # None also when the model has fewer than 5 classes
     val_loss: float | None = None  # mean cross-entropy on validation (no label smoothing)
     train_loss: float | None = None  # mean training loss (with label smoothing) of the last evaluated epoch
-    # per epoch: epoch, train_loss, val_acc, val_top5, val_loss, lr (of its last step), seconds (train + val)
+    # per epoch: epoch, train_loss, val_acc, val_top5, val_loss, val_images (how many were scored), lr (of its
+    # last step), seconds (train + val)
     history: list[dict[str, Any]] = field(default_factory=list)
     epochs_run: int = 0  # epochs trained and evaluated
     timings: dict[str, float] = field(default_factory=dict)  # build, train, eval seconds
     images_per_second: float = 0.0  # training images per second of the train phase
+    # peak activation memory of the first training step: tensors saved for backward (and the allocator's peak
+    # on CUDA); None when no step ran
+    train_memory_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (a deep copy), ready for JSON."""
@@ -186,9 +191,11 @@ def train_model(
     The dataset is moved to ``device`` once (as uint8) and the model is moved there and trained in place.
     ``seed`` fixes batch order, augmentation and dropout (``torch.manual_seed``), not the initial weights: the
     caller built the model. ``report(epoch, val_acc)`` is called after each epoch's validation (epochs count
-    from 1); returning True stops the run as ``"pruned"``. ``should_stop()`` is polled after every step; True
-    stops the run as ``"failed"``/``"interrupted"``. ``threads`` sets torch's CPU threads for the run (restored
-    afterwards). ``build_seconds`` is the caller's model-building time, passed through to ``timings``.
+    from 1; epochs before the last score a fixed subset of ``recipe.epoch_val_size`` validation images when that
+    is set, the last epoch always the whole set); returning True stops the run as ``"pruned"``.
+    ``should_stop()`` is polled after every step; True stops the run as ``"failed"``/``"interrupted"``.
+    ``threads`` sets torch's CPU threads for the run (restored afterwards). ``build_seconds`` is the caller's
+    model-building time, passed through to ``timings``.
 
     An epoch is one pass over the training images, in batches of ``recipe.batch_size`` (the last partial batch
     is dropped, unless there are fewer images than one batch). When ``recipe.steps`` is set, it replaces
@@ -244,6 +251,7 @@ class _Run:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     images: int = 0
+    memory_bytes: int | None = None
 
     def result(self, build_seconds: float) -> TrainResult:
         last = self.history[-1] if self.history else {}
@@ -258,6 +266,7 @@ class _Run:
             epochs_run=len(self.history),
             timings={"build": build_seconds, "train": self.train_seconds, "eval": self.eval_seconds},
             images_per_second=self.images / self.train_seconds if self.train_seconds > 0 else 0.0,
+            train_memory_bytes=self.memory_bytes,
         )
 
 
@@ -293,6 +302,7 @@ def _train(
         channels_last=recipe.channels_last,
     )
     val = Batches(data.val_x, data.val_y, 2 * recipe.batch_size, mean=mean, std=std, channels_last=recipe.channels_last)
+    epoch_val = _epoch_subset(data, recipe, mean, std) or val
     per_epoch = len(train)
     total = recipe.steps if recipe.steps is not None else recipe.epochs * per_epoch
     epochs = -(-total // per_epoch)
@@ -312,11 +322,12 @@ def _train(
             lr = learning_rate(step, total_steps=total, warmup_steps=warmup, peak=recipe.lr, schedule=recipe.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x)  # (B, classes)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with _StepMemory(model, device, run) if step == 0 else contextlib.nullcontext():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    logits = model(x)  # (B, classes)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             optimizer.step()
             loss_sum += loss.detach()
             step += 1
@@ -336,7 +347,7 @@ def _train(
             run.state, run.reason = "failed", stopped
             return
         eval_started = time.perf_counter()
-        evaluation = _evaluate(model, val, bf16)
+        evaluation = _evaluate(model, val if epoch == epochs else epoch_val, bf16)
         run.eval_seconds += time.perf_counter() - eval_started
         run.history.append(
             {
@@ -345,6 +356,7 @@ def _train(
                 "val_acc": evaluation.accuracy,
                 "val_top5": evaluation.top5,
                 "val_loss": evaluation.loss,
+                "val_images": evaluation.count,
                 "lr": lr,  # of the epoch's last step
                 "seconds": time.perf_counter() - started,
             }
@@ -353,6 +365,63 @@ def _train(
             run.state, run.reason = "pruned", "pruned"
             return
     run.state, run.reason = "complete", None
+
+
+def _epoch_subset(data: Dataset, recipe: TrainRecipe, mean: torch.Tensor, std: torch.Tensor) -> Batches | None:
+    """The validation images scored after every epoch but the last, when ``recipe.epoch_val_size`` caps them.
+
+    The same images for every epoch, trial and seed (a fixed draw, in their original order), so that the pruner
+    compares like with like; None when the whole set is to be scored.
+    """
+    n, k = data.val_x.shape[0], recipe.epoch_val_size
+    if k is None or k >= n:
+        return None
+    pick = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:k].sort().values.to(data.val_x.device)
+    images, labels = data.val_x[pick], data.val_y[pick]
+    return Batches(images, labels, 2 * recipe.batch_size, mean=mean, std=std, channels_last=recipe.channels_last)
+
+
+class _StepMemory:
+    """Measures one training step's activation memory: storages saved for backward, not counting the weights.
+
+    On CUDA the allocator's peak over the step (minus what was allocated before) is taken when it is larger: it
+    also sees temporaries that are freed before backward.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, run: _Run) -> None:
+        self.weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.device, self.run = device, run
+        self.saved: dict[int, int] = {}
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+        self.baseline = 0
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()  # each storage once: views share memory
+        if storage.data_ptr() not in self.weights:
+            self.saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    def __enter__(self) -> _StepMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline = torch.cuda.memory_allocated(self.device)
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hooks.__exit__(*exc)
+        if exc[0] is not None:
+            return
+        memory = sum(self.saved.values())
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            memory = max(memory, torch.cuda.max_memory_allocated(self.device) - self.baseline)
+        self.run.memory_bytes = memory
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def _evaluate(model: nn.Module, batches: Batches, bf16: bool) -> Evaluation:

@@ -63,7 +63,7 @@ def test_overhead_times_every_piece_of_a_real_trial(tmp_path: Path) -> None:
     space.write_text(TINY_SPACE)
     bench = bench_overhead(space_file=space, trials=2, epochs=2)
     names = [p.part for p in bench.parts]
-    assert names[:4] == ["ask", "build", "costs (count, latency, memory)", "first-batch warm-up and set-up"]
+    assert names[:4] == ["ask", "build", "costs (count, latency)", "first-batch warm-up and set-up"]
     assert {"evaluation", "report + prune", "tell", "record writing"} <= set(names)
     assert ("dashboard" in names) == bench.config["dashboard"]
     assert bench.steps == 4  # 2 epochs of 64 images in batches of 32

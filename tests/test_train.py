@@ -14,7 +14,7 @@ import attnsearch.train as train_module
 from attnsearch import build_model
 from attnsearch.candidate import TrainRecipe
 from attnsearch.data.dataset import Dataset
-from attnsearch.train import TrainResult, learning_rate, make_optimizer, train_model
+from attnsearch.train import TrainResult, evaluate, learning_rate, make_optimizer, train_model
 
 FAST = TrainRecipe(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5)
 
@@ -61,8 +61,44 @@ def test_learns_toy_problem_and_reports_every_epoch() -> None:
     assert result.val_top5 is None  # 4 classes
     assert result.images_per_second > 0
     assert result.timings["build"] == 0.25 and result.timings["train"] > 0 and result.timings["eval"] > 0
-    assert set(result.history[0]) == {"epoch", "train_loss", "val_acc", "val_top5", "val_loss", "lr", "seconds"}
+    assert set(result.history[0]) == {
+        "epoch",
+        "train_loss",
+        "val_acc",
+        "val_top5",
+        "val_loss",
+        "val_images",
+        "lr",
+        "seconds",
+    }
+    assert [h["val_images"] for h in result.history] == [128, 128, 128]
     assert result.to_dict()["history"] == result.history
+
+
+def test_epoch_val_size_scores_a_fixed_subset_before_the_last_epoch() -> None:
+    data = toy(n_val=100)
+    recipe = TrainRecipe(epochs=3, batch_size=32, lr=0.05, epoch_val_size=40)
+    model = vgg()
+    result = fit(model, data, recipe)
+    assert [h["val_images"] for h in result.history] == [40, 40, 100]
+    for h in result.history[:2]:
+        assert abs(h["val_acc"] * 40 - round(h["val_acc"] * 40)) < 1e-9  # a count out of 40
+    # the last epoch is the trial's score: the whole validation set, as a plain evaluation of the trained model
+    whole = evaluate(model, data, channels_last=True)
+    assert whole.count == 100 and result.val_acc == pytest.approx(whole.accuracy)
+    # larger than the set: every epoch scores all of it
+    capped = fit(vgg(), data, TrainRecipe(epochs=2, batch_size=32, lr=0.05, epoch_val_size=500))
+    assert [h["val_images"] for h in capped.history] == [100, 100]
+
+
+def test_first_step_memory_grows_with_the_batch() -> None:
+    data = toy(n_train=128, n_val=32)
+    small = fit(vgg(), data, TrainRecipe(epochs=1, batch_size=16, augment=()))
+    large = fit(vgg(), data, TrainRecipe(epochs=1, batch_size=64, augment=()))
+    assert small.train_memory_bytes is not None and large.train_memory_bytes is not None
+    # activations scale with the batch; the first conv's output alone (B x 8 x 32 x 32 floats) is a floor
+    assert 3.0 < large.train_memory_bytes / small.train_memory_bytes < 4.5
+    assert small.train_memory_bytes > 16 * 8 * 32 * 32 * 4
 
 
 def test_top5_with_five_or_more_classes() -> None:

@@ -18,7 +18,6 @@ import io
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +165,8 @@ def _one_trial(
     dashboard: _DashboardProbe | None,
 ) -> tuple[dict[str, float], int]:
     """One trial, the runner's way; returns milliseconds per piece and the training steps it took."""
+    import torch
+
     from ..search.runner import ATTR, Event, _finished, _now, _record, _tell
     from ..search.worker import run_candidate
 
@@ -203,6 +204,10 @@ def _one_trial(
         return prune
 
     def should_stop() -> bool:
+        if device.type == "cuda":
+            # a step's kernels run after the call that queued them returns: wait, so that each step's time is
+            # its own (the real loop overlaps them, so training steps are a little slower here than in a run)
+            torch.cuda.synchronize(device)
         stamps.steps.append(time.perf_counter())
         return False
 
@@ -240,7 +245,7 @@ def _one_trial(
     timed = {
         "ask": ask,
         "build": timings["build"],
-        "costs (count, latency, memory)": timings["costs"],
+        "costs (count, latency)": timings["costs"],
         "first-batch warm-up and set-up": warm_up,
         "evaluation": timings["eval"],
         "report + prune": report_seconds,
@@ -299,48 +304,51 @@ class _TimedStore:
 
 
 class _DashboardProbe:
-    """The live dashboard's work for the events of a run: each event applied to its state and a full frame drawn.
+    """The live dashboard's work for the events of a run: the real :class:`LiveDashboard` on an off-screen console.
 
-    The live view draws at most four times a second and only what changed; a full frame per event is an upper
-    bound. It also redraws the header once a second for the clock, counted by :meth:`clock_seconds`.
+    Each event is applied to its state and a frame drawn at once (the live view's ticker draws at most four times
+    a second, so several events often share one frame: one frame per event is an upper bound). Unchanged panels
+    are reused, as on screen. The clock redraws the header once a second: :meth:`clock_seconds` counts it.
     """
 
-    def __init__(self, state: Any, render: Callable[..., Any], header: Callable[..., Any]) -> None:
-        from rich.console import Console
-
-        self.state = state
-        self.render = render
-        self.header = header
-        self.console = Console(file=io.StringIO(), width=160, height=48, force_terminal=True, color_system="truecolor")
+    def __init__(self, dashboard: Any, console: Any) -> None:
+        self.dashboard = dashboard
+        self.console = console
         self.seconds = 0.0
 
     @classmethod
     def create(cls, space: Any, folder: Path) -> _DashboardProbe | None:
         try:
-            from ..dashboard.state import DashboardState
-            from ..dashboard.views import header_panel, render
+            from rich.console import Console
+
+            from ..dashboard.live import LiveDashboard
         except ImportError:
             return None
         from ..search.runner import Event
 
-        probe = cls(DashboardState(), render, header_panel)
+        console = Console(file=io.StringIO(), width=160, height=48, force_terminal=True, color_system="truecolor")
+        # not started (no ticker thread, no terminal taken): the probe draws, and times, every frame itself
+        probe = cls(LiveDashboard(console=console, screen=False), console)
         probe(Event("run", data={"space": space, "target": space.config.search.n_trials, "finished": 0}))
         probe.seconds = 0.0
         return probe
 
     def __call__(self, event: Any) -> None:
         t0 = time.perf_counter()
-        self.state.apply(event)
-        self.console.print(self.render(self.state, 160, 48))
-        self.console.file.seek(0)
-        self.console.file.truncate()
+        self.dashboard.on_event(event)
+        self._draw()
         self.seconds += time.perf_counter() - t0
 
-    def clock_seconds(self, trial_seconds: float) -> float:
-        t0 = time.perf_counter()
-        self.console.print(self.header(self.state, width=160))
+    def _draw(self) -> None:
+        self.console.print(self.dashboard._frame)  # what Live draws: the frame, its unchanged panels reused
         self.console.file.seek(0)
         self.console.file.truncate()
+
+    def clock_seconds(self, trial_seconds: float) -> float:
+        """One header-only redraw (the clock moved on a second), times the seconds the trial lasted."""
+        self.dashboard._frame.second = -1
+        t0 = time.perf_counter()
+        self._draw()
         return (time.perf_counter() - t0) * trial_seconds
 
 
