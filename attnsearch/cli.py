@@ -675,6 +675,7 @@ def bench_overhead_command(
       attnsearch bench overhead --epochs 2 --train-size 1000 --json
     """
     from .bench import bench_overhead
+    from .bench.overhead import SCORE_PART
 
     _check_bench_device(device)
     result = bench_overhead(
@@ -700,12 +701,17 @@ def bench_overhead_command(
         rows,
     )
     goal = c["goal"]
-    met = result.fixed_share < goal["share"] and result.fixed_ms < goal["milliseconds"]
-    click.echo(
-        f"fixed {result.fixed_ms:,.0f} ms = {result.fixed_share:.2%} of the trial "
-        f"({result.fixed_share_without_eval:.2%} without evaluation); goal under {goal['share']:.0%} and "
-        f"{goal['milliseconds']:,.0f} ms: {'met' if met else 'not met'}"
-    )
+    score = next(p.milliseconds for p in result.parts if p.part == SCORE_PART)
+    for label, share, ms in (
+        ("fixed", result.fixed_share, result.fixed_ms),
+        ("fixed, the score's pass counted as work", result.fixed_share_score_as_work, result.fixed_ms - score),
+    ):
+        met = share < goal["share"] and ms < goal["milliseconds"]
+        click.echo(
+            f"{label}: {ms:,.0f} ms = {share:.2%} of the trial; goal under {goal['share']:.0%} and "
+            f"{goal['milliseconds']:,.0f} ms: {'met' if met else 'not met'}"
+        )
+    click.echo(f"without any evaluation: {result.fixed_share_without_eval:.2%}")
 
 
 @bench.command("search")

@@ -64,7 +64,13 @@ def test_overhead_times_every_piece_of_a_real_trial(tmp_path: Path) -> None:
     bench = bench_overhead(space_file=space, trials=2, epochs=2)
     names = [p.part for p in bench.parts]
     assert names[:4] == ["ask", "build", "costs (count, latency)", "first-batch warm-up and set-up"]
-    assert {"evaluation", "report + prune", "tell", "record writing"} <= set(names)
+    assert {
+        "evaluation, epochs before the last",
+        "evaluation, last epoch (the score)",
+        "report + prune",
+        "tell",
+        "record writing",
+    } <= set(names)
     assert ("dashboard" in names) == bench.config["dashboard"]
     assert bench.steps == 4  # 2 epochs of 64 images in batches of 32
     assert bench.training_ms > 0
@@ -73,7 +79,7 @@ def test_overhead_times_every_piece_of_a_real_trial(tmp_path: Path) -> None:
         if part.part != "first-batch warm-up and set-up":  # a noisy first step may beat the median one
             assert part.milliseconds >= 0
     assert bench.fixed_ms == pytest.approx(sum(p.milliseconds for p in bench.parts))
-    assert 0 < bench.fixed_share_without_eval < bench.fixed_share < 1
+    assert 0 < bench.fixed_share_without_eval < bench.fixed_share_score_as_work < bench.fixed_share < 1
     assert set(bench.per_run_ms) == {"load dataset", "open study"}
 
 
@@ -224,3 +230,17 @@ def test_bench_commands_print_json_and_save(tmp_path: Path, monkeypatch: pytest.
     assert (tmp_path / "results" / "benchmarks" / "search_grid.json").exists()  # the cache, saved or not
     bad = runner.invoke(main, ["bench", "memory", "--sizes", "8,x"])
     assert bad.exit_code == 2
+
+
+def test_bench_overhead_table_weighs_the_goal_both_ways(tmp_path: Path) -> None:
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    runner = CliRunner(env={"COLUMNS": "200"})
+    result = runner.invoke(main, ["bench", "overhead", "--space", str(space), "--trials", "1", "--no-save"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    # a tiny trial is mostly fixed cost: both verdicts must say so
+    assert any(line.startswith("fixed: ") and line.endswith("not met") for line in lines)
+    assert any(line.startswith("fixed, the score's pass counted as work: ") and "not met" in line for line in lines)
+    assert any(line.startswith("without any evaluation: ") for line in lines)
+    assert "evaluation, last epoch (the score)" in result.stdout

@@ -70,8 +70,11 @@ def test_learns_toy_problem_and_reports_every_epoch() -> None:
         "val_images",
         "lr",
         "seconds",
+        "val_seconds",
     }
     assert [h["val_images"] for h in result.history] == [128, 128, 128]
+    assert sum(h["val_seconds"] for h in result.history) == pytest.approx(result.timings["eval"])
+    assert all(0 < h["val_seconds"] < h["seconds"] for h in result.history)
     assert result.to_dict()["history"] == result.history
 
 
@@ -185,7 +188,7 @@ def test_same_seed_same_run_different_seed_different_run() -> None:
     def run(seed: int) -> tuple[list[dict], dict[str, torch.Tensor]]:
         model = copy.deepcopy(base)
         result = fit(model, data, FAST, seed=seed)
-        history = [{k: v for k, v in h.items() if k != "seconds"} for h in result.history]
+        history = [{k: v for k, v in h.items() if k not in ("seconds", "val_seconds")} for h in result.history]
         return history, model.state_dict()
 
     (h1, w1), (h2, w2), (h3, w3) = run(0), run(0), run(1)

@@ -29,6 +29,7 @@ $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 step cuda-tests $py -m pytest tests/cuda -q -p no:cacheprovider -o addopts="-ra --strict-markers"
 step bench-trainer $py -m attnsearch bench trainer --device cuda --steps 30 --rounds 5 --workers 4
 step bench-memory $py -m attnsearch bench memory --device cuda --sizes 16,32,64,96,128,192 --max-gib 16
+step bench-overhead $py -m attnsearch bench overhead --device cuda --trials 5
 step quickstart $py -m attnsearch run search_spaces/quickstart.yaml --device cuda --results "$out/runs" --no-dashboard
 if $py -c "import ray" 2>/dev/null; then
     step ray-fractional $py -m attnsearch run tools/gpu_ray_space.yaml --results "$out/runs" --no-dashboard

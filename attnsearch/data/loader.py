@@ -21,8 +21,9 @@ CROP_PADDING = 4  # pixels of reflect padding around a random crop
 def normalization(x: torch.Tensor, *, chunk_pixels: int = 1 << 24) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and (population) standard deviation of uint8 images (N, C, H, W), in pixel units 0..255.
 
-    Computed in float in chunks of about ``chunk_pixels`` values, so that a large dataset never exists as float
-    all at once; the two results are float32 (C,) on ``x``'s device. A constant channel gets std 1, not 0.
+    Exact: each channel's 256-bin histogram is counted (in chunks of about ``chunk_pixels`` values, so that no
+    large copy is made) and the moments are taken from it in float64. The two results are float32 (C,) on
+    ``x``'s device. A constant channel gets std 1, not 0.
 
     Example:
         >>> x = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 3, 2, 2)
@@ -32,21 +33,22 @@ def normalization(x: torch.Tensor, *, chunk_pixels: int = 1 << 24) -> tuple[torc
     """
     if x.ndim != 4 or x.shape[0] == 0:
         raise ValueError(f"expected a non-empty batch of images (N, C, H, W), got shape {tuple(x.shape)}")
-    n, c = x.shape[0], x.shape[1]
+    if x.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 images, got {x.dtype}")
+    c = x.shape[1]
     per_chunk = max(1, chunk_pixels // max(1, x[0].numel()))
-    count = n * x.shape[2] * x.shape[3]
-    # Two passes (mean, then squared deviations) rather than E[x^2] - E[x]^2, which cancels badly in float32;
-    # chunk sums are added up in float64 on the CPU.
-    total = torch.zeros(c, dtype=torch.float64)
+    counts = torch.zeros(c, 256, dtype=torch.int64, device=x.device)
     for part in x.split(per_chunk):
-        total += part.float().sum(dim=(0, 2, 3)).double().cpu()
-    mean = (total / count).float().to(x.device)  # (C,)
-    total.zero_()
-    for part in x.split(per_chunk):
-        total += (part.float() - mean.view(1, c, 1, 1)).square().sum(dim=(0, 2, 3)).double().cpu()
-    std = (total / count).sqrt().float()
-    std = torch.where(std > 0, std, torch.ones_like(std)).to(x.device)  # (C,)
-    return mean, std
+        for channel in range(c):
+            counts[channel] += torch.bincount(part[:, channel].reshape(-1), minlength=256)
+    counts = counts.double().cpu()  # (C, 256)
+    values = torch.arange(256, dtype=torch.float64)
+    total = counts.sum(dim=1)
+    mean = (counts * values).sum(dim=1) / total  # (C,)
+    variance = (counts * (values - mean[:, None]).square()).sum(dim=1) / total
+    std = variance.sqrt()
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return mean.float().to(x.device), std.float().to(x.device)
 
 
 class Batches:

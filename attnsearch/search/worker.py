@@ -136,7 +136,7 @@ def _run_candidate(
         model = build(candidate.seed)
         timings["build"] = time.perf_counter() - t
         t = time.perf_counter()
-        metrics: dict[str, Any] = measure_costs(model, image_size=dataset.image_size)  # counted, not run
+        metrics: dict[str, Any] = _counts(candidate, dataset, model)
     except Exception as err:  # a candidate that cannot even be built fails alone, with its reason
         return TrialOutcome("failed", _one_line(err), timings=timings, worker=worker)
     # size limits first, from counts alone: an oversized candidate is never run, not even for a timing
@@ -212,6 +212,23 @@ def _run_candidate(
     metrics["train_seconds"] = timings.get("train", 0.0)
     timings["total"] = time.perf_counter() - started
     return TrialOutcome(outcome_state, outcome_reason, metrics, history, runs, timings, worker, state_dict=weights)
+
+
+_COUNTS: dict[tuple[Any, ...], dict[str, int]] = {}  # structure -> params and FLOPs, for this process's trials
+
+
+def _counts(candidate: Candidate, dataset: Dataset, model: torch.nn.Module) -> dict[str, Any]:
+    """Params and FLOPs, counted on the meta device (nothing runs), once per structure in a process.
+
+    Candidates that differ only in their training recipe (a searched lr, say) share the counts.
+    """
+    key = (candidate.backbone.name, candidate.backbone.width, candidate.backbone.head, candidate.placements)
+    key += (dataset.image_size, dataset.num_classes)
+    if key not in _COUNTS:
+        if len(_COUNTS) >= 1024:
+            _COUNTS.clear()
+        _COUNTS[key] = measure_costs(model, image_size=dataset.image_size)
+    return dict(_COUNTS[key])
 
 
 def _infeasible(costs: dict[str, Any], constraints: Constraints) -> str | None:
