@@ -8,10 +8,10 @@ terminal (smaller panels, the least useful ones dropped) and fill a 160x48 one.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.layout import Layout
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
@@ -243,21 +243,26 @@ def render(state: DashboardState, width: int, height: int, *, now: float | None 
         left, right = Layout(name="left"), Layout(name="right", size=right_width)
         body.split_row(left, right)
         left.split_column(
-            Layout(running_panel(state, rows=running, bar_width=bar), name="running", size=running_size),
-            Layout(leaderboard_panel(state, rows=min(max(space - running_size - 3, 1), LEADERS)), name="leaderboard"),
+            Layout(_Lazy(lambda: running_panel(state, rows=running, bar_width=bar)), name="running", size=running_size),
+            Layout(
+                _Lazy(lambda: leaderboard_panel(state, rows=min(max(space - running_size - 3, 1), LEADERS))),
+                name="leaderboard",
+            ),
         )
         map_rows = min(slots, max(space // 2 - 3, 1))
         panes = [
             Layout(
-                placement_map_panel(state, rows=map_rows, width=right_width), name="placement_map", size=map_rows + 3
+                _Lazy(lambda: placement_map_panel(state, rows=map_rows, width=right_width)),
+                name="placement_map",
+                size=map_rows + 3,
             )
         ]
         rest = space - map_rows - 3
         if multi:
             front = min(max(len(state.pareto()), 1), max(rest // 2 - 3, 1))
-            panes.append(Layout(pareto_panel(state, rows=front), name="pareto", size=front + 3))
+            panes.append(Layout(_Lazy(lambda: pareto_panel(state, rows=front)), name="pareto", size=front + 3))
             rest -= front + 3
-        panes.append(Layout(events_panel(state, rows=max(rest - 2, 0)), name="events"))
+        panes.append(Layout(_Lazy(lambda: events_panel(state, rows=max(rest - 2, 0))), name="events"))
         right.split_column(*panes)
         return root
     # one column: running, placement map, leaderboard; the front and the events only where room is left
@@ -265,8 +270,12 @@ def render(state: DashboardState, width: int, height: int, *, now: float | None 
     map_rows = min(slots, max(space - running_size - leaders_min - 3, 1))
     rest = space - running_size - (map_rows + 3)
     panes = [
-        Layout(running_panel(state, rows=running, bar_width=bar), name="running", size=running_size),
-        Layout(placement_map_panel(state, rows=map_rows, width=width), name="placement_map", size=map_rows + 3),
+        Layout(_Lazy(lambda: running_panel(state, rows=running, bar_width=bar)), name="running", size=running_size),
+        Layout(
+            _Lazy(lambda: placement_map_panel(state, rows=map_rows, width=width)),
+            name="placement_map",
+            size=map_rows + 3,
+        ),
     ]
     wanted = max(len(state.ranked()), 1) + 3  # the leaderboard with every complete trial
     front = 0
@@ -276,16 +285,32 @@ def render(state: DashboardState, width: int, height: int, *, now: float | None 
     if events < 3 or rest - front - events < leaders_min:
         events = 0
     leaders = rest - front - events
-    panes.append(Layout(leaderboard_panel(state, rows=max(leaders - 3, 1)), name="leaderboard", size=leaders))
+    panes.append(
+        Layout(_Lazy(lambda: leaderboard_panel(state, rows=max(leaders - 3, 1))), name="leaderboard", size=leaders)
+    )
     if front:
-        panes.append(Layout(pareto_panel(state, rows=front - 3), name="pareto", size=front))
+        panes.append(Layout(_Lazy(lambda: pareto_panel(state, rows=front - 3)), name="pareto", size=front))
     if events:
-        panes.append(Layout(events_panel(state, rows=events - 2), name="events", size=events))
+        panes.append(Layout(_Lazy(lambda: events_panel(state, rows=events - 2)), name="events", size=events))
     body.split_column(*panes)
     return root
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+class _Lazy:
+    """A panel built when it is first drawn: the live view, which keeps the lines of panels whose content has not
+    changed, then never builds those again."""
+
+    def __init__(self, build: Callable[[], RenderableType]) -> None:
+        self.build = build
+        self.built: RenderableType | None = None
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.built is None:
+            self.built = self.build()
+        yield self.built
 
 
 def _table() -> Table:
