@@ -31,10 +31,11 @@ DECISION_TIMEOUT = 600.0  # seconds an actor waits for the driver's answer befor
 _reaper: subprocess.Popen | None = None
 
 
-def start_ray(address: str | None) -> bool:
+def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> bool:
     """Connect to Ray, starting a quiet local instance when ``address`` is None. True when we started it.
 
     A Ray we start is watched by a reaper process, so a killed driver leaves no Ray process behind.
+    ``runtime_env`` is Ray's (environment variables, a setup hook for every worker process, ...).
     """
     global _reaper
     import ray
@@ -52,6 +53,7 @@ def start_ray(address: str | None) -> bool:
             log_to_driver=False,
             _temp_dir=temp_dir,
             configure_logging=True,
+            runtime_env=runtime_env,
         )
         _reaper = subprocess.Popen(
             [sys.executable, "-m", "attnsearch.search.reaper", str(os.getpid())],
@@ -61,7 +63,7 @@ def start_ray(address: str | None) -> bool:
             start_new_session=True,
         )
         return True
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False, runtime_env=runtime_env)
     return False
 
 

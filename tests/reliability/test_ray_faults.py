@@ -1,7 +1,8 @@
 """Under Ray, a module that raises or runs out of memory inside an actor fails its trial alone; the study goes on.
 
 The faults are planted in the actor processes by Ray's ``worker_process_setup_hook`` (see ``_ray_fault_hook``), on
-a Ray this module starts itself: ``start_ray`` finds it running, uses it and leaves it to us to stop. The hook also
+a Ray this module starts itself (``start_ray`` with that runtime_env): the run finds it running, uses it and leaves
+it to us to stop. The hook also
 tells actors they hold a GPU, so an OOM takes the executor's CUDA path: the actor is retired and replaced.
 """
 
@@ -9,15 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 import _ray_fault_hook as hook  # beside this file: pytest puts this folder on the path (no __init__.py here)
+from attnsearch.search.ray_executor import start_ray, stop_ray
 from attnsearch.search.runner import run_search
 from attnsearch.search.store import ResultsStore
 from attnsearch.space import parse_space
@@ -47,34 +46,15 @@ def faulty_ray():
     assert not ray.is_initialized(), "another Ray is still up in this process"
     # the hook runs before Ray puts the driver's working directory on a worker's path: name both folders
     pythonpath = os.pathsep.join(p for p in (str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    with pytest.MonkeyPatch.context() as env:
+    with pytest.MonkeyPatch.context() as env:  # start_ray's own settings must not outlive the module
         env.setenv("RAY_AUTH_MODE", "disabled")
         env.setenv("RAY_DEDUP_LOGS", "0")
-        ray.init(
-            include_dashboard=False,
-            logging_level="ERROR",
-            log_to_driver=False,
-            _temp_dir=os.path.join(tempfile.gettempdir(), f"attnsearch-ray-{os.getuid()}"),  # short socket paths
-            configure_logging=True,
-            runtime_env={
-                "worker_process_setup_hook": "_ray_fault_hook.install",
-                "env_vars": {"PYTHONPATH": pythonpath},
-            },
-        )
-    # as start_ray does: should this process be killed, its Ray goes too
-    reaper = subprocess.Popen(
-        [sys.executable, "-m", "attnsearch.search.reaper", str(os.getpid())],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+        hook_env = {"worker_process_setup_hook": "_ray_fault_hook.install", "env_vars": {"PYTHONPATH": pythonpath}}
+        assert start_ray(None, runtime_env=hook_env)
     try:
         yield
     finally:
-        ray.shutdown()
-        reaper.terminate()
-        reaper.wait(timeout=10)
+        stop_ray()  # Ray and its reaper
 
 
 def test_module_faults_in_actors_fail_their_trials_and_an_oom_retires_a_gpu_actor(tmp_path: Path) -> None:
