@@ -44,6 +44,7 @@ def patched(**sections) -> dict:
         ({"modules": {"cbm": {"k": 3}}}, "modules.cbm: unknown attention module; valid: se, eca"),
         ({"modules": {"se": {"reduction": "four"}}}, "modules.se.reduction: reduction must be int, got 'four'"),
         ({"train": {"epochs": -1}}, "train.epochs: must be greater than or equal to 1"),
+        ({"train": {"epoch_val_size": 0}}, "train.epoch_val_size: must be greater than or equal to 1"),
         ({"train": {"epochs": "3"}}, "train.epochs: must be a valid integer, got '3'"),
         ({"train": {"lr": {"low": 1}}}, "train.lr.high: required key is missing"),
         ({"train": {"lr": {"low": 1, "high": 0.1}}}, "train.lr: low (1) must be below high (0.1)"),
@@ -176,6 +177,9 @@ def test_suggest_makes_a_candidate_from_a_trial() -> None:
     assert se.describe() == "block3=se(reduction=4) block5=eca"  # a scalar module parameter is fixed, not searched
     assert Candidate.from_dict(se.to_dict()) == se
     assert se.key() != candidate.key()
+    assert candidate.train.epoch_val_size is None  # every validation image after every epoch, unless asked
+    subset = parse_space(patched(train={"epoch_val_size": 16}), check_data=False)
+    assert subset.suggest(optuna.trial.FixedTrial({"block3": "se", "block5": "eca"})).train.epoch_val_size == 16
 
 
 def test_example_spaces_are_valid() -> None:
