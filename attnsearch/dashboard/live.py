@@ -136,7 +136,7 @@ class _Frame:
                 for leaf in _leaves(self.layout):
                     if leaf.name in contents:
                         leaf.update(_Cached(self, leaf.name, contents[leaf.name], leaf.renderable))
-                self.lines = _render_lines(console, self.layout, width, height)
+                self.lines = self._compose(console, self.layout, width, height)
             elif int(now) != self.second:
                 header = self.layout["header"]
                 header.update(header_panel(state, now=now, width=width))
@@ -148,6 +148,28 @@ class _Frame:
             self.renders += 1
             return _joined(self.lines)
 
+    def _compose(self, console: Console, layout: Layout, width: int, height: int) -> list[list[Segment]]:
+        """The frame's lines, each panel's rectangle rendered (or taken from the cache) and laid side by side.
+
+        The same result as rendering the Layout, without passing every kept line through rich's line splitting
+        twice more; falls back to that where rich's region map is not there.
+        """
+        regions = getattr(layout, "_make_region_map", None)
+        if regions is None:
+            return _render_lines(console, layout, width, height)
+        rows: list[list[Segment]] = [[] for _ in range(height)]
+        for leaf, region in regions(width, height).items():
+            if leaf.children:
+                continue
+            options = console.options.update_dimensions(region.width, region.height)
+            if isinstance(leaf.renderable, _Cached):
+                lines = leaf.renderable.lines(console, options)
+            else:
+                lines = console.render_lines(leaf.renderable, options)
+            for row, line in zip(rows[region.y : region.y + region.height], lines, strict=False):  # screen-cut
+                row.extend(line)
+        return [list(Segment.simplify(row)) for row in rows]
+
 
 class _Cached:
     """A panel whose lines are kept while its content key and its size stay the same."""
@@ -155,13 +177,17 @@ class _Cached:
     def __init__(self, frame: _Frame, name: str, key: Hashable, renderable: RenderableType) -> None:
         self.frame, self.name, self.key, self.renderable = frame, name, key, renderable
 
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+    def lines(self, console: Console, options: ConsoleOptions) -> list[list[Segment]]:
+        """The panel's lines at this size: kept from an earlier frame when its content and size are the same."""
         key = (self.key, options.max_width, options.height)
         kept = self.frame.panels.get(self.name)
         if kept is None or kept[0] != key:
             kept = (key, console.render_lines(self.renderable, options))
             self.frame.panels[self.name] = kept
-        return _joined(kept[1])
+        return kept[1]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        return _joined(self.lines(console, options))
 
 
 def _contents(state: DashboardState) -> dict[str, Hashable]:

@@ -83,3 +83,28 @@ def test_live_dashboard_leaves_the_alternate_screen_and_shows_the_cursor(state: 
     written = out.getvalue()
     assert written.index("\x1b[?1049h") < written.index("hello from a test") < written.rindex("\x1b[?1049l")
     assert written.rindex("\x1b[?25h") > written.rindex("\x1b[?25l")  # the cursor is shown again at the end
+
+
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (160, 48), (200, 60)])
+def test_the_live_frame_draws_what_the_layout_draws(width: int, height: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live view lays its panels side by side itself, keeping unchanged ones: the screen must not differ."""
+    import attnsearch.dashboard.live as live
+
+    monkeypatch.setattr(live.time, "time", lambda: 1_200.0)
+    events = scenario([{"metric": "val_acc", "direction": "maximize"}, {"metric": "params", "direction": "minimize"}])
+    dashboard = LiveDashboard(DashboardState(), screen=False)
+    for i, event in enumerate(events):
+        dashboard.on_event(event)
+        if i % 3 and i != len(events) - 1:
+            continue  # several events between two frames, as on screen
+        console = Console(width=width, height=height, file=io.StringIO(), color_system="truecolor")
+        ours = cells(console, dashboard._frame, width, height)
+        assert ours == cells(console, render(dashboard.state, width, height, now=1_200.0), width, height), i
+    assert dashboard.renders >= 3
+
+
+def cells(console: Console, renderable: object, width: int, height: int) -> list[list[tuple[str, object]]]:
+    """What a screen shows: each cell's character and style (however the segments happen to be cut)."""
+    options = console.options.update(width=width, height=height)
+    lines = console.render_lines(renderable, options)
+    return [[(char, segment.style) for segment in line for char in segment.text] for line in lines]
