@@ -19,7 +19,6 @@ import io
 import json
 import math
 import platform
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -38,7 +37,7 @@ from .search.records import (
     study_objectives,
     trial_score,
 )
-from .search.store import ResultsStore, atomic_write
+from .search.store import ResultsStore, atomic_write, timestamp
 from .search.worker import TrialOutcome, resolve_device, run_candidate
 from .yamlfile import YamlError, read_yaml
 
@@ -212,7 +211,7 @@ def _replay(
     threads: int | None,
 ) -> ReplayResult:
     trained = _with_overrides(job.candidate, changes)
-    started = _now()
+    started = timestamp()
     outcome = run_candidate(
         trained, dataset, device=device, repeats=_repeats(job.record), threads=threads, keep_weights=True
     )
@@ -346,7 +345,7 @@ def _save(
         "classes": list(dataset.classes),
         "threads": threads,
         "started": started,
-        "finished": _now(),
+        "finished": timestamp(),
         "versions": {"attnsearch": __version__, "python": platform.python_version(), "torch": torch.__version__},
     }
     if outcome.state_dict is not None:
@@ -355,7 +354,3 @@ def _save(
         atomic_write(folder / "model.pt", buffer.getvalue())
     atomic_write(folder / "trial.json", (json.dumps(record, indent=2) + "\n").encode("utf-8"))
     return folder
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -172,7 +172,8 @@ def _one_trial(
     """One trial, the runner's way; returns milliseconds per piece and the training steps it took."""
     import torch
 
-    from ..search.runner import ATTR, Event, _finished, _now, _record, _tell
+    from ..search.runner import ATTR, Event, counts_towards_target, tell_trial, trial_record
+    from ..search.store import timestamp
     from ..search.worker import run_candidate
 
     emit = dashboard if dashboard is not None else _ignore
@@ -181,12 +182,12 @@ def _one_trial(
         dashboard.seconds = 0.0
     # ask: what the runner's loop does from counting finished trials to submitting the job
     t0 = time.perf_counter()
-    sum(_finished(t) for t in study.get_trials(deepcopy=False))
+    sum(counts_towards_target(t) for t in study.get_trials(deepcopy=False))
     trial = study.ask()
     candidate = space.suggest(trial)
     trial.set_user_attr(ATTR, {"candidate": candidate.to_dict(), "key": candidate.key(), "retry_of": None})
-    started = _now()
-    store.write_trial(_record(trial.number, candidate, trial.params, "running", None, started=started))
+    started = timestamp()
+    store.write_trial(trial_record(trial.number, candidate, trial.params, "running", None, started=started))
     emit(Event("started", trial.number, candidate.describe(), {"candidate": candidate, "worker": {}}))
     ask = time.perf_counter() - t0 - store.seconds - _dashboard_seconds(dashboard)
 
@@ -244,7 +245,7 @@ def _one_trial(
     store.seconds = 0.0
     told_dashboard = _dashboard_seconds(dashboard)
     t0 = time.perf_counter()
-    _tell(space, study, store, trial, candidate, outcome, 0, emit, started=started)
+    tell_trial(space, study, store, trial, candidate, outcome, 0, emit, started=started)
     tell = time.perf_counter() - t0 - store.seconds - (_dashboard_seconds(dashboard) - told_dashboard)
     records = store.seconds + store.running_seconds
     timed = {

@@ -262,7 +262,7 @@ def simulate_search(
     import optuna
     from optuna.trial import TrialState
 
-    from ..search.runner import _pruner, _sampler
+    from ..search.runner import make_pruner, make_sampler
     from ..space import parse_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -272,7 +272,7 @@ def simulate_search(
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(directions=space.directions, sampler=_sampler(space), pruner=_pruner(space))
+        study = optuna.create_study(directions=space.directions, sampler=make_sampler(space), pruner=make_pruner(space))
     single = len(space.directions) == 1
     recorded: dict[tuple[tuple[str, Any], ...], float] = {}  # the runner's reuse of a complete candidate's score
     trace = SearchTrace()

@@ -24,11 +24,24 @@ from optuna.trial import TrialState
 
 from ..candidate import Candidate
 from ..space import SearchSpace
-from .store import RETRY_REASONS, ResultsStore, StoreError
+from .store import RETRY_REASONS, ResultsStore, StoreError, timestamp
 from .executor import Executor, Job, LocalExecutor, TrialSettings
 from .worker import Constraints, TrialOutcome, resolve_device
 
-__all__ = ["Event", "RunInterrupted", "RunResult", "open_study", "run_search", "summarize"]
+__all__ = [
+    "ATTR",
+    "Event",
+    "RunInterrupted",
+    "RunResult",
+    "counts_towards_target",
+    "make_pruner",
+    "make_sampler",
+    "open_study",
+    "run_search",
+    "summarize",
+    "tell_trial",
+    "trial_record",
+]
 
 ATTR = "attnsearch"  # user attribute holding our state of a trial
 
@@ -60,7 +73,7 @@ class RunResult:
 # ------------------------------------------------------------------------------------------------ the study
 
 
-def _sampler(space: SearchSpace, offset: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(space: SearchSpace, offset: int = 0) -> optuna.samplers.BaseSampler:
     search = space.config.search
     seed = offset + (search.seed if search.seed is not None else space.config.train.seed)
     if search.sampler == "tpe":
@@ -75,7 +88,7 @@ def _sampler(space: SearchSpace, offset: int = 0) -> optuna.samplers.BaseSampler
     return optuna.samplers.RandomSampler(seed=seed)  # random, and grid/ablation (whose trials are all enqueued)
 
 
-def _pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
+def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
     search = space.config.search
     if search.pruner == "median":
         # Early epochs of a brief training predict the final score poorly (bench search: r = 0.1 after epoch 1 on its
@@ -99,12 +112,12 @@ def open_study(space: SearchSpace, store: ResultsStore, storage: str | None = No
     study = optuna.create_study(
         storage=_storage(store, storage),
         study_name=space.name,
-        pruner=_pruner(space),
+        pruner=make_pruner(space),
         directions=space.directions,
         load_if_exists=True,
     )
     # a resumed study must not replay the random stream its first run drew: offset the seed by the trials so far
-    study.sampler = _sampler(space, offset=len(study.get_trials(deepcopy=False)))
+    study.sampler = make_sampler(space, offset=len(study.get_trials(deepcopy=False)))
     return study
 
 
@@ -129,11 +142,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _record(
+def trial_record(
     number: int,
     candidate: Candidate | None,
     params: dict[str, Any],
@@ -189,7 +198,7 @@ def _ctrl_c(stop: threading.Event, on_stop: Callable[[], None]) -> Iterator[None
         signal.signal(signal.SIGINT, previous)
 
 
-def _finished(trial: optuna.trial.FrozenTrial) -> bool:
+def counts_towards_target(trial: optuna.trial.FrozenTrial) -> bool:
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return trial.state == TrialState.FAIL and trial.user_attrs.get(ATTR, {}).get("reason") not in RETRY_REASONS
@@ -202,7 +211,7 @@ def _recover(study: optuna.Study, store: ResultsStore, emit: Callable[[Event], N
         study._storage.set_trial_user_attr(trial._trial_id, ATTR, {**attrs, "state": "failed", "reason": "killed"})
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         candidate = Candidate.from_dict(attrs["candidate"]) if attrs.get("candidate") else None
-        store.write_trial(_record(trial.number, candidate, trial.params, "failed", "killed"))
+        store.write_trial(trial_record(trial.number, candidate, trial.params, "failed", "killed"))
         if attrs.get("retry_of") is None:
             study.enqueue_trial(trial.params, user_attrs={ATTR: {"retry_of": trial.number}})
             emit(Event("resumed", trial.number, "was running when the last run stopped: failed (killed), queued again"))
@@ -300,7 +309,7 @@ def _loop(
     emit: Callable[[Event], None],
 ) -> int:
     """Ask while there is room, wait for outcomes, tell them; returns the trials this run finished."""
-    already = sum(_finished(t) for t in study.get_trials(deepcopy=False))
+    already = sum(counts_towards_target(t) for t in study.get_trials(deepcopy=False))
     emit(
         Event(
             "run",
@@ -336,7 +345,7 @@ def _loop(
 
     with _ctrl_c(stop, executor.stop):
         while True:
-            finished = sum(_finished(t) for t in study.get_trials(deepcopy=False))
+            finished = sum(counts_towards_target(t) for t in study.get_trials(deepcopy=False))
             timed_out = timeout is not None and time.monotonic() - begun > timeout
             while (
                 not stop.is_set()
@@ -354,9 +363,9 @@ def _loop(
                     finished += 1
                     ran += 1
                     continue
-                entry = _Running(trial, candidate, _now())
+                entry = _Running(trial, candidate, timestamp())
                 store.write_trial(
-                    _record(trial.number, candidate, trial.params, "running", None, started=entry.started)
+                    trial_record(trial.number, candidate, trial.params, "running", None, started=entry.started)
                 )
                 emit(
                     Event(
@@ -374,7 +383,7 @@ def _loop(
                 break
             for job, outcome in executor.wait(on_report):
                 entry = running.pop(job.number)
-                _tell(
+                tell_trial(
                     space,
                     study,
                     store,
@@ -476,7 +485,7 @@ def _reuse(
             "params": trial.params,
             "reused_from": source,
             "retry_of": attrs.get("retry_of"),
-            "finished": _now(),
+            "finished": timestamp(),
         }
     )
     store.write_trial(record)
@@ -487,7 +496,7 @@ def _reuse(
     emit(Event("reused", trial.number, f"same candidate as trial {source}: its score is reused"))
 
 
-def _tell(
+def tell_trial(
     space: SearchSpace,
     study: optuna.Study,
     store: ResultsStore,
@@ -518,7 +527,7 @@ def _tell(
     else:
         study.tell(trial, state=TrialState.FAIL)
     store.write_trial(
-        _record(
+        trial_record(
             trial.number,
             candidate,
             trial.params,
@@ -527,7 +536,7 @@ def _tell(
             outcome,
             retry_of=attrs.get("retry_of"),
             started=started,
-            finished=_now(),
+            finished=timestamp(),
             versions=_versions(),
             classes=outcome.classes,  # export's default num_classes, and what each output means
         )

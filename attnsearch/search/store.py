@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RETRY_REASONS", "ResultsStore", "StoreError", "atomic_write"]
+__all__ = ["RETRY_REASONS", "ResultsStore", "StoreError", "atomic_write", "timestamp"]
 
 JOURNAL = "journal.log"
 SPACE = "space.yaml"
@@ -32,6 +32,11 @@ SUMMARY = "summary.json"
 
 # Failures that are not the candidate's fault: the runner tries the candidate again and does not count them as done.
 RETRY_REASONS = ("killed", "interrupted", "worker_lost")
+
+
+def timestamp() -> str:
+    """Local time with its UTC offset, as records write it: ``2026-11-22T10:30:13+0000``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 class StoreError(ValueError):
