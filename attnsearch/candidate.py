@@ -7,8 +7,11 @@ and hashable, and round-trips through JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -132,11 +135,57 @@ class Candidate:
 
 
 def _check_keys(cls: type, d: dict[str, Any], where: str) -> None:
+    """Known keys only, each value of its field's type (a hand-edited trial.json fails here, in one line)."""
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
     unknown = set(d) - {f.name for f in fields(cls)}
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(cls)
+    for key, value in d.items():
+        if not _fits(value, hints[key]):
+            raise ValueError(f"{where}.{key}: must be {_type_name(hints[key])}, got {json.dumps(value)[:40]}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value can stand for a field of type ``hint`` (a list for a tuple, an int for a float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)  # its own keys are checked where it is built
+    if origin is tuple:
+        if isinstance(value, dict) and typing.get_origin(args[0]) is tuple:  # pairs, written as a mapping
+            value = list(value.items())
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if typing.get_origin(hint) is tuple:
+        return "a list"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    return (
+        "null"
+        if hint is type(None)
+        else {int: "an integer", float: "a number", str: "a string"}.get(hint, f"a {getattr(hint, '__name__', hint)}")
+    )
 
 
 def _short(value: Any) -> str:

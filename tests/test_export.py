@@ -334,7 +334,7 @@ def test_crafted_study_name_and_classes_end_up_inert(study: Path, tmp_path: Path
         ("slot", 'block3_attn", __import__("os").system("touch PWNED"), ("', "is not a valid identifier"),
         ("params", {"reduction": '8); __import__("os").system("touch PWNED"); (1'}, "se.reduction must be a number"),
         ("params", {'reduction=8); __import__("os").system("touch PWNED"); (x': 1}, "se has no parameter"),
-        ("image_size", '32); __import__("os").system("touch PWNED"); (1', "image_size must be an integer"),
+        ("image_size", '32); __import__("os").system("touch PWNED"); (1', "data.image_size: must be an integer"),
         ("backbone", 'vgg11_bn"); __import__("os").system("touch PWNED"); ("', "unknown backbone"),
     ],
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import copy
 from pathlib import Path
 
@@ -189,3 +191,27 @@ def test_example_spaces_are_valid() -> None:
     assert len(files) >= 9
     for path in files:
         parse_space(read_yaml(path), check_data=False)  # their datasets live on other machines
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        (("train", "epochs"), "3", 'train.epochs: must be an integer, got "3"'),
+        (("train", "lr"), True, "train.lr: must be a number, got true"),
+        (("train", "augment"), "crop", 'train.augment: must be a list, got "crop"'),
+        (("data", "val_size"), 1.5, "data.val_size: must be an integer or null, got 1.5"),
+        (("backbone",), [], "candidate.backbone: must be a mapping, got []"),
+        (("seed",), "0", 'candidate.seed: must be an integer, got "0"'),
+    ],
+)
+def test_candidate_from_dict_names_a_value_of_the_wrong_type(where: tuple, value: object, message: str) -> None:
+    d = json.loads(json.dumps(Candidate().to_dict()))
+    assert Candidate.from_dict(d) == Candidate()
+    *parents, key = where
+    target = d
+    for name in parents:
+        target = target[name]
+    target[key] = value
+    with pytest.raises(ValueError) as caught:
+        Candidate.from_dict(d)
+    assert str(caught.value) == message

@@ -70,6 +70,13 @@ def _record_of_something_else(folder: Path, marker: Path) -> None:
     (folder / "trials" / "0" / "trial.json").write_text(json.dumps({"hello": "world"}))
 
 
+def _hand_edited_record(folder: Path, marker: Path) -> None:
+    path = folder / "trials" / "0" / "trial.json"
+    record = json.loads(path.read_text())
+    record["candidate"]["train"]["epochs"] = "3"  # a string where a number belongs
+    path.write_text(json.dumps(record))
+
+
 DAMAGE: dict[str, Callable[[Path, Path], None]] = {
     "missing trial.json": _missing_record,
     "truncated trial.json": _truncated_record,
@@ -77,13 +84,20 @@ DAMAGE: dict[str, Callable[[Path, Path], None]] = {
     "weights that run code": _weights_that_run_code,
     "foreign folder": _foreign_folder,
     "record of something else": _record_of_something_else,
+    "hand-edited record": _hand_edited_record,
 }
 # what each command reads: a damage a command never looks at is not its error to report
 READS = {
     "watch": {"truncated trial.json", "foreign folder", "record of something else"},
     "report": {"truncated trial.json", "foreign folder", "record of something else"},
     "export": set(DAMAGE),
-    "replay": {"missing trial.json", "truncated trial.json", "foreign folder", "record of something else"},
+    "replay": {
+        "missing trial.json",
+        "truncated trial.json",
+        "foreign folder",
+        "record of something else",
+        "hand-edited record",
+    },
 }
 
 
