@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "count_params", "measure_costs", "measure_latency"]
+__all__ = ["StepMemory", "count_flops", "count_params", "measure_costs", "measure_latency"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -118,35 +118,59 @@ def _latency_ms(model: nn.Module, image_size: int, batch_size: int, repeats: int
 def _train_memory_bytes(model: nn.Module, image_size: int, batch_size: int) -> int:
     device = _device_of(model)
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        # each storage once: views share memory, and weights saved for backward are not activations
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in weights:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        baseline = torch.cuda.memory_allocated(device)
     # a training step updates BatchNorm statistics: measuring must leave the model as it was
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     was_training = model.training
     model.train()
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = model(x).float().sum()
-        loss.backward()
+        with StepMemory(model) as memory:
+            model(x).float().sum().backward()
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
         with torch.no_grad():
             for name, b in model.named_buffers():
                 b.copy_(buffers[name])
-    activations = sum(saved.values())
-    if device.type == "cuda":
-        return max(activations, torch.cuda.max_memory_allocated(device) - baseline)
-    return activations
+    return memory.bytes
+
+
+class StepMemory:
+    """Around one training step (forward and backward): its activation memory in ``bytes`` afterwards.
+
+    Counts each storage autograd saves for backward once (views share memory), weights excepted. On CUDA the
+    allocator's peak over the step, less what was allocated before, is taken when larger: it also sees temporaries
+    freed before backward.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.device = _device_of(model)
+        self.weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.saved: dict[int, int] = {}
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+        self.baseline = 0
+        self.bytes = 0
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in self.weights:
+            self.saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    def __enter__(self) -> StepMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline = torch.cuda.memory_allocated(self.device)
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hooks.__exit__(*exc)
+        self.bytes = sum(self.saved.values())
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.bytes = max(self.bytes, torch.cuda.max_memory_allocated(self.device) - self.baseline)
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t

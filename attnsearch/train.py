@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .candidate import TrainRecipe
+from .costs import StepMemory
 from .data.dataset import Dataset
 from .data.loader import Batches, normalization
 
@@ -322,12 +323,15 @@ def _train(
             lr = learning_rate(step, total_steps=total, warmup_steps=warmup, peak=recipe.lr, schedule=recipe.schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with _StepMemory(model, device, run) if step == 0 else contextlib.nullcontext():
+            memory = StepMemory(model) if step == 0 else contextlib.nullcontext()
+            with memory:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = model(x)  # (B, classes)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+            if isinstance(memory, StepMemory):
+                run.memory_bytes = memory.bytes
             optimizer.step()
             loss_sum += loss.detach()
             step += 1
@@ -387,49 +391,6 @@ def _eval_batch(recipe: TrainRecipe) -> int:
     # no activations are kept for backward: twice the training batch fits, and at least 256 (a VGG16 at width
     # 0.25 scores 32x32 images about 10% faster on a 2-core CPU in batches of 256 than of 128)
     return max(2 * recipe.batch_size, 256)
-
-
-class _StepMemory:
-    """Measures one training step's activation memory: storages saved for backward, not counting the weights.
-
-    On CUDA the allocator's peak over the step (minus what was allocated before) is taken when it is larger: it
-    also sees temporaries that are freed before backward.
-    """
-
-    def __init__(self, model: nn.Module, device: torch.device, run: _Run) -> None:
-        self.weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        self.device, self.run = device, run
-        self.saved: dict[int, int] = {}
-        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
-        self.baseline = 0
-
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()  # each storage once: views share memory
-        if storage.data_ptr() not in self.weights:
-            self.saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    def __enter__(self) -> _StepMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.baseline = torch.cuda.memory_allocated(self.device)
-        self.hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.hooks.__exit__(*exc)
-        if exc[0] is not None:
-            return
-        memory = sum(self.saved.values())
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            memory = max(memory, torch.cuda.max_memory_allocated(self.device) - self.baseline)
-        self.run.memory_bytes = memory
-
-
-def _unpack(t: torch.Tensor) -> torch.Tensor:
-    return t
 
 
 def _evaluate(model: nn.Module, batches: Batches, bf16: bool) -> Evaluation:
