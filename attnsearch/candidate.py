@@ -66,6 +66,9 @@ class TrainRecipe:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     channels_last: bool = True
     epoch_val_size: int | None = None  # validation images scored after each epoch but the last; None = all
+    # the first epoch scored on validation: the ones before it (never the last) skip the pass, as no pruner looks
+    # at them; 1 = every epoch
+    first_val_epoch: int = 1
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,8 @@ class TrainSection(_Section):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
     epoch_val_size: PositiveInt | None = None  # validation images scored after each epoch but the last
+    # auto: validate only the epochs the pruner can act on, and the last; all: every epoch (learning curves)
+    epoch_val: Literal["auto", "all"] = "auto"
     seed: int = 0
 
 
@@ -246,6 +248,29 @@ class SearchSpace:
         return _as_list(self.config.backbone.name)
 
     @property
+    def pruner_warmup(self) -> int:
+        """Epochs the median pruner waits before it may stop a trial: half of them.
+
+        Early epochs of a brief training predict the final score poorly (bench search: r = 0.1 after epoch 1 on
+        its grid), so no trial is judged before half its epochs.
+        """
+        return self.config.train.epochs // 2
+
+    @property
+    def first_val_epoch(self) -> int:
+        """The first epoch a trial validates (and reports) after: the first the pruner can act on.
+
+        With ``train.epoch_val: all``, and under Hyperband (whose rungs start at epoch 1), every epoch; without a
+        pruner (as in every search with several objectives), the last epoch alone.
+        """
+        config = self.config
+        if config.train.epoch_val == "all" or config.search.pruner == "hyperband":
+            return 1
+        if config.search.pruner == "none":
+            return config.train.epochs
+        return max(1, self.pruner_warmup)
+
+    @property
     def directions(self) -> list[str]:
         return [o.direction for o in self.config.search.objectives]
 
@@ -309,6 +334,7 @@ class SearchSpace:
             precision=t.precision,
             channels_last=t.channels_last,
             epoch_val_size=t.epoch_val_size,
+            first_val_epoch=self.first_val_epoch,
         )
         return Candidate(
             backbone=BackboneSpec(backbone, float(pick("width", b.width)), pick("head", b.head), b.pretrained),

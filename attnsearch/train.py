@@ -183,17 +183,21 @@ def train_model(
     device: str | torch.device = "cpu",
     seed: int = 0,
     threads: int | None = None,
-    report: Callable[[int, float], bool] | None = None,
+    report: Callable[[int, float | None], bool] | None = None,
     should_stop: Callable[[], bool] | None = None,
     build_seconds: float = 0.0,
 ) -> TrainResult:
-    """Train ``model`` on ``dataset`` following ``recipe``, validating after every epoch.
+    """Train ``model`` on ``dataset`` following ``recipe``, validating after every epoch from
+    ``recipe.first_val_epoch`` on, and always after the last.
 
     The dataset is moved to ``device`` once (as uint8) and the model is moved there and trained in place.
     ``seed`` fixes batch order, augmentation and dropout (``torch.manual_seed``), not the initial weights: the
     caller built the model. ``report(epoch, val_acc)`` is called after each epoch's validation (epochs count
     from 1; epochs before the last score a fixed subset of ``recipe.epoch_val_size`` validation images when that
-    is set, the last epoch always the whole set); returning True stops the run as ``"pruned"``.
+    is set, the last epoch always the whole set); returning True stops the run as ``"pruned"``. An epoch before
+    ``recipe.first_val_epoch`` has no validation pass: it is reported as ``report(epoch, None)`` (progress only;
+    its answer is ignored) and its history entry holds None for the validation figures. Skipping a pass changes
+    nothing else (evaluation draws no random numbers).
     ``should_stop()`` is polled after every step; True stops the run as ``"failed"``/``"interrupted"``.
     ``threads`` sets torch's CPU threads for the run (restored afterwards). ``build_seconds`` is the caller's
     model-building time, passed through to ``timings``.
@@ -277,7 +281,7 @@ def _train(
     recipe: TrainRecipe,
     device: torch.device,
     seed: int,
-    report: Callable[[int, float], bool] | None,
+    report: Callable[[int, float | None], bool] | None,
     should_stop: Callable[[], bool] | None,
     run: _Run,
 ) -> None:
@@ -350,26 +354,29 @@ def _train(
         if stopped is not None:
             run.state, run.reason = "failed", stopped
             return
+        scored = epoch == epochs or epoch >= recipe.first_val_epoch
         eval_started = time.perf_counter()
-        evaluation = _evaluate(model, val if epoch == epochs else epoch_val, bf16)
-        val_seconds = time.perf_counter() - eval_started
+        evaluation = _evaluate(model, val if epoch == epochs else epoch_val, bf16) if scored else None
+        val_seconds = time.perf_counter() - eval_started if scored else 0.0
         run.eval_seconds += val_seconds
         run.history.append(
             {
                 "epoch": epoch,
                 "train_loss": train_loss,
-                "val_acc": evaluation.accuracy,
-                "val_top5": evaluation.top5,
-                "val_loss": evaluation.loss,
-                "val_images": evaluation.count,
+                "val_acc": evaluation.accuracy if evaluation else None,
+                "val_top5": evaluation.top5 if evaluation else None,
+                "val_loss": evaluation.loss if evaluation else None,
+                "val_images": evaluation.count if evaluation else 0,
                 "lr": lr,  # of the epoch's last step
                 "seconds": time.perf_counter() - started,
                 "val_seconds": val_seconds,
             }
         )
-        if report is not None and report(epoch, evaluation.accuracy):
-            run.state, run.reason = "pruned", "pruned"
-            return
+        if report is not None:
+            prune = report(epoch, evaluation.accuracy if evaluation else None)
+            if prune and evaluation is not None:
+                run.state, run.reason = "pruned", "pruned"
+                return
     run.state, run.reason = "complete", None
 
 
@@ -443,6 +450,8 @@ def _check_recipe(recipe: TrainRecipe) -> None:
         raise ValueError(f"steps must be at least 1, got {recipe.steps}")
     if recipe.warmup_epochs < 0:
         raise ValueError(f"warmup_epochs must not be negative, got {recipe.warmup_epochs}")
+    if recipe.first_val_epoch < 1:
+        raise ValueError(f"first_val_epoch must be at least 1, got {recipe.first_val_epoch}")
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -46,6 +46,7 @@ def patched(**sections) -> dict:
         ({"modules": {"se": {"reduction": "four"}}}, "modules.se.reduction: reduction must be int, got 'four'"),
         ({"train": {"epochs": -1}}, "train.epochs: must be greater than or equal to 1"),
         ({"train": {"epoch_val_size": 0}}, "train.epoch_val_size: must be greater than or equal to 1"),
+        ({"train": {"epoch_val": "some"}}, "train.epoch_val: must be 'auto' or 'all'"),
         ({"train": {"epochs": "3"}}, "train.epochs: must be a valid integer, got '3'"),
         ({"train": {"lr": {"low": 1}}}, "train.lr.high: required key is missing"),
         ({"train": {"lr": {"low": 1, "high": 0.1}}}, "train.lr: low (1) must be below high (0.1)"),
@@ -181,6 +182,40 @@ def test_suggest_makes_a_candidate_from_a_trial() -> None:
     assert candidate.train.epoch_val_size is None  # every validation image after every epoch, unless asked
     subset = parse_space(patched(train={"epoch_val_size": 16}), check_data=False)
     assert subset.suggest(optuna.trial.FixedTrial({"block3": "se", "block5": "eca"})).train.epoch_val_size == 16
+
+
+@pytest.mark.parametrize(
+    ("train", "search", "first"),
+    [
+        ({"epochs": 4}, {"pruner": "median"}, 2),  # the median pruner judges from half the epochs on
+        ({"epochs": 9}, {"pruner": "median"}, 4),
+        ({"epochs": 1}, {"pruner": "median"}, 1),
+        ({"epochs": 4, "epoch_val": "all"}, {"pruner": "median"}, 1),
+        ({"epochs": 4}, {"pruner": "hyperband"}, 1),  # its first rung is epoch 1
+        ({"epochs": 4}, {"pruner": "none"}, 4),  # nothing looks before the score
+    ],
+)
+def test_first_val_epoch_is_the_first_the_pruner_can_act_on(train: dict, search: dict, first: int) -> None:
+    from attnsearch.search.runner import make_pruner
+
+    space = parse_space(patched(train=train, search=search), check_data=False)
+    candidate = space.suggest(optuna.trial.FixedTrial({"block3": "se", "block5": "eca"}))
+    assert candidate.train.first_val_epoch == first
+    pruner = make_pruner(space)
+    if search["pruner"] == "median" and train.get("epoch_val") != "all":
+        # the pruner itself: no verdict at the epoch before, a verdict possible from first on
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        for value in (0.9, 0.8, 0.85):
+            done = study.ask()
+            for epoch in range(1, train["epochs"] + 1):
+                done.report(value, epoch)
+            study.tell(done, value)
+        poor = study.ask()
+        for epoch in range(1, first):
+            poor.report(0.1, epoch)
+            assert not poor.should_prune()
+        poor.report(0.1, first)
+        assert poor.should_prune() == (first < train["epochs"] or train["epochs"] == 1)
 
 
 def test_example_spaces_are_valid() -> None:

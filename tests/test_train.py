@@ -94,6 +94,41 @@ def test_epoch_val_size_scores_a_fixed_subset_before_the_last_epoch() -> None:
     assert [h["val_images"] for h in capped.history] == [100, 100]
 
 
+def test_epochs_before_first_val_epoch_skip_validation_and_change_nothing_else() -> None:
+    data = toy(n_train=128, n_val=64)
+    reported: list[tuple[int, float | None]] = []
+
+    def report(epoch: int, val_acc: float | None) -> bool:
+        reported.append((epoch, val_acc))
+        return val_acc is None  # an answer to a progress-only report is ignored: no pruning without a score
+
+    every = fit(vgg(), data, TrainRecipe(epochs=4, batch_size=32, lr=0.05))
+    late = fit(vgg(), data, TrainRecipe(epochs=4, batch_size=32, lr=0.05, first_val_epoch=3), report=report)
+    assert reported == [(h["epoch"], h["val_acc"]) for h in late.history]  # every epoch, for progress
+    assert [h["epoch"] for h in late.history] == [1, 2, 3, 4] and late.epochs_run == 4 and late.state == "complete"
+    for h in late.history[:2]:
+        assert (h["val_acc"], h["val_top5"], h["val_loss"], h["val_images"], h["val_seconds"]) == (
+            None,
+            None,
+            None,
+            0,
+            0.0,
+        )
+    assert [h["val_images"] for h in late.history[2:]] == [64, 64]
+    # evaluation draws no random numbers and leaves the weights alone: the same training, bit for bit
+    assert [h["train_loss"] for h in late.history] == [h["train_loss"] for h in every.history]
+    assert [h["val_acc"] for h in late.history[2:]] == [h["val_acc"] for h in every.history[2:]]
+    assert late.val_acc == every.val_acc and late.val_loss == every.val_loss
+    assert late.timings["eval"] < every.timings["eval"]
+    # past the last epoch: the last epoch is still the score
+    last_only = fit(vgg(), data, TrainRecipe(epochs=2, batch_size=32, lr=0.05, first_val_epoch=9))
+    assert [h["val_images"] for h in last_only.history] == [0, 64] and last_only.val_acc == last_only.history[-1][
+        "val_acc"
+    ]
+    with pytest.raises(ValueError, match="first_val_epoch must be at least 1"):
+        fit(vgg(), data, TrainRecipe(epochs=1, first_val_epoch=0))
+
+
 def test_first_step_memory_grows_with_the_batch() -> None:
     data = toy(n_train=128, n_val=32)
     small = fit(vgg(), data, TrainRecipe(epochs=1, batch_size=16, augment=()))

@@ -3,9 +3,10 @@
 The trials run through the same functions as ``attnsearch run``, in the same order, on a real Optuna study with
 its JournalStorage in a temporary folder: the runner's ask (``study.ask``, ``SearchSpace.suggest``, the trial's
 attributes, its "running" record), the worker (:func:`~attnsearch.search.worker.run_candidate`: build, costs,
-training with a validation pass per epoch), the pruner's report after each epoch, the runner's tell (which writes
-the final record) and the dashboard's share of the events. Nothing in the runner is changed: the pieces are timed
-from outside, training steps through the ``should_stop`` poll that ``train_model`` makes after every step.
+training with a validation pass after each epoch the pruner looks at, and the last), the pruner's report after
+each epoch, the runner's tell (which writes the final record) and the dashboard's share of the events. Nothing in
+the runner is changed: the pieces are timed from outside, training steps through the ``should_stop`` poll that
+``train_model`` makes after every step.
 
 A piece is *fixed* when it is not a training step. The first step of a trial counts as a training step for the
 median step's time; what it takes beyond that (the trainer's set-up, first-call kernel and allocator warm-up) is
@@ -194,9 +195,10 @@ def _one_trial(
     # the worker, with the stamps: after every step (should_stop), before and after every epoch's report
     stamps = _Stamps()
 
-    def report(epoch: int, value: float) -> bool:
+    def report(epoch: int, value: float | None) -> bool:  # as the runner's on_report
         stamps.report_begin.append(time.perf_counter())
-        trial.report(value, epoch)
+        if value is not None:  # None: an epoch that was not validated
+            trial.report(value, epoch)
         emit(
             Event(
                 "epoch",
@@ -205,7 +207,7 @@ def _one_trial(
                 {"epoch": epoch, "epochs": candidate.train.epochs, "value": value, "worker": {}},
             )
         )
-        prune = len(space.directions) == 1 and trial.should_prune()
+        prune = value is not None and len(space.directions) == 1 and trial.should_prune()
         stamps.report_end.append(time.perf_counter())
         return prune
 

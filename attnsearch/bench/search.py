@@ -4,7 +4,8 @@ A reference space small enough to enumerate (3 slots x 4 modules = 64 candidates
 eighth of its width) is trained once in full, every candidate's validation accuracy after each epoch cached on
 disk (keyed by a hash of the space and the torch version, so a rerun is cheap). Searches are then replayed from
 the cache: Optuna's own samplers and pruner, configured as ``attnsearch run`` configures them, in an in-memory
-study, seeing the cached scores epoch by epoch. As in the runner, a trial whose pruner says stop after an epoch
+study, seeing the cached scores of the epochs a trial validates (``SearchSpace.first_val_epoch`` on, and the
+last), epoch by epoch. As in the runner, a trial whose pruner says stop after an epoch
 is pruned (even after its last epoch), and a candidate proposed again reuses its recorded score at no cost.
 
 Compute is counted in epochs trained: a complete trial costs its epochs, a pruned one the epochs it ran. For each
@@ -170,7 +171,8 @@ def evaluate_grid(
         stored = json.loads(Path(cache).read_text(encoding="utf-8"))
         if key in stored:
             return SearchGrid.from_dict(stored[key]), True
-    parsed = parse_space({**space, "search": {"sampler": "grid"}})
+    # every epoch validated: the searches replayed from the grid pick the epochs their pruners look at
+    parsed = parse_space({**space, "train": {**space["train"], "epoch_val": "all"}, "search": {"sampler": "grid"}})
     dataset = load_dataset(parsed.data_spec())
     design = parsed.grid()
     points = []
@@ -291,6 +293,8 @@ def simulate_search(
         epochs, pruned = 0, False
         for epoch, value in enumerate(curve, start=1):
             epochs += 1
+            if epoch < space.first_val_epoch and epoch < len(curve):
+                continue  # a trial validates only the epochs its pruner can act on, and the last
             trial.report(value, epoch)
             if single and trial.should_prune():  # after every epoch, the last one included, as the runner asks
                 pruned = True

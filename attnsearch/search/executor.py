@@ -22,8 +22,9 @@ from .worker import Constraints, TrialOutcome, run_candidate
 
 __all__ = ["Executor", "Job", "LocalExecutor", "OnReport", "TrialSettings"]
 
-# (trial number, epoch, value, worker description) -> prune now?
-OnReport = Callable[[int, int, float, dict[str, Any]], bool]
+# (trial number, epoch, value, worker description) -> prune now? A value of None is progress alone: an epoch that
+# was not validated (TrainRecipe.first_val_epoch), whose answer nobody waits for
+OnReport = Callable[[int, int, float | None, dict[str, Any]], bool]
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,10 @@ def _worker_class() -> Any:
         def run(self, number: int, candidate: dict[str, Any], settings: TrialSettings) -> TrialOutcome:
             from .worker import run_candidate
 
-            def report(epoch: int, value: float) -> bool:
+            def report(epoch: int, value: float | None) -> bool:
+                if value is None:  # progress alone: no decision to wait for
+                    self.reports.put((number, epoch, value, self.worker))
+                    return False
                 answer = [threading.Event(), False]
                 self.answers[number] = answer
                 self.reports.put((number, epoch, value, self.worker))
@@ -224,9 +227,10 @@ class RayExecutor:
                 number, epoch, value, worker = self.reports.get_nowait()
             except Exception:  # ray.util.queue.Empty
                 return
+            prune = on_report(number, epoch, value, worker)
             actor = self.actors.get(number)
-            if actor is not None:
-                actor.decide.remote(number, on_report(number, epoch, value, worker))
+            if actor is not None and value is not None:
+                actor.decide.remote(number, prune)
 
     def stop(self) -> None:
         for actor in list(self.actors.values()):

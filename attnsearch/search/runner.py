@@ -91,9 +91,8 @@ def make_sampler(space: SearchSpace, offset: int = 0) -> optuna.samplers.BaseSam
 def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
     search = space.config.search
     if search.pruner == "median":
-        # Early epochs of a brief training predict the final score poorly (bench search: r = 0.1 after epoch 1 on its
-        # grid), so no trial is judged before half its epochs.
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=space.config.train.epochs // 2)
+        # trials validate from the first epoch the pruner may judge (SearchSpace.first_val_epoch)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=space.pruner_warmup)
     if search.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.config.train.epochs)
     return optuna.pruners.NopPruner()
@@ -330,18 +329,20 @@ def _loop(
     ran = 0
     interrupted: int | None = None
 
-    def on_report(number: int, epoch: int, value: float, worker: dict[str, Any]) -> bool:
+    def on_report(number: int, epoch: int, value: float | None, worker: dict[str, Any]) -> bool:
         entry = running[number]
         if worker != entry.worker:
             entry.worker = dict(worker)
-        entry.trial.report(value, epoch)
         epochs = entry.candidate.train.epochs
-        text = f"epoch {epoch}/{epochs}: val_acc {value:.2%}"
+        text = f"epoch {epoch}/{epochs}"
+        if value is not None:  # None: an epoch no pruner looks at, not validated
+            entry.trial.report(value, epoch)
+            text += f": val_acc {value:.2%}"
         if "node" in worker:  # under Ray: where the trial runs
             gpus = ",".join(worker.get("gpus", [])) or "none"
             text += f"  [{worker['host']} pid {worker['pid']}, gpu {gpus}]"
         emit(Event("epoch", number, text, {"epoch": epoch, "epochs": epochs, "value": value, "worker": entry.worker}))
-        return len(space.directions) == 1 and entry.trial.should_prune()
+        return value is not None and len(space.directions) == 1 and entry.trial.should_prune()
 
     with _ctrl_c(stop, executor.stop):
         while True:

@@ -85,7 +85,7 @@ def run_candidate(
     constraints: Constraints = Constraints(),
     repeats: int = 1,
     threads: int | None = None,
-    report: Callable[[int, float], bool] | None = None,
+    report: Callable[[int, float | None], bool] | None = None,
     should_stop: Callable[[], bool] | None = None,
     keep_weights: bool = False,
 ) -> TrialOutcome:
@@ -114,7 +114,7 @@ def _run_candidate(
     constraints: Constraints,
     repeats: int,
     threads: int | None,
-    report: Callable[[int, float], bool] | None,
+    report: Callable[[int, float | None], bool] | None,
     should_stop: Callable[[], bool] | None,
     keep_weights: bool,
 ) -> TrialOutcome:

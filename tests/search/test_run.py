@@ -63,6 +63,9 @@ def test_tiny_space_end_to_end(tmp_path: Path) -> None:
         assert t["state"] == "complete" and t["reason"] is None
         assert 0 <= t["metrics"]["val_acc"] <= 1 and t["metrics"]["params"] > 0 and t["metrics"]["flops"] > 0
         assert len(t["history"]) == 2 and t["candidate"]["backbone"]["name"] == "vgg11_bn"
+        # no pruner looks at epoch 1 (pruner: none): only the last epoch, the score, is validated
+        assert t["candidate"]["train"]["first_val_epoch"] == 2
+        assert [h["val_images"] for h in t["history"]] == [0, 64] and t["history"][0]["val_acc"] is None
         assert t["versions"]["torch"] == torch.__version__ and t["worker"]["device"] == "cpu"
         assert set(t["timings"]) >= {"build", "costs", "train", "eval"}
     # the log: one plain line per event, and the leaderboard at the end
