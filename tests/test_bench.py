@@ -166,7 +166,8 @@ def test_bench_search_on_a_hand_made_grid() -> None:
         assert all(v >= 0 for v in method.regret.values())
         assert len(method.per_seed_compute_to_target) == 3
         assert method.reached == sum(math.isfinite(c) for c in method.per_seed_compute_to_target)
-        assert all(c <= 24 for c in method.per_seed_compute_to_target if math.isfinite(c))
+        # a search starts trials while it has spent less than the grid's compute: the last may end 3 epochs past it
+        assert all(c < 24 + 3 for c in method.per_seed_compute_to_target if math.isfinite(c))
 
 
 def test_quick_grid_is_trained_once_then_read_from_the_cache(tmp_path: Path) -> None:

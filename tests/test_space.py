@@ -187,8 +187,9 @@ def test_suggest_makes_a_candidate_from_a_trial() -> None:
 @pytest.mark.parametrize(
     ("train", "search", "first"),
     [
-        ({"epochs": 4}, {"pruner": "median"}, 2),  # the median pruner judges from half the epochs on
-        ({"epochs": 9}, {"pruner": "median"}, 4),
+        ({"epochs": 4}, {"pruner": "median"}, 3),  # the median pruner judges from 3/4 of the epochs on
+        ({"epochs": 9}, {"pruner": "median"}, 6),
+        ({"epochs": 2}, {"pruner": "median"}, 1),
         ({"epochs": 1}, {"pruner": "median"}, 1),
         ({"epochs": 4, "epoch_val": "all"}, {"pruner": "median"}, 1),
         ({"epochs": 4}, {"pruner": "hyperband"}, 1),  # its first rung is epoch 1

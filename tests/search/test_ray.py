@@ -57,7 +57,11 @@ def records(folder: Path) -> list[dict]:
 
 
 def test_two_workers_run_the_study_like_the_local_executor(tmp_path: Path) -> None:
-    run_search(parse_space(space()), results=tmp_path / "ray", keep_weights=3)
+    events = []
+    run_search(parse_space(space()), results=tmp_path / "ray", keep_weights=3, on_event=events.append)
+    # pruner none: epoch 1 is not validated, yet reaches the driver as progress (without a wait for an answer)
+    epochs = sorted((e.trial, e.data["epoch"], e.data["value"] is None) for e in events if e.kind == "epoch")
+    assert epochs == [(n, epoch, epoch == 1) for n in range(3) for epoch in (1, 2)]
     local = space(execution={"executor": "local"})
     run_search(parse_space(local), results=tmp_path / "local", keep_weights=3)
     on_ray, here = records(tmp_path / "ray" / "rayt"), records(tmp_path / "local" / "rayt")
