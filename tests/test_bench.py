@@ -83,6 +83,20 @@ def test_overhead_times_every_piece_of_a_real_trial(tmp_path: Path) -> None:
     assert set(bench.per_run_ms) == {"load dataset", "open study"}
 
 
+def test_overhead_measures_whole_trials_even_when_the_pruner_says_stop(tmp_path: Path, monkeypatch) -> None:
+    import optuna
+
+    asked = []
+    monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: asked.append(1) or True)
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    bench = bench_overhead(space_file=space, trials=2, epochs=2)
+    assert len(asked) == 4  # asked after both epochs of both trials (2 epochs: the pruner judges from epoch 1)
+    before_last = next(p for p in bench.parts if p.part == "evaluation, epochs before the last")
+    assert all(ms > 0 for ms in before_last.per_trial)  # both trials went on past epoch 1
+    assert bench.steps == 4
+
+
 # ------------------------------------------------------------------------------------------------ search
 
 FAKE_SPACE = {
@@ -241,7 +255,8 @@ def test_bench_overhead_table_weighs_the_goal_both_ways(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     # a tiny trial is mostly fixed cost: both verdicts must say so
-    assert any(line.startswith("fixed: ") and line.endswith("not met") for line in lines)
-    assert any(line.startswith("fixed, the score's pass counted as work: ") and "not met" in line for line in lines)
+    assert any(line.startswith("fixed, every evaluation counted: ") and line.endswith("not met") for line in lines)
+    reading = "fixed, the score's pass counted as work (the goal's reading): "
+    assert any(line.startswith(reading) and line.endswith("not met") for line in lines)
     assert any(line.startswith("without any evaluation: ") for line in lines)
     assert "evaluation, last epoch (the score)" in result.stdout

@@ -8,6 +8,10 @@ each epoch, the runner's tell (which writes the final record) and the dashboard'
 the runner is changed: the pieces are timed from outside, training steps through the ``should_stop`` poll that
 ``train_model`` makes after every step.
 
+The pruner is asked after each validated epoch, as in a run, but its answer is not followed: every trial measured
+runs all its epochs, so that the medians compare like with like (a pruned trial's last look would pass for a
+score).
+
 A piece is *fixed* when it is not a training step. The first step of a trial counts as a training step for the
 median step's time; what it takes beyond that (the trainer's set-up, first-call kernel and allocator warm-up) is
 the "first-batch warm-up".
@@ -207,9 +211,10 @@ def _one_trial(
                 {"epoch": epoch, "epochs": candidate.train.epochs, "value": value, "worker": {}},
             )
         )
-        prune = value is not None and len(space.directions) == 1 and trial.should_prune()
+        if value is not None and len(space.directions) == 1:
+            trial.should_prune()  # asked and timed, not obeyed: every trial measured is a whole one
         stamps.report_end.append(time.perf_counter())
-        return prune
+        return False
 
     def should_stop() -> bool:
         if device.type == "cuda":
