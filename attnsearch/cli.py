@@ -703,13 +703,9 @@ def bench_overhead_command(
     goal = c["goal"]
     score = next(p.milliseconds for p in result.parts if p.part == SCORE_PART)
     for label, share, ms in (
-        ("fixed, every evaluation counted", result.fixed_share, result.fixed_ms),
-        # the reading the README explains: the pass that scores the trial is its measurement, not overhead
-        (
-            "fixed, the score's pass counted as work (the goal's reading)",
-            result.fixed_share_score_as_work,
-            result.fixed_ms - score,
-        ),
+        ("fixed, every evaluation counted", result.fixed_share, result.fixed_ms),  # the goal as the issue sets it
+        # the pass that scores the trial is its measurement: the figure without it, for comparison
+        ("fixed, the score's pass counted as work", result.fixed_share_score_as_work, result.fixed_ms - score),
     ):
         met = share < goal["share"] and ms < goal["milliseconds"]
         click.echo(

@@ -30,9 +30,32 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """
     meta = {name: torch.empty_like(t, device="meta") for name, t in (*model.named_parameters(), *model.named_buffers())}
     x = torch.zeros(input_shape, device="meta")
-    with _eval(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with _eval(model), _norms_skipped(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
         functional_call(model, meta, (x,))
     return int(counter.get_total_flops())
+
+
+class _norms_skipped:
+    """Batch norm layers pass their input through for a block.
+
+    The counter gives batch norm no FLOPs (it counts matrix products and convolutions), and on the meta device it
+    is the slowest op: a VGG16-BN is counted in about 30 ms instead of 70 without it. Shapes are unchanged.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def __enter__(self) -> None:
+        for norm in self.norms:
+            norm.forward = _passthrough  # type: ignore[method-assign]
+
+    def __exit__(self, *exc: object) -> None:
+        for norm in self.norms:
+            del norm.forward
+
+
+def _passthrough(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def measure_costs(

@@ -39,6 +39,26 @@ def test_vgg16_flops_and_params() -> None:
     assert set(costs) == {"params", "flops"}  # no timing unless asked
 
 
+@pytest.mark.parametrize(("backbone", "slot"), [("vgg11_bn", "block3"), ("densenet121", "denseblock2_layers")])
+def test_batch_norm_models_count_their_convolutions_and_are_left_as_they_were(backbone: str, slot: str) -> None:
+    torch.manual_seed(0)
+    model = a.build_model(backbone, {slot: "se"}, num_classes=10, width=0.25, head="compact", image_size=32)
+    model.train()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        model(x)  # running statistics away from their initial values
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+    # batch norm adds no FLOPs to the count: the convolutions and linear layers (SE's included) are all of it
+    assert count_flops(model, (1, 3, 32, 32)) == conv_linear_flops(model, 32)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all("forward" not in vars(m) for m in norms)  # the class's forward again
+    assert not model.training  # the mode it was in
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+
+
 def test_attention_matmuls_are_counted() -> None:
     c, h, w, r = 64, 8, 6, 8
     n = h * w
