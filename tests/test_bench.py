@@ -83,6 +83,37 @@ def test_overhead_times_every_piece_of_a_real_trial(tmp_path: Path) -> None:
     assert set(bench.per_run_ms) == {"load dataset", "open study"}
 
 
+def test_overhead_dashboard_probe_draws_a_frame_per_tick_with_changes(tmp_path: Path) -> None:
+    import time
+
+    import yaml
+
+    from attnsearch.bench.overhead import _DashboardProbe
+    from attnsearch.search.runner import Event
+    from attnsearch.space import parse_space
+
+    probe = _DashboardProbe.create(parse_space(yaml.safe_load(TINY_SPACE)), tmp_path)
+    assert probe is not None and probe.tick == 0.25  # the live view's 4 ticks a second
+    probe.tick = 0.5  # wider ticks: a slow moment in the test cannot split them
+
+    def next_tick() -> None:
+        time.sleep(probe.tick - time.perf_counter() % probe.tick + 0.02)
+
+    next_tick()
+    probe(Event("note", text="first"))  # the run event's tick is over: its frame is drawn now
+    assert probe.frames == 1 and probe.header_seconds > 0
+    next_tick()
+    for i in range(3):  # one tick, one frame, drawn when a later tick begins
+        probe(Event("note", text=f"burst {i}"))
+    assert probe.frames == 2
+    next_tick()
+    probe(Event("note", text="later"))
+    assert probe.frames == 3 and probe.spent > probe.seconds > 0
+    # the clock redraws the header in the seconds without a frame: 10 seconds, 3 frames
+    assert probe.clock_seconds(10.0) == pytest.approx(7 * probe.header_seconds)
+    assert probe.frames == 0
+
+
 def test_overhead_measures_whole_trials_even_when_the_pruner_says_stop(tmp_path: Path, monkeypatch) -> None:
     import optuna
 

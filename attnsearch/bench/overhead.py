@@ -184,7 +184,7 @@ def _one_trial(
     emit = dashboard if dashboard is not None else _ignore
     store.seconds = 0.0
     if dashboard is not None:
-        dashboard.seconds = 0.0
+        dashboard.seconds = dashboard.spent = 0.0
     # ask: what the runner's loop does from counting finished trials to submitting the job
     t0 = time.perf_counter()
     sum(counts_towards_target(t) for t in study.get_trials(deepcopy=False))
@@ -321,15 +321,23 @@ class _TimedStore:
 class _DashboardProbe:
     """The live dashboard's work for the events of a run: the real :class:`LiveDashboard` on an off-screen console.
 
-    Each event is applied to its state and a frame drawn at once (the live view's ticker draws at most four times
-    a second, so several events often share one frame: one frame per event is an upper bound). Unchanged panels
-    are reused, as on screen. The clock redraws the header once a second: :meth:`clock_seconds` counts it.
+    As on screen, each event changes the state at once, and a frame is drawn per tick of the view's ticker
+    (``refresh_per_second`` ticks a second) in which the state changed: the events of one tick (a trial's end, the
+    best so far and the next trial's start come within milliseconds) share a frame. The probe draws a tick's
+    frame when the first event of a later tick arrives, so every frame is drawn, and timed, once. Unchanged
+    panels are reused, as on screen. In each second without a frame the clock redraws the header alone:
+    :meth:`clock_seconds` counts those.
     """
 
     def __init__(self, dashboard: Any, console: Any) -> None:
         self.dashboard = dashboard
         self.console = console
-        self.seconds = 0.0
+        self.seconds = 0.0  # the dashboard's work
+        self.spent = 0.0  # all the time spent in the probe: its work and its measurement of the header
+        self.tick = 1.0 / dashboard.refresh_per_second
+        self.pending: int | None = None  # the tick whose changes wait for their frame
+        self.frames = 0  # frames drawn since the last clock_seconds
+        self.header_seconds = 0.0  # a header-only redraw, timed after the latest frame
 
     @classmethod
     def create(cls, space: Any, folder: Path) -> _DashboardProbe | None:
@@ -349,26 +357,40 @@ class _DashboardProbe:
         return probe
 
     def __call__(self, event: Any) -> None:
-        t0 = time.perf_counter()
+        began = t0 = time.perf_counter()
+        tick = int(t0 / self.tick)
+        if self.pending is not None and self.pending != tick:  # the ticker drew the earlier tick's frame
+            self._draw()
+            self.frames += 1
+            self.seconds += time.perf_counter() - t0
+            self._time_header()  # on a frame that is up to date: a measurement, not the dashboard's work
+            t0 = time.perf_counter()
         self.dashboard.on_event(event)
-        self._draw()
-        self.seconds += time.perf_counter() - t0
+        self.pending = tick
+        end = time.perf_counter()
+        self.seconds += end - t0
+        self.spent += end - began
 
     def _draw(self) -> None:
         self.console.print(self.dashboard._frame)  # what Live draws: the frame, its unchanged panels reused
         self.console.file.seek(0)
         self.console.file.truncate()
 
-    def clock_seconds(self, trial_seconds: float) -> float:
-        """One header-only redraw (the clock moved on a second), times the seconds the trial lasted."""
-        self.dashboard._frame.second = -1
+    def _time_header(self) -> None:
+        self.dashboard._frame.second = -1  # the clock moved on: the header alone is drawn again
         t0 = time.perf_counter()
         self._draw()
-        return (time.perf_counter() - t0) * trial_seconds
+        self.header_seconds = time.perf_counter() - t0
+
+    def clock_seconds(self, trial_seconds: float) -> float:
+        """The header-only redraws (the clock moved on a second) of the trial's seconds without a frame."""
+        redraws, self.frames = max(0.0, trial_seconds - self.frames), 0
+        return self.header_seconds * redraws
 
 
 def _dashboard_seconds(dashboard: _DashboardProbe | None) -> float:
-    return dashboard.seconds if dashboard is not None else 0.0
+    """The time spent in the probe so far, taken out of the piece whose events it drew."""
+    return dashboard.spent if dashboard is not None else 0.0
 
 
 def _ignore(event: Any) -> None:
