@@ -18,7 +18,9 @@ import contextlib
 import gc
 import itertools
 import math
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -290,7 +292,7 @@ def _train(
     data = dataset.to(device)
     if data.train_x.shape[0] == 0 or data.val_x.shape[0] == 0:
         raise ValueError(f"dataset {data.name!r} needs training and validation images")
-    mean, std = normalization(data.train_x)
+    mean, std = _normalization(data.train_x)
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     n = data.train_x.shape[0]
@@ -378,6 +380,26 @@ def _train(
                 run.state, run.reason = "pruned", "pruned"
                 return
     run.state, run.reason = "complete", None
+
+
+_NORMALIZATIONS: list[tuple[weakref.ref[torch.Tensor], int, torch.Tensor, torch.Tensor]] = []
+_NORMALIZATIONS_LOCK = threading.Lock()
+
+
+def _normalization(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`normalization` of ``images``, kept while that very tensor lives unchanged (its version counter).
+
+    The trials of a run train on one dataset: its statistics are counted once, not once a trial.
+    """
+    with _NORMALIZATIONS_LOCK:
+        for ref, version, mean, std in _NORMALIZATIONS:
+            if ref() is images and version == images._version:
+                return mean, std
+    mean, std = normalization(images)
+    with _NORMALIZATIONS_LOCK:
+        alive = [entry for entry in _NORMALIZATIONS if entry[0]() is not None][-3:]
+        _NORMALIZATIONS[:] = [*alive, (weakref.ref(images), images._version, mean, std)]
+    return mean, std
 
 
 def _epoch_subset(data: Dataset, recipe: TrainRecipe, mean: torch.Tensor, std: torch.Tensor) -> Batches | None:

@@ -129,6 +129,25 @@ def test_epochs_before_first_val_epoch_skip_validation_and_change_nothing_else()
         fit(vgg(), data, TrainRecipe(epochs=1, first_val_epoch=0))
 
 
+def test_normalization_is_counted_once_per_unchanged_image_tensor(monkeypatch) -> None:
+    counted: list[int] = []
+    real = train_module.normalization
+    monkeypatch.setattr(train_module, "normalization", lambda x: counted.append(id(x)) or real(x))
+    data = toy(n_train=64, n_val=32)
+    recipe = TrainRecipe(epochs=1, batch_size=32, augment=())
+    first = fit(vgg(), data, recipe)
+    again = fit(vgg(), data, recipe)
+    assert len(counted) == 1 and first.val_acc == again.val_acc  # the same statistics, counted once
+    data.train_x[0] = 255 - data.train_x[0]  # changed in place: counted again, with the change
+    changed = fit(vgg(), data, recipe)
+    assert len(counted) == 2
+    mean, std = train_module._normalization(data.train_x)
+    assert torch.equal(mean, real(data.train_x)[0]) and torch.equal(std, real(data.train_x)[1])
+    other = toy(n_train=64, n_val=32, seed=1)  # another tensor: its own statistics
+    fit(vgg(), other, recipe)
+    assert len(counted) == 3 and changed.state == "complete"
+
+
 def test_first_step_memory_grows_with_the_batch() -> None:
     data = toy(n_train=128, n_val=32)
     small = fit(vgg(), data, TrainRecipe(epochs=1, batch_size=16, augment=()))
