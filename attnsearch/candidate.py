@@ -70,6 +70,10 @@ class TrainRecipe:
     # at them; 1 = every epoch
     first_val_epoch: int = 1
 
+    def validates(self, epoch: int, epochs: int) -> bool:
+        """Whether epoch ``epoch`` (from 1) of ``epochs`` ends with a validation pass: the last always does."""
+        return epoch == epochs or epoch >= self.first_val_epoch
+
 
 @dataclass(frozen=True)
 class Candidate:

@@ -356,7 +356,7 @@ def _train(
         if stopped is not None:
             run.state, run.reason = "failed", stopped
             return
-        scored = epoch == epochs or epoch >= recipe.first_val_epoch
+        scored = recipe.validates(epoch, epochs)
         eval_started = time.perf_counter()
         evaluation = _evaluate(model, val if epoch == epochs else epoch_val, bf16) if scored else None
         val_seconds = time.perf_counter() - eval_started if scored else 0.0

@@ -177,7 +177,7 @@ def _one_trial(
     """One trial, the runner's way; returns milliseconds per piece and the training steps it took."""
     import torch
 
-    from ..search.runner import ATTR, Event, counts_towards_target, tell_trial, trial_record
+    from ..search.runner import ATTR, Event, counts_towards_target, judge_epoch, tell_trial, trial_record
     from ..search.store import timestamp
     from ..search.worker import run_candidate
 
@@ -201,8 +201,8 @@ def _one_trial(
 
     def report(epoch: int, value: float | None) -> bool:  # as the runner's on_report
         stamps.report_begin.append(time.perf_counter())
-        if value is not None:  # None: an epoch that was not validated
-            trial.report(value, epoch)
+        # asked and timed, not obeyed: every trial measured is a whole one
+        judge_epoch(trial, epoch, value, single_objective=len(space.directions) == 1)
         emit(
             Event(
                 "epoch",
@@ -211,8 +211,6 @@ def _one_trial(
                 {"epoch": epoch, "epochs": candidate.train.epochs, "value": value, "worker": {}},
             )
         )
-        if value is not None and len(space.directions) == 1:
-            trial.should_prune()  # asked and timed, not obeyed: every trial measured is a whole one
         stamps.report_end.append(time.perf_counter())
         return False
 

@@ -283,7 +283,7 @@ def simulate_search(
     compute = 0
     while compute < max_compute and len(trace.trials) < max_trials and not (stop is not None and stop(trace)):
         trial = study.ask()
-        space.suggest(trial)  # the trial's parameters, drawn exactly as in a run
+        recipe = space.suggest(trial).train  # the trial's parameters, drawn exactly as in a run
         key = _params_key(trial.params)
         if key in recorded:
             study.tell(trial, recorded[key])
@@ -293,7 +293,7 @@ def simulate_search(
         epochs, pruned = 0, False
         for epoch, value in enumerate(curve, start=1):
             epochs += 1
-            if epoch < space.first_val_epoch and epoch < len(curve):
+            if not recipe.validates(epoch, len(curve)):
                 continue  # a trial validates only the epochs its pruner can act on, and the last
             trial.report(value, epoch)
             if single and trial.should_prune():  # after every epoch, the last one included, as the runner asks

@@ -34,6 +34,7 @@ __all__ = [
     "RunInterrupted",
     "RunResult",
     "counts_towards_target",
+    "judge_epoch",
     "make_pruner",
     "make_sampler",
     "open_study",
@@ -86,6 +87,15 @@ def make_sampler(space: SearchSpace, offset: int = 0) -> optuna.samplers.BaseSam
     if search.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)  # random, and grid/ablation (whose trials are all enqueued)
+
+
+def judge_epoch(trial: optuna.Trial, epoch: int, value: float | None, *, single_objective: bool) -> bool:
+    """Report a trial's epoch to its pruner and ask whether to stop it; an epoch without a score (``None``, not
+    validated) is neither reported nor judged. Optuna prunes single-objective studies only."""
+    if value is None:
+        return False
+    trial.report(value, epoch)
+    return single_objective and trial.should_prune()
 
 
 def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
@@ -336,13 +346,13 @@ def _loop(
         epochs = entry.candidate.train.epochs
         text = f"epoch {epoch}/{epochs}"
         if value is not None:  # None: an epoch no pruner looks at, not validated
-            entry.trial.report(value, epoch)
             text += f": val_acc {value:.2%}"
         if "node" in worker:  # under Ray: where the trial runs
             gpus = ",".join(worker.get("gpus", [])) or "none"
             text += f"  [{worker['host']} pid {worker['pid']}, gpu {gpus}]"
+        prune = judge_epoch(entry.trial, epoch, value, single_objective=len(space.directions) == 1)
         emit(Event("epoch", number, text, {"epoch": epoch, "epochs": epochs, "value": value, "worker": entry.worker}))
-        return value is not None and len(space.directions) == 1 and entry.trial.should_prune()
+        return prune
 
     with _ctrl_c(stop, executor.stop):
         while True:
