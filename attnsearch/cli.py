@@ -571,7 +571,7 @@ def _check_bench_device(device: str) -> None:
 @click.option("--width", type=click.FloatRange(min=0, min_open=True), default=0.25, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Steps per round.")
-@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True, help="Alternating rounds.")
+@click.option("--rounds", type=click.IntRange(min=1), default=15, show_default=True, help="Alternating rounds.")
 @click.option(
     "--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader worker processes."
 )

@@ -113,6 +113,36 @@ def test_channels_last_when_asked() -> None:
     assert xb.is_contiguous()
 
 
+@pytest.mark.parametrize("augment", [(), ("crop", "flip")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channels_last_gives_the_same_values(augment: tuple[str, ...], dtype: torch.dtype) -> None:
+    x = images(40)
+    mean, std = normalization(x)
+
+    def epoch(channels_last: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        batches = Batches(
+            x,
+            torch.arange(40),
+            16,
+            mean=mean,
+            std=std,
+            augment=augment,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(5),
+            channels_last=channels_last,
+            dtype=dtype,
+        )
+        return list(batches)
+
+    for (a, ya), (b, yb) in zip(epoch(True), epoch(False), strict=True):
+        assert a.dtype == b.dtype == dtype and a.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(ya, yb) and torch.equal(a, b)  # bit for bit: the layout changes no value
+        expected = (x[ya].float() - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+        if not augment:  # (x - mean) / std, to the precision of the dtype
+            tol = 1e-5 if dtype == torch.float32 else 1e-2
+            torch.testing.assert_close(a.float(), expected.to(dtype).float(), rtol=tol, atol=tol)
+
+
 def test_rejects_bad_arguments() -> None:
     x = images(8)
     with pytest.raises(ValueError, match="unknown augmentation"):

@@ -90,7 +90,7 @@ def bench_trainer(
     image_size: int = 32,
     batch_size: int = 64,
     steps: int = 20,
-    rounds: int = 5,
+    rounds: int = 15,
     threads: int | None = None,
     workers: int = 2,
     persistent_workers: bool = True,

@@ -135,10 +135,11 @@ class Batches:
                 x = _crop(x, offsets[start : start + self.batch_size])
             if flips is not None:
                 x = torch.where(flips[start : start + self.batch_size].view(-1, 1, 1, 1), x.flip(3), x)
+            x = x.to(torch.float32) * self._scale + self._shift
             if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)  # elementwise ops below keep the layout
-            x = (x.to(torch.float32) * self._scale + self._shift).to(self.dtype)
-            yield x, self.labels[index]
+                # after normalising: the per-channel broadcast is about 5x slower on a channels-last tensor
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x.to(self.dtype), self.labels[index]
 
 
 def _crop(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
