@@ -76,8 +76,9 @@ def test_overhead_times_every_piece_of_a_real_trial(tmp_path: Path) -> None:
     assert bench.training_ms > 0
     for part in bench.parts:
         assert len(part.per_trial) == 2 and all(math.isfinite(v) for v in part.per_trial)
-        if part.part != "first-batch warm-up and set-up":  # a noisy first step may beat the median one
-            assert part.milliseconds >= 0
+        assert part.milliseconds >= 0
+    # a first step faster than the median one (a noisy machine) counts as training: no negative warm-up
+    assert min(next(p for p in bench.parts if p.part.startswith("first-batch")).per_trial) >= 0
     assert bench.fixed_ms == pytest.approx(sum(p.milliseconds for p in bench.parts))
     assert 0 < bench.fixed_share_without_eval < bench.fixed_share_score_as_work < bench.fixed_share < 1
     assert set(bench.per_run_ms) == {"load dataset", "open study"}

@@ -239,9 +239,11 @@ def _one_trial(
     worker_dashboard = _dashboard_seconds(dashboard) - worker_dashboard
     timings = outcome.timings
     step_times, first = stamps.split(called + timings["build"] + timings["costs"])
-    median_step = statistics.median(step_times) if step_times else first
-    training = sum(step_times) + median_step
-    warm_up = first - median_step
+    # the first step counts as training up to a typical step's time, and as warm-up beyond it (a first step that
+    # a noisy machine ran faster than the median is all training: never a negative warm-up)
+    first_as_training = min(first, statistics.median(step_times)) if step_times else first
+    training = sum(step_times) + first_as_training
+    warm_up = first - first_as_training
     report_seconds = sum(e - b for b, e in zip(stamps.report_begin, stamps.report_end, strict=True))
     report_seconds -= worker_dashboard  # the epoch events' dashboard time is the dashboard's
     accounted = timings["build"] + timings["costs"] + first + sum(step_times) + timings["eval"] + report_seconds
