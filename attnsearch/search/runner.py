@@ -91,11 +91,12 @@ def make_sampler(space: SearchSpace, offset: int = 0) -> optuna.samplers.BaseSam
 
 def judge_epoch(trial: optuna.Trial, epoch: int, value: float | None, *, single_objective: bool) -> bool:
     """Report a trial's epoch to its pruner and ask whether to stop it; an epoch without a score (``None``, not
-    validated) is neither reported nor judged. Optuna prunes single-objective studies only."""
-    if value is None:
+    validated) is neither reported nor judged. Optuna reports and prunes single-objective studies only (``report``
+    raises NotImplementedError in a multi-objective one)."""
+    if value is None or not single_objective:
         return False
     trial.report(value, epoch)
-    return single_objective and trial.should_prune()
+    return trial.should_prune()
 
 
 def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:

@@ -340,3 +340,15 @@ def test_self_attention_on_a_large_map_is_judged_by_its_cost(tmp_path: Path) -> 
     assert trial["state"] == "infeasible" and trial["reason"].startswith("flops ")
     assert trial["metrics"]["flops"] > 2 * 50_176**2 * 8  # the quadratic attention term is in the count
     assert time.monotonic() - started < 60
+
+
+def test_two_objectives_train_and_give_a_pareto_front(tmp_path: Path) -> None:
+    objectives = [{"metric": "val_acc", "direction": "maximize"}, {"metric": "params", "direction": "minimize"}]
+    path = space_file(tmp_path, search={"sampler": "nsga2", "n_trials": 2, "pruner": "none", "objectives": objectives})
+    done = run(str(path), "--results", str(tmp_path / "r"))
+    assert done.exit_code == 0, done.output
+    trials = records(tmp_path / "r" / "tiny")
+    # Optuna's Trial.report raises in a multi-objective study: the last epoch's score must not be reported to it
+    assert [t["state"] for t in trials] == ["complete", "complete"], [t["reason"] for t in trials]
+    summary = json.loads((tmp_path / "r" / "tiny" / "summary.json").read_text())
+    assert summary["pareto"] and all(len(row["values"]) == 2 for row in summary["pareto"])
