@@ -38,7 +38,8 @@ from .search.records import (
     trial_score,
 )
 from .search.store import ResultsStore, atomic_write, timestamp
-from .search.worker import TrialOutcome, resolve_device, run_candidate
+from .device import resolve_device
+from .search.worker import TrialOutcome, run_candidate
 from .yamlfile import YamlError, read_yaml
 
 __all__ = ["CUDA_TOLERANCE", "OVERRIDES", "ReplayResult", "ranking_agreement", "replay_trials", "spearman"]

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .device import DEVICE_PATTERN
+from .errors import AttnsearchError
 from .candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec, TrainRecipe
 from .yamlfile import YamlError, read_yaml
 
@@ -25,7 +27,7 @@ GRID_LIMIT = 10_000  # candidates `sampler: grid` enumerates without --force
 SCALAR = Union[bool, int, float, str, None]  # noqa: UP007  (pydantic reads it at run time on Python 3.10)
 
 
-class SpaceError(ValueError):
+class SpaceError(AttnsearchError):
     """A space file that cannot be used; the message is one line starting with the YAML path."""
 
 
@@ -131,7 +133,7 @@ class SearchSection(_Section):
 
 class ExecutionSection(_Section):
     executor: Literal["local", "ray"] = "local"
-    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")] = "auto"
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
     address: str | None = None
     gpus_per_trial: NonNegFloat = 0.0
     cpus_per_trial: PositiveFloat = 1.0

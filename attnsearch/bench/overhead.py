@@ -89,7 +89,8 @@ def bench_overhead(
 
     from ..data import load_dataset
     from ..search.runner import open_study
-    from ..search.worker import Constraints, resolve_device
+    from ..device import resolve_device
+    from ..search.worker import Constraints
     from ..space import parse_space
     from ..yamlfile import read_yaml
 

@@ -76,7 +76,7 @@ def _worker_class() -> Any:
             import torch
 
             from ..data import load_dataset
-            from .worker import resolve_device
+            from ..device import resolve_device
 
             torch.set_num_threads(threads)  # Ray gives a 1-CPU worker one thread; we give it its CPU share
             self.device = resolve_device(device)

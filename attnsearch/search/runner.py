@@ -26,7 +26,8 @@ from ..candidate import Candidate
 from ..space import SearchSpace
 from .store import RETRY_REASONS, ResultsStore, StoreError, timestamp
 from .executor import Executor, Job, LocalExecutor, TrialSettings
-from .worker import Constraints, TrialOutcome, resolve_device
+from ..device import resolve_device
+from .worker import Constraints, TrialOutcome
 
 __all__ = [
     "ATTR",

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..errors import AttnsearchError
+
 __all__ = ["RETRY_REASONS", "ResultsStore", "StoreError", "atomic_write", "timestamp"]
 
 JOURNAL = "journal.log"
@@ -39,7 +41,7 @@ def timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-class StoreError(ValueError):
+class StoreError(AttnsearchError):
     """A results folder that cannot be used; one line."""
 
 

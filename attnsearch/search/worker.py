@@ -23,7 +23,7 @@ from ..data import Dataset
 from ..model import build_model
 from ..train import is_out_of_memory, train_model
 
-__all__ = ["Constraints", "TrialOutcome", "build_candidate", "resolve_device", "run_candidate"]
+__all__ = ["Constraints", "TrialOutcome", "build_candidate", "run_candidate"]
 
 
 @dataclass(frozen=True)
@@ -67,14 +67,6 @@ def build_candidate(candidate: Candidate, dataset: Dataset, seed: int) -> torch.
         image_size=dataset.image_size,
         pretrained=b.pretrained,
     )
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device}: CUDA is not available on this machine")
-    return torch.device(device)
 
 
 def run_candidate(

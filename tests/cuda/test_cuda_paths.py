@@ -26,7 +26,8 @@ from attnsearch import build_model, create_module, list_modules, measure_costs
 from attnsearch.candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec, TrainRecipe
 from attnsearch.data import load_dataset
 from attnsearch.data.dataset import Dataset
-from attnsearch.search.worker import TrialOutcome, resolve_device, run_candidate
+from attnsearch.device import resolve_device
+from attnsearch.search.worker import TrialOutcome, run_candidate
 from attnsearch.train import train_model
 
 DEVICE = os.environ.get("ATTNSEARCH_TEST_DEVICE", "cuda")
