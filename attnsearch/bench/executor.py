@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ExecutorBench", "bench_executor"]
+__all__ = ["ExecutorBench", "bench_executor", "executor_table"]
 
 
 @dataclass
@@ -18,6 +18,24 @@ class ExecutorBench:
     work_seconds: float  # the trials' own time, measured inside the workers, summed
     overhead_per_trial: float  # (workers x wall - work) / trials: what scheduling costs each trial
     efficiency: float  # work / (workers x wall): 1.0 is the ideal
+
+
+def executor_table(results: list[ExecutorBench]) -> tuple[str, list[str], list[list[str]]]:
+    """Title, columns and rows of :func:`bench_executor`'s figures, as ``attnsearch bench executor`` prints them."""
+    rows = [
+        [
+            r.executor,
+            str(r.workers),
+            str(r.trials),
+            f"{r.wall_seconds:.2f}",
+            f"{r.work_seconds:.2f}",
+            f"{r.overhead_per_trial * 1000:.0f}",
+            f"{r.efficiency:.2f}",
+        ]
+        for r in results
+    ]
+    columns = ["executor", "workers", "trials", "wall s", "work s", "overhead ms/trial", "efficiency"]
+    return "Executors, the same trials each", columns, rows
 
 
 def _trial_space(steps: int) -> Any:

@@ -86,6 +86,29 @@ class MemoryBench:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def table(self) -> tuple[str, list[str], list[list[str]]]:
+        """Title, columns and rows: one row per map size, MiB and ms per module, as ``attnsearch bench memory``."""
+        by_key = {(r.module, r.size): r for r in self.rows}
+        modules = list(dict.fromkeys(r.module for r in self.rows))
+        rows = []
+        for size in self.config["sizes"]:
+            row = [f"{size}x{size}", f"{size * size:,}"]
+            for module in modules:
+                r = by_key[(module, size)]
+                measured = r.saved_bytes is not None
+                row += [f"{r.saved_bytes / 2**20:,.1f}" if measured else "-", f"{r.step_ms:,.1f}" if measured else "-"]
+            rows.append(row)
+        c = self.config
+        title = (
+            f"Attention memory: batch {c['batch_size']}, C={c['channels']}, {c['device']} {c['dtype']}; MiB saved "
+            "for backward, ms per forward + backward"
+        )
+        return title, ["map", "positions", *(f"{m} {unit}" for m in modules for unit in ("MiB", "ms"))], rows
+
+    def notes(self) -> list[str]:
+        """The lines printed after the table: each size a module skipped, and why."""
+        return [f"{r.module} at {r.size}x{r.size} skipped: {r.skipped}" for r in self.rows if r.skipped]
+
 
 def saved_bytes(module: nn.Module, x: Tensor) -> int:
     """Bytes of the distinct tensors a forward pass of ``module`` on ``x`` saves for backward, parameters excluded.

@@ -68,6 +68,37 @@ class OverheadBench:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def table(self) -> tuple[str, list[str], list[list[str]]]:
+        """Title, columns and rows: each fixed part, all of them, and the training steps, as ``bench overhead``."""
+        trial = self.fixed_ms + self.training_ms
+        rows = [[p.part, f"{p.milliseconds:,.1f}", f"{p.milliseconds / trial:.2%}"] for p in self.parts]
+        rows.append(["fixed, in all", f"{self.fixed_ms:,.1f}", f"{self.fixed_share:.2%}"])
+        rows.append([f"training steps ({self.steps})", f"{self.training_ms:,.1f}", f"{self.training_ms / trial:.2%}"])
+        c = self.config
+        title = (
+            f"Overhead per trial: {c['space']}, {c['epochs']} epochs of {c['train_size']} images, {c['val_size']} "
+            f"validation images, median of {c['trials']} trials"
+        )
+        return title, ["part", "ms", "share of the trial"], rows
+
+    def notes(self) -> list[str]:
+        """The lines printed after the table: the goal met or not, counted two ways, and the share without eval."""
+        goal = self.config["goal"]
+        score = next(p.milliseconds for p in self.parts if p.part == SCORE_PART)
+        lines = []
+        for label, share, ms in (
+            ("fixed, every evaluation counted", self.fixed_share, self.fixed_ms),  # the goal as the issue sets it
+            # the pass that scores the trial is its measurement: the figure without it, for comparison
+            ("fixed, the score's pass counted as work", self.fixed_share_score_as_work, self.fixed_ms - score),
+        ):
+            met = share < goal["share"] and ms < goal["milliseconds"]
+            lines.append(
+                f"{label}: {ms:,.0f} ms = {share:.2%} of the trial; goal under {goal['share']:.0%} and "
+                f"{goal['milliseconds']:,.0f} ms: {'met' if met else 'not met'}"
+            )
+        lines.append(f"without any evaluation: {self.fixed_share_without_eval:.2%}")
+        return lines
+
 
 def bench_overhead(
     *,

@@ -343,6 +343,42 @@ class SearchBench:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def table(self) -> tuple[str, list[str], list[list[str]]]:
+        """Title, columns and rows: regret per budget and compute to the target per method, as ``bench search``."""
+        g, target = self.grid, self.config["target_points"]
+        budgets = list(self.methods[0].regret)
+        rows = [
+            [
+                m.method,
+                *(_points(m.regret[b]) for b in budgets),
+                _compute_text(m.compute_to_target, m.compute_to_target_share),
+                f"{m.reached}/{m.seeds}",
+            ]
+            for m in self.methods
+        ]
+        title = (
+            f"Search: {g['candidates']} candidates x {g['epochs']} epochs = {g['compute']} epochs of compute; best "
+            f"val_acc {g['best_val_acc']:.2%} ({g['best_candidate']}), {g['within_target']} within "
+            f"{target} points; median of {self.config['seeds']} seeds"
+        )
+        columns = [
+            "method",
+            *(f"regret @{b}" for b in budgets),
+            f"compute to within {target} pt",
+            "seeds that got there",
+        ]
+        return title, columns, rows
+
+    def notes(self) -> list[str]:
+        """The lines printed after the table: where the grid came from, and how well early epochs predict."""
+        g = self.grid
+        cached = "read from the cache" if g["cached"] else "trained now"
+        correlations = ", ".join("-" if r is None else f"{r:.2f}" for r in g["epoch_final_correlation"])
+        return [
+            f"grid {cached} ({g['seconds']:.0f} s to train); regret in accuracy points, '-': nothing found yet",
+            f"each epoch's score against the final one over the grid (what pruning relies on): r = {correlations}",
+        ]
+
 
 def bench_search(
     *,
@@ -457,3 +493,11 @@ def _median(values: list[float]) -> float:
 
 def _share(budget: float) -> str:
     return f"{budget:.0%}"
+
+
+def _points(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else "-"
+
+
+def _compute_text(epochs: float, share: float) -> str:
+    return f"{epochs:.0f} epochs ({share:.0%})" if math.isfinite(epochs) else "not reached"

@@ -81,6 +81,30 @@ class TrainerBench:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def table(self) -> tuple[str, list[str], list[list[str]]]:
+        """Title, columns and rows of the comparisons, as ``attnsearch bench trainer`` prints them."""
+        c = self.config
+        title = (
+            f"Trainer: {c['backbone']} x{c['width']:g}, batch {c['batch_size']}, {c['steps_per_round']} steps x "
+            f"{c['rounds']} rounds, {c['threads']} threads, {c['device']} {c['precision']}; DataLoader "
+            f"{c['dataloader']['num_workers']} workers"
+        )
+        rows = [
+            [
+                r.ours,
+                r.baseline,
+                f"{r.ours_images_per_second:,.0f}",
+                f"{r.baseline_images_per_second:,.0f}",
+                f"{r.ratio:.3f}",
+            ]
+            for r in self.comparisons
+        ]
+        return title, ["ours", "baseline", "ours img/s", "baseline img/s", "ratio"], rows
+
+    def notes(self) -> list[str]:
+        """The lines printed after the table: none, the table says it all."""
+        return []
+
 
 def bench_trainer(
     *,
