@@ -11,6 +11,7 @@ from torch import nn
 
 from .attention import check_params, create_module
 from .backbones import Slot, build_backbone, describe_names, insert_modules, slot_sites, trace_slots
+from .errors import AttnsearchError
 
 __all__ = ["Placement", "build_model", "list_slots", "normalize_placements"]
 
@@ -37,8 +38,8 @@ def _traced_slots(backbone: str, image_size: int, width: float) -> tuple[Slot, .
         model = build_backbone(backbone, width=width, head="compact", num_classes=1)
     try:
         return tuple(trace_slots(model, slot_sites(model), image_size))
-    except ValueError as err:
-        raise ValueError(f"{backbone}: {err}") from None
+    except AttnsearchError as err:
+        raise AttnsearchError(f"{backbone}: {err}") from None
 
 
 def normalize_placements(
@@ -49,17 +50,17 @@ def normalize_placements(
     result: dict[str, tuple[str, dict]] = {}
     for slot, value in (placements or {}).items():
         if slot not in names:
-            raise ValueError(f"unknown slot {slot!r} for {backbone}; valid: {describe_names(names)}")
+            raise AttnsearchError(f"unknown slot {slot!r} for {backbone}; valid: {describe_names(names)}")
         if isinstance(value, Mapping):
             params = dict(value)
             if "type" not in params:
-                raise ValueError(f"slot {slot}: a mapping needs a 'type' key naming the module")
+                raise AttnsearchError(f"slot {slot}: a mapping needs a 'type' key naming the module")
             key = params.pop("type")
         else:
             key, params = value, {}
         if key is None or key == "none":
             if params:
-                raise ValueError(f"slot {slot}: 'none' takes no parameters")
+                raise AttnsearchError(f"slot {slot}: 'none' takes no parameters")
             continue
         check_params(key, params)
         result[slot] = (key, params)
@@ -116,4 +117,4 @@ def build_model(
 
 def _check_image_size(image_size: int) -> None:
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        raise AttnsearchError(f"image_size must be a positive integer, got {image_size!r}")

@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..errors import AttnsearchError
+
 __all__ = ["ModuleInfo", "NoAttention", "create_module", "list_modules", "module_info", "register_module"]
 
 _M = TypeVar("_M", bound=type[nn.Module])
@@ -76,11 +78,11 @@ def list_modules() -> list[str]:
 
 
 def module_info(key: str) -> ModuleInfo:
-    """The registry entry for ``key``; a ValueError lists the valid keys."""
+    """The registry entry for ``key``; an AttnsearchError lists the valid keys."""
     try:
         return _REGISTRY[key]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown attention module {key!r}; valid: {', '.join(_REGISTRY)}") from None
+        raise AttnsearchError(f"unknown attention module {key!r}; valid: {', '.join(_REGISTRY)}") from None
 
 
 def _type_name(accepted: tuple[type, ...]) -> str:
@@ -90,16 +92,16 @@ def _type_name(accepted: tuple[type, ...]) -> str:
 
 
 def check_params(key: str, params: dict[str, Any]) -> None:
-    """Raise a ValueError naming the parameter when ``params`` is not valid for ``key``."""
+    """Raise an AttnsearchError naming the parameter when ``params`` is not valid for ``key``."""
     info = module_info(key)
     for name, value in params.items():
         if name not in info.params:
             valid = ", ".join(info.params) or "none"
-            raise ValueError(f"{key}: unknown parameter {name!r}; valid: {valid}")
+            raise AttnsearchError(f"{key}: unknown parameter {name!r}; valid: {valid}")
         accepted = info.types[name]
         # bool is an int subclass in Python: never accept True where a number is meant
         if (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
-            raise ValueError(f"{key}: {name} must be {_type_name(accepted)}, got {value!r}")
+            raise AttnsearchError(f"{key}: {name} must be {_type_name(accepted)}, got {value!r}")
 
 
 def create_module(key: str, channels: int, **params: Any) -> nn.Module:
@@ -115,8 +117,8 @@ def create_module(key: str, channels: int, **params: Any) -> nn.Module:
     check_params(key, params)
     try:
         return info.cls(channels, **params)
-    except ValueError as err:
-        raise ValueError(f"{key}: {err}") from None
+    except ValueError as err:  # a constructor's own check of a parameter's value: the user's value
+        raise AttnsearchError(f"{key}: {err}") from None
 
 
 @register_module("none", paper="-")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
+from ..errors import AttnsearchError
 from .densenet import DENSENET_CONFIGS, DenseNet, build_densenet
 from .slots import SlotSite
 from .vgg import VGG, VGG_CONFIGS, build_vgg
@@ -51,7 +52,7 @@ def backbone_info(name: str) -> BackboneInfo:
     try:
         return _BACKBONES[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(_BACKBONES)}") from None
+        raise AttnsearchError(f"unknown backbone {name!r}; valid: {', '.join(_BACKBONES)}") from None
 
 
 def build_backbone(
@@ -66,16 +67,16 @@ def build_backbone(
     """A plain backbone, nothing placed. ``head`` matters for VGG only: DenseNet's own head is already compact."""
     info = backbone_info(name)
     if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
+        raise AttnsearchError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 4:
-        raise ValueError(f"width must be a number in (0, 4], got {width!r}")
+        raise AttnsearchError(f"width must be a number in (0, 4], got {width!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        raise AttnsearchError(f"num_classes must be a positive integer, got {num_classes!r}")
     # find the weights file before building anything: a missing file is a quick, clear error
     weights_file = _pretrained_file(info, width) if pretrained else None
     if info.family == "vgg":
         if memory_efficient:
-            raise ValueError("memory_efficient applies to DenseNet backbones only")
+            raise AttnsearchError("memory_efficient applies to DenseNet backbones only")
         model: VGG | DenseNet = build_vgg(name, num_classes=num_classes, width=width, head=head)
     else:
         model = build_densenet(name, num_classes=num_classes, width=width, memory_efficient=memory_efficient)
@@ -97,17 +98,17 @@ _OLD_DENSENET_KEY = re.compile(
 def pretrained_path(info: BackboneInfo) -> str:
     """Where torchvision keeps the weights file of ``info`` (TORCH_HOME/hub/checkpoints)."""
     if info.weights is None:
-        raise ValueError(f"no pretrained weights exist for {info.name}")
+        raise AttnsearchError(f"no pretrained weights exist for {info.name}")
     url = getattr(tv_models, info.weights).DEFAULT.url
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
 
 
 def _pretrained_file(info: BackboneInfo, width: float) -> str:
     if width != 1.0:
-        raise ValueError(f"pretrained weights for {info.name} exist for width 1.0 only, got width {width}")
+        raise AttnsearchError(f"pretrained weights for {info.name} exist for width 1.0 only, got width {width}")
     path = pretrained_path(info)
     if not os.path.exists(path):
-        raise ValueError(
+        raise AttnsearchError(
             f"pretrained weights for {info.name} are not on this machine: place {os.path.basename(path)} "
             f"in {os.path.dirname(path)} (set TORCH_HOME to use another folder)"
         )
@@ -118,7 +119,7 @@ def _load_pretrained(model: nn.Module, info: BackboneInfo, path: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which
-        raise ValueError(f"cannot read pretrained weights {path}: {err}") from None
+        raise AttnsearchError(f"cannot read pretrained weights {path}: {err}") from None
     state = {_OLD_DENSENET_KEY.sub(r"\1\2", k): v for k, v in state.items()}
     own = model.state_dict()
     # the head is loaded only when it has the pretrained shape (classic VGG head, 1000 classes)
@@ -126,5 +127,7 @@ def _load_pretrained(model: nn.Module, info: BackboneInfo, path: str) -> None:
     # old checkpoints carry no BatchNorm step counters; those stay as they are
     missing = [k for k in own if k.startswith("features.") and k not in usable and "num_batches_tracked" not in k]
     if missing:
-        raise ValueError(f"{path} does not fit {info.name}: {len(missing)} feature tensors missing, e.g. {missing[0]}")
+        raise AttnsearchError(
+            f"{path} does not fit {info.name}: {len(missing)} feature tensors missing, e.g. {missing[0]}"
+        )
     model.load_state_dict(usable, strict=False)

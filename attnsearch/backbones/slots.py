@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import AttnsearchError
+
 __all__ = ["Slot", "SlotSite", "describe_names", "insert_modules", "trace_slots"]
 
 
@@ -62,7 +64,7 @@ def trace_slots(model: nn.Module, sites: Iterable[SlotSite], image_size: int) ->
         with torch.no_grad():
             model.eval()(torch.zeros(1, 3, image_size, image_size, device=device))
     except (RuntimeError, ValueError) as err:
-        raise ValueError(f"image_size {image_size} is too small for this backbone ({err})") from None
+        raise AttnsearchError(f"image_size {image_size} is too small for this backbone ({err})") from None
     finally:
         for handle in handles:
             handle.remove()

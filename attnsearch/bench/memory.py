@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..attention.linear_attention import LinearAttention
 from ..attention.self_attention import SelfAttention
+from ..device import resolve_device
 from .output import load_average
 
 __all__ = ["MEMORY_MODULES", "MemoryBench", "MemoryRow", "NaiveSelfAttention", "bench_memory", "saved_bytes"]
@@ -151,7 +152,7 @@ def bench_memory(
     ``max_step_seconds`` by the quadratic growth of the last size measured.
     """
     load = load_average()  # before this process adds its own
-    torch_device = torch.device(device)
+    torch_device = resolve_device(device)  # an AttnsearchError for CUDA on a machine without it
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

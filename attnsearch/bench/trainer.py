@@ -32,6 +32,7 @@ from torch import nn
 from ..candidate import DataSpec, TrainRecipe
 from ..data import Dataset, load_dataset
 from ..data.loader import CROP_PADDING, normalization
+from ..device import resolve_device
 from ..model import build_model
 from ..train import train_model
 from .output import load_average
@@ -128,7 +129,7 @@ def bench_trainer(
     """
     load = load_average()  # before this process adds its own
     threads = threads or torch.get_num_threads()
-    torch_device = torch.device(device)
+    torch_device = resolve_device(device)  # an AttnsearchError for CUDA on a machine without it
     bf16 = torch_device.type == "cuda"  # precision "auto", as train_model resolves it: bf16 on CUDA, fp32 on CPU
     placements = {"block3": "se", "block5": "self_attention"} if placements is None else placements
     previous = torch.get_num_threads()

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import torch
 
+from ..errors import AttnsearchError
+
 __all__ = ["AUGMENTS", "CROP_PADDING", "Batches", "normalization"]
 
 AUGMENTS = ("crop", "flip")  # the augmentations Batches knows
@@ -91,12 +93,12 @@ class Batches:
         if labels.shape != images.shape[:1]:
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise AttnsearchError(f"batch_size must be at least 1, got {batch_size}")
         unknown = [a for a in augment if a not in AUGMENTS]
         if unknown:
-            raise ValueError(f"unknown augmentation(s) {', '.join(unknown)}; valid: {', '.join(AUGMENTS)}")
+            raise AttnsearchError(f"unknown augmentation(s) {', '.join(unknown)}; valid: {', '.join(AUGMENTS)}")
         if "crop" in augment and min(images.shape[2:]) <= CROP_PADDING:
-            raise ValueError(f"crop needs images larger than {CROP_PADDING} pixels (reflect padding)")
+            raise AttnsearchError(f"crop needs images larger than {CROP_PADDING} pixels (reflect padding)")
         if generator is not None and generator.device.type != "cpu":
             raise ValueError("generator must be a CPU generator (random numbers are drawn on the CPU)")
         self.images = images  # uint8 (N, C, H, W)

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import AttnsearchError
+
 __all__ = ["SHAPE_CLASSES", "make_shapes"]
 
 SHAPE_CLASSES: tuple[str, ...] = (
@@ -240,9 +242,9 @@ def make_shapes(n: int, image_size: int, *, seed: int) -> tuple[Tensor, Tensor]:
         True
     """
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise AttnsearchError(f"n must be >= 0, got {n}")
     if image_size < 8:
-        raise ValueError(f"image_size must be >= 8, got {image_size}")
+        raise AttnsearchError(f"image_size must be >= 8, got {image_size}")
     g = torch.Generator().manual_seed(seed)
     p = _draw_params(n, image_size, g)
     out = torch.empty((n, 3, image_size, image_size), dtype=torch.uint8)

@@ -6,7 +6,7 @@ their test split validates), and ``imagefolder`` (one sub-folder of images per c
 
 Each source has a planner that validates the spec cheaply (names, folders, files present, optional packages) and
 returns the loader that does the heavy work. ``check_data`` runs only the planner and ``load_dataset`` runs both,
-so the two raise the same messages. Every error about the data is a one-line ``ValueError``.
+so the two raise the same messages. Every error about the data is a one-line ``AttnsearchError``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..candidate import DataSpec
+from ..errors import AttnsearchError
 from .dataset import Dataset
 from .shapes import SHAPE_CLASSES, make_shapes
 
@@ -81,7 +82,7 @@ _TORCHVISION: dict[str, _TorchvisionSource] = {
 
 
 def check_data(spec: DataSpec) -> None:
-    """Validate ``spec`` cheaply, raising the same one-line ``ValueError`` that ``load_dataset`` would.
+    """Validate ``spec`` cheaply, raising the same one-line ``AttnsearchError`` that ``load_dataset`` would.
 
     Checks the dataset name, sizes, that the files are where torchvision expects them (names only, no checksum),
     that an image folder has class folders with images (listing only, no decoding) and that optional packages are
@@ -110,7 +111,7 @@ def load_dataset(spec: DataSpec) -> Dataset:
     channels and other sizes resized (antialiased bilinear; shorter side plus centre crop for image folders).
 
     Raises:
-        ValueError: one line saying what is wrong and what to do, e.g. where to put missing files.
+        AttnsearchError: one line saying what is wrong and what to do, e.g. where to put missing files.
 
     Example:
         >>> ds = load_dataset(DataSpec(dataset="shapes", image_size=16, train_size=50, val_size=20))
@@ -125,13 +126,13 @@ def load_dataset(spec: DataSpec) -> Dataset:
 
 def _plan(spec: DataSpec) -> Callable[[], Dataset]:
     if spec.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {spec.dataset!r}: choose one of {', '.join(DATASETS)}")
+        raise AttnsearchError(f"unknown dataset {spec.dataset!r}: choose one of {', '.join(DATASETS)}")
     if not isinstance(spec.image_size, int) or spec.image_size < 8:
-        raise ValueError(f"data.image_size must be an integer >= 8, got {spec.image_size!r}")
+        raise AttnsearchError(f"data.image_size must be an integer >= 8, got {spec.image_size!r}")
     for field in ("train_size", "val_size"):
         value = getattr(spec, field)
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"data.{field} must be a positive integer or null, got {value!r}")
+            raise AttnsearchError(f"data.{field} must be a positive integer or null, got {value!r}")
     if spec.dataset == "shapes":
         return _plan_shapes(spec)
     if spec.dataset == "digits":
@@ -143,7 +144,7 @@ def _plan(spec: DataSpec) -> Callable[[], Dataset]:
 
 def _check_fraction(spec: DataSpec) -> None:
     if not 0.0 < spec.val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction must be between 0 and 1 (exclusive), got {spec.val_fraction!r}")
+        raise AttnsearchError(f"data.val_fraction must be between 0 and 1 (exclusive), got {spec.val_fraction!r}")
 
 
 def _derive_seed(seed: int, tag: str) -> int:
@@ -187,7 +188,7 @@ def _split(y: Tensor, fraction: float, seed: int, what: str) -> tuple[Tensor, Te
         train.append(members[k:])
     t, v = torch.cat(train).sort().values, torch.cat(val).sort().values
     if v.numel() == 0:
-        raise ValueError(f"{what}: too few images to hold out a validation split (each class needs at least 2)")
+        raise AttnsearchError(f"{what}: too few images to hold out a validation split (each class needs at least 2)")
     return t, v
 
 
@@ -223,7 +224,7 @@ def _plan_digits(spec: DataSpec) -> Callable[[], Dataset]:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise ValueError("digits needs scikit-learn: pip install 'attnsearch[digits]'") from None
+        raise AttnsearchError("digits needs scikit-learn: pip install 'attnsearch[digits]'") from None
     _check_fraction(spec)
 
     def load() -> Dataset:
@@ -243,12 +244,14 @@ def _plan_digits(spec: DataSpec) -> Callable[[], Dataset]:
 def _plan_torchvision(spec: DataSpec, src: _TorchvisionSource) -> Callable[[], Dataset]:
     name = spec.dataset
     if spec.root is None:
-        raise ValueError(f"{name} needs data.root: the folder that holds {src.hint} (or gets it with data.download)")
+        raise AttnsearchError(
+            f"{name} needs data.root: the folder that holds {src.hint} (or gets it with data.download)"
+        )
     root = Path(spec.root).expanduser()
     if not spec.download:
         missing = [f for f in src.files if not (root / f).is_file()]
         if missing and not (src.legacy and all((root / f).is_file() for f in src.legacy)):
-            raise ValueError(
+            raise AttnsearchError(
                 f"{name} not found under {root}: place {src.hint} there (missing: {', '.join(missing)}), "
                 "or set data.download: true"
             )
@@ -263,7 +266,7 @@ def _plan_torchvision(spec: DataSpec, src: _TorchvisionSource) -> Callable[[], D
                 ds = cls(str(root), train=train, download=spec.download)
             except (RuntimeError, OSError) as e:
                 what = "download failed" if spec.download else "files are incomplete or corrupted"
-                raise ValueError(
+                raise AttnsearchError(
                     f"{name} under {root}: {what} ({_one_line(e)}); place a fresh copy of {src.hint} there"
                 ) from None
             data = torch.as_tensor(ds.data)
@@ -293,12 +296,12 @@ class _Folder:
 def _scan(path: str, what: str) -> _Folder:
     root = Path(path).expanduser()
     if not root.exists():
-        raise ValueError(f"imagefolder {what} {root} does not exist")
+        raise AttnsearchError(f"imagefolder {what} {root} does not exist")
     if not root.is_dir():
-        raise ValueError(f"imagefolder {what} {root} is not a folder")
+        raise AttnsearchError(f"imagefolder {what} {root} is not a folder")
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if not classes:
-        raise ValueError(
+        raise AttnsearchError(
             f"imagefolder {what} {root} has no class folders: put each class's images in its own sub-folder, "
             f"e.g. {root / 'cat' / '001.jpg'}"
         )
@@ -307,7 +310,9 @@ def _scan(path: str, what: str) -> _Folder:
     for label, name in enumerate(classes):
         found = _images_under(root, name)
         if not found:
-            raise ValueError(f"imagefolder class folder {root / name} has no images ({', '.join(_IMAGE_EXTENSIONS)})")
+            raise AttnsearchError(
+                f"imagefolder class folder {root / name} has no images ({', '.join(_IMAGE_EXTENSIONS)})"
+            )
         files += found
         labels += [label] * len(found)
     return _Folder(root, tuple(classes), tuple(files), tuple(labels))
@@ -328,13 +333,13 @@ def _images_under(root: Path, name: str) -> list[str]:
 
 def _plan_imagefolder(spec: DataSpec) -> Callable[[], Dataset]:
     if spec.root is None:
-        raise ValueError("imagefolder needs data.root: a folder with one sub-folder of images per class")
+        raise AttnsearchError("imagefolder needs data.root: a folder with one sub-folder of images per class")
     train = _scan(spec.root, "root")
     val = _scan(spec.val_root, "val_root") if spec.val_root is not None else None
     if val is not None and val.classes != train.classes:
         missing = sorted(set(train.classes) - set(val.classes))
         extra = sorted(set(val.classes) - set(train.classes))
-        raise ValueError(
+        raise AttnsearchError(
             f"imagefolder val_root {val.root} has different class folders from root {train.root}: "
             f"missing {missing}, extra {extra}"
         )
@@ -451,5 +456,5 @@ def _decode(path: Path, size: int) -> Tensor:
             rgb = ImageOps.fit(im.convert("RGB"), (size, size), method=Image.Resampling.BILINEAR)
             arr = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
     except Exception as e:
-        raise ValueError(f"imagefolder cannot read image {path}: {_one_line(e)}") from None
+        raise AttnsearchError(f"imagefolder cannot read image {path}: {_one_line(e)}") from None
     return arr.view(size, size, 3).permute(2, 0, 1)

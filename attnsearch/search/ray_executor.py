@@ -20,6 +20,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ..candidate import Candidate, DataSpec
+from ..errors import AttnsearchError
 from .executor import Job, OnReport, TrialSettings
 from .worker import TrialOutcome
 
@@ -173,7 +174,7 @@ class RayExecutor:
         if gpus_per_trial > 0:
             fits = min(fits, math.floor(resources.get("GPU", 0) / gpus_per_trial + 1e-9))
             if fits < 1:
-                raise ValueError(f"execution.gpus_per_trial: {gpus_per_trial} but the Ray cluster has no GPU")
+                raise AttnsearchError(f"execution.gpus_per_trial: {gpus_per_trial} but the Ray cluster has no GPU")
         self.capacity = max(1, min(fits, max_concurrent or fits))
         self.worker: dict[str, Any] = {}  # an actor is picked at submit time: trials name it in their reports
         self.reports = Queue(actor_options={"num_cpus": 0})
