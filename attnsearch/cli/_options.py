@@ -1,0 +1,55 @@
+"""Options that several commands share, defined once: ``--json``, RESULTS_DIR, ``--device``, the benchmarks' own.
+
+``--device`` is checked by :func:`attnsearch.device.check_device`, the check the space file's
+``execution.device`` goes through too; a benchmark measures the device it is told, so its ``--device`` refuses
+``auto``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..errors import AttnsearchError
+
+__all__ = [
+    "bench_device_option",
+    "bench_threads_option",
+    "device_option",
+    "json_option",
+    "results_dir_argument",
+    "save_option",
+]
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+results_dir_argument = click.argument("results_dir", metavar="RESULTS_DIR", type=click.Path(file_okay=False))
+
+
+def device_option(*, allow_auto: bool = True, **settings: Any) -> Callable[[Any], Any]:
+    """``--device``, its value checked by ``check_device``; ``settings`` are click's (default, help, ...)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        from ..device import check_device
+
+        if value is None:
+            return None
+        try:
+            return check_device(value, allow_auto=allow_auto)
+        except AttnsearchError as err:
+            # click names the option; the check's own "device 'x': " prefix would say it twice
+            reason = str(err).rpartition(": ")[2]
+            raise click.BadParameter(reason, ctx=ctx, param=param, param_hint=param.opts[0]) from None
+
+    return click.option("--device", callback=check, **settings)
+
+
+save_option = click.option(
+    "--save/--no-save", default=True, show_default=True, help="Write the raw figures to results/benchmarks/."
+)
+bench_device_option = device_option(allow_auto=False, default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+bench_threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), help="Torch threads  [default: torch's, all cores]"
+)

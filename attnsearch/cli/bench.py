@@ -1,0 +1,256 @@
+"""``attnsearch bench``: run one benchmark, save its figures, print them as a table (or JSON) and its verdicts.
+
+The tables and the lines after them are the benchmarks' own (``table()`` and ``notes()`` on each result).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ._options import bench_device_option, bench_threads_option, json_option, save_option
+from ._output import print_json, print_table
+
+__all__ = ["bench"]
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks: figures measured side by side in one run (table, or --json).
+
+    \b
+    Example:
+      attnsearch bench executor --json
+    """
+
+
+def _bench_output(name: str, result: Any, as_json: bool, save: bool) -> None:
+    """Save a benchmark's figures (noted on stderr), then print them: JSON when --json asks, else table and notes.
+
+    Figures measured on a GPU go to ``<name>-cuda.json``, beside the CPU's ``<name>.json``.
+    """
+    from ..bench import save_json
+
+    data = result.to_dict()
+    if str(data.get("config", {}).get("device", "cpu")).startswith("cuda"):
+        name = f"{name}-cuda"
+    if save:
+        click.echo(f"saved {save_json(name, data)}", err=True)
+    if as_json:
+        print_json(data)
+        return
+    print_table(*result.table())
+    for line in result.notes():
+        click.echo(line)
+
+
+@bench.command("executor")
+@click.option("--trials", type=click.IntRange(min=2), default=12, show_default=True, help="Trials per executor.")
+@click.option("--steps", type=click.IntRange(min=1), default=6, show_default=True, help="Optimizer steps per trial.")
+@json_option
+def bench_executor_command(trials: int, steps: int, as_json: bool) -> None:
+    """Scheduling overhead and efficiency: local executor, and Ray with 1 and 2 workers, on the same trials."""
+    from dataclasses import asdict
+
+    from ..bench import bench_executor
+    from ..bench.executor import executor_table
+
+    results = bench_executor(trials=trials, steps=steps)
+    if as_json:
+        print_json([asdict(r) for r in results])
+        return
+    print_table(*executor_table(results))
+
+
+@bench.command("trainer")
+@click.option("--backbone", default="vgg16_bn", show_default=True, help="The model's backbone.")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=0.25, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Steps per round.")
+@click.option("--rounds", type=click.IntRange(min=1), default=15, show_default=True, help="Alternating rounds.")
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader worker processes."
+)
+@bench_threads_option
+@bench_device_option
+@save_option
+@json_option
+def bench_trainer_command(
+    backbone: str,
+    width: float,
+    batch_size: int,
+    steps: int,
+    rounds: int,
+    workers: int,
+    threads: int | None,
+    device: str,
+    save: bool,
+    as_json: bool,
+) -> None:
+    """Images per second of train_model against a hand-written loop, and against a DataLoader pipeline.
+
+    Same model and initial weights, data, batch size, optimizer, precision and threads, in one process; rounds
+    alternate between the two sides and each figure is the median over rounds (the first round warms up).
+
+    \b
+    Examples:
+      attnsearch bench trainer
+      attnsearch bench trainer --steps 10 --rounds 3 --json
+    """
+    from ..bench import bench_trainer
+
+    result = bench_trainer(
+        backbone=backbone,
+        width=width,
+        batch_size=batch_size,
+        steps=steps,
+        rounds=rounds,
+        workers=workers,
+        threads=threads,
+        device=device,
+    )
+    _bench_output("trainer", result, as_json, save)
+
+
+@bench.command("overhead")
+@click.option(
+    "--space",
+    "space_file",
+    default="search_spaces/quickstart.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The space whose trials are measured.",
+)
+@click.option("--trials", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), help="Override train.epochs.")
+@click.option("--train-size", type=click.IntRange(min=1), help="Override data.train_size.")
+@click.option("--val-size", type=click.IntRange(min=1), help="Override data.val_size.")
+@bench_threads_option
+@bench_device_option
+@save_option
+@json_option
+def bench_overhead_command(
+    space_file: str,
+    trials: int,
+    epochs: int | None,
+    train_size: int | None,
+    val_size: int | None,
+    threads: int | None,
+    device: str,
+    save: bool,
+    as_json: bool,
+) -> None:
+    """Fixed cost per trial (ask, build, costs, warm-up, evaluation, tell, records, dashboard) against training.
+
+    The trials run through the runner's and the worker's own functions on a real study in a temporary folder;
+    each figure is the median over the trials.
+
+    \b
+    Examples:
+      attnsearch bench overhead
+      attnsearch bench overhead --epochs 2 --train-size 1000 --json
+    """
+    from ..bench import bench_overhead
+
+    result = bench_overhead(
+        space_file=space_file,
+        trials=trials,
+        epochs=epochs,
+        train_size=train_size,
+        val_size=val_size,
+        threads=threads,
+        device=device,
+    )
+    _bench_output("overhead", result, as_json, save)
+
+
+@bench.command("search")
+@click.option("--quick", is_flag=True, help="A 4-candidate grid, seconds to train (smoke tests).")
+@click.option("--seeds", type=click.IntRange(min=1), default=20, show_default=True, help="Searches per method.")
+@click.option(
+    "--n-trials",
+    type=click.IntRange(min=1),
+    help="The planned trials a simulated run is told (TPE's start-up)  [default: a quarter of the grid]",
+)
+@bench_threads_option
+@save_option
+@json_option
+def bench_search_command(
+    quick: bool, seeds: int, n_trials: int | None, threads: int | None, save: bool, as_json: bool
+) -> None:
+    """Search efficiency on a grid small enough to train in full: regret per compute budget, TPE vs random.
+
+    The grid is trained once and cached in results/benchmarks/search_grid.json; searches replay it with
+    Optuna's samplers and pruner as a run configures them. Compute counts epochs trained.
+
+    \b
+    Examples:
+      attnsearch bench search
+      attnsearch bench search --quick --seeds 3 --json
+    """
+    from ..bench import bench_search
+
+    def progress(done: int, total: int, point: Any) -> None:
+        click.echo(
+            f"grid {done}/{total}: {point.placements}  val_acc {point.curve[-1]:.2%}  ({point.seconds:.1f} s)",
+            err=True,
+        )
+
+    result = bench_search(quick=quick, seeds=seeds, n_trials=n_trials, threads=threads, on_progress=progress)
+    _bench_output("search_quick" if quick else "search", result, as_json, save)
+
+
+@bench.command("memory")
+@click.option(
+    "--sizes", default="16,32,48,64,96,128", show_default=True, help="Feature-map sizes H = W, comma-separated."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--channels", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--max-gib",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Skip the naive version where its attention matrices would pass this.",
+)
+@bench_threads_option
+@bench_device_option
+@save_option
+@json_option
+def bench_memory_command(
+    sizes: str,
+    batch_size: int,
+    channels: int,
+    max_gib: float,
+    threads: int | None,
+    device: str,
+    save: bool,
+    as_json: bool,
+) -> None:
+    """Training-step memory and time of self_attention, a naive bmm-softmax version and linear_attention.
+
+    Memory is the bytes autograd saves for backward (and the allocator's peak on CUDA), as maps grow.
+
+    \b
+    Examples:
+      attnsearch bench memory
+      attnsearch bench memory --sizes 16,32,64 --batch-size 2 --json
+    """
+    from ..bench import bench_memory
+
+    try:
+        size_list = tuple(int(s) for s in sizes.split(","))
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of integers, e.g. 16,32,64", param_hint="--sizes") from None
+    if not size_list or min(size_list) < 1:
+        raise click.BadParameter("sizes must be positive", param_hint="--sizes")
+    result = bench_memory(
+        sizes=size_list,
+        batch_size=batch_size,
+        channels=channels,
+        max_attention_bytes=max_gib * 2**30,
+        threads=threads,
+        device=device,
+    )
+    _bench_output("memory", result, as_json, save)

@@ -1,0 +1,76 @@
+"""``attnsearch modules`` and ``attnsearch slots``: what can be placed, and where."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from ._options import json_option
+from ._output import print_json, print_table
+
+__all__ = ["modules", "slots"]
+
+
+@click.command()
+@json_option
+def modules(as_json: bool) -> None:
+    """List the attention modules: registry key, paper, parameters with defaults.
+
+    \b
+    Example:
+      attnsearch modules --json
+    """
+    from ..attention import list_modules, module_info
+
+    infos = [module_info(key) for key in list_modules()]
+    if as_json:
+        print_json([{"key": i.key, "paper": i.paper, "arxiv": i.arxiv, "params": i.params} for i in infos])
+        return
+    rows = [[i.key, i.paper + (f" (arXiv {i.arxiv})" if i.arxiv else ""), _params_text(i.params)] for i in infos]
+    print_table("Attention modules", ["key", "paper", "parameters (defaults)"], rows)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={json.dumps(value)}" for name, value in params.items()) or "-"
+
+
+@click.command()
+@click.argument("backbone")
+@click.option(
+    "--image-size", type=click.IntRange(min=1), default=224, show_default=True, help="Input height and width."
+)
+@click.option(
+    "--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Channel multiplier."
+)
+@json_option
+def slots(backbone: str, image_size: int, width: float, as_json: bool) -> None:
+    """List the slots of BACKBONE with the channels and map size each one sees.
+
+    \b
+    Examples:
+      attnsearch slots vgg16_bn --image-size 32
+      attnsearch slots densenet_bc100 --image-size 32 --json
+    """
+    from ..model import list_slots
+
+    found = list_slots(backbone, image_size=image_size, width=width)
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": s.name,
+                    "channels": s.channels,
+                    "height": s.height,
+                    "width": s.width,
+                    "block_level": s.block_level,
+                }
+                for s in found
+            ]
+        )
+        return
+    rows = [[s.name, str(s.channels), f"{s.height} x {s.width}"] for s in found]
+    print_table(
+        f"Slots of {backbone} at {image_size}x{image_size}, width {width:g}", ["slot", "channels", "H x W"], rows
+    )

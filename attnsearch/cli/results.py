@@ -1,0 +1,231 @@
+"""The commands on a study's results folder: ``watch``, ``report``, ``export`` and ``replay``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ._options import device_option, json_option, results_dir_argument
+from ._output import print_json, print_table
+
+__all__ = ["export", "replay", "report", "watch"]
+
+
+@click.command()
+@results_dir_argument
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between two reads of the folder.",
+)
+@click.option("--once", is_flag=True, help="Print one frame and exit (scripts, tests).")
+def watch(results_dir: str, interval: float, once: bool) -> None:
+    """Show the live dashboard of the study in RESULTS_DIR, read-only: from another terminal or machine while
+    a run goes on, or on a finished study. It never writes to the study and never holds the runner up. Ctrl-C
+    leaves.
+
+    \b
+    Examples:
+      attnsearch watch results/vgg16-shapes-quick
+      attnsearch watch results/vgg16-shapes-quick --once
+    """
+    from ..dashboard.watch import watch as watch_study
+
+    watch_study(results_dir, interval=interval, once=once)
+
+
+@click.command()
+@results_dir_argument
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Folder for report.html, heatmap.png, history.png, summary.md  [default: RESULTS_DIR/report]",
+)
+def report(results_dir: str, out: str | None) -> None:
+    """Summarize the study in RESULTS_DIR: leaderboard, placement map, the effect of each module against none
+    at its slot (95% CI, paired where trials differ only there), parameter importances; and the same as files.
+
+    \b
+    Examples:
+      attnsearch report results/vgg16-shapes-quick
+      attnsearch report results/vgg16-shapes-quick --out paper/figures
+    """
+    from pathlib import Path
+
+    from ..report import build_report, print_report, write_report
+
+    found = build_report(results_dir)
+    print_report(found)
+    written = write_report(found, Path(out) if out else Path(results_dir) / "report")
+    click.echo(f"Report: {written[0]}")
+
+
+@click.command()
+@results_dir_argument
+@click.option("--trial", default="best", show_default=True, help="A trial number, or 'best': the best complete trial.")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False),
+    help="The .py file to write  [default: RESULTS_DIR/exports/trial_<n>.py]",
+)
+@click.option("--weights", is_flag=True, help="Also write the trained state_dict next to it (FILE.pt).")
+@click.option(
+    "--num-classes", type=click.IntRange(min=1), help="Outputs of build_model()  [default: the trained classes]"
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["onnx"]), help='Also write FILE.onnx (pip install "attnsearch[onnx]").'
+)
+@click.option("--list", "show_list", is_flag=True, help="List the trials to choose from, then stop.")
+def export(
+    results_dir: str,
+    trial: str,
+    out: str | None,
+    weights: bool,
+    num_classes: int | None,
+    fmt: str | None,
+    show_list: bool,
+) -> None:
+    """Write a trial as one standalone PyTorch file: its attention modules, its backbone, build_model().
+
+    The file imports only torch. With several objectives, pick a Pareto trial with --trial (see them with --list).
+
+    \b
+    Examples:
+      attnsearch export results/vgg16-shapes-quick --weights
+      attnsearch export results/my-study --trial 7 -o model.py --weights --format onnx
+      attnsearch export results/my-study --list
+    """
+    from ..export import export_trial, list_exportable
+
+    if show_list:
+        found = list_exportable(results_dir)
+        metrics = [f"{metric} ({direction[:3]})" for metric, direction in found.objectives]
+        rows = [
+            [
+                str(t.number),
+                t.placements,
+                *(_score_text(m, t.scores[m]) for m, _ in found.objectives),
+                "yes" if t.weights else "-",
+            ]
+            for t in found.trials
+        ]
+        title = "Pareto trials" if found.pareto else "Complete trials, best first"
+        print_table(title, ["trial", "placements", *metrics, "weights"], rows)
+        return
+    result = export_trial(results_dir, trial=trial, out=out, weights=weights, num_classes=num_classes, fmt=fmt)
+    size = result.image_size
+    click.echo(f"Trial {result.trial}: {result.code}  ({result.num_classes} classes, {size}x{size} input)")
+    if result.weights is not None:
+        click.echo(f"Weights: {result.weights}")
+    if result.onnx is not None:
+        click.echo(f"ONNX: {result.onnx}")
+
+
+@click.command()
+@results_dir_argument
+@click.option(
+    "--trial", "trials", type=click.IntRange(min=0), multiple=True, help="A trial number; repeat it for several."
+)
+@click.option("--top", type=click.IntRange(min=1), help="Also the K best complete trials.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Train this many epochs instead (saved under replays/).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Another batch size (saved under replays/).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Another peak learning rate (saved too).")
+@device_option(default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads  [default: those the search used]")
+@json_option
+def replay(
+    results_dir: str,
+    trials: tuple[int, ...],
+    top: int | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    device: str,
+    threads: int | None,
+    as_json: bool,
+) -> None:
+    """Train trials again from their trial.json alone and compare with what was recorded.
+
+    Without overrides the replay checks the record (on CPU the accuracy must match exactly). With --epochs,
+    --batch-size or --lr it trains the candidate with that recipe and saves a new record under
+    RESULTS_DIR/replays/. Three or more trials also get the Spearman rank correlation of recorded vs replayed.
+
+    \b
+    Examples:
+      attnsearch replay results/vgg16-shapes-quick --trial 3
+      attnsearch replay results/vgg16-shapes-quick --top 5 --epochs 30
+    """
+    from ..replay import ranking_agreement, replay_trials
+
+    results = replay_trials(
+        results_dir,
+        trials,
+        top=top,
+        overrides={"epochs": epochs, "batch_size": batch_size, "lr": lr},
+        device=device,
+        threads=threads,
+        on_start=lambda number, text: click.echo(f"replaying trial {number}: {text}", err=True),
+    )
+    metric = results[0].metric
+    rho, pairs = ranking_agreement(results)
+    if as_json:
+        print_json({"metric": metric, "spearman": rho, "trials": [r.to_dict() for r in results]})
+        return
+    if len(results) == 1:
+        r = results[0]
+        keys = list(dict.fromkeys(["val_acc", "val_top5", "val_loss", "train_loss", metric]))
+        rows = [[k, *_side_by_side(k, r.recorded[k], r.replayed[k])] for k in keys]
+        print_table(f"Trial {r.trial}: {r.placements}", ["metric", "recorded", "replayed", "difference"], rows)
+    else:
+        rows = [
+            [str(r.trial), r.placements, *_side_by_side(metric, r.recorded[metric], r.replayed[metric]), _verdict(r)]
+            for r in results
+        ]
+        print_table("Replays", ["trial", "placements", "recorded", "replayed", "difference", "verdict"], rows)
+    for r in results:
+        if len(results) == 1:
+            click.echo(_verdict(r, long=True))
+        if r.saved is not None:
+            click.echo(f"Trial {r.trial} replay saved: {r.saved}")
+    if pairs >= 3:
+        value = f"{rho:.3f}" if rho is not None else "undefined (all scores equal on one side)"
+        click.echo(f"Spearman rank correlation of {metric}, recorded vs replayed, over {pairs} trials: {value}")
+
+
+def _score_text(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2%}" if metric in ("val_acc", "val_top5") else f"{value:.6g}"
+
+
+def _side_by_side(metric: str, recorded: float | None, replayed: float | None) -> list[str]:
+    if recorded is None or replayed is None:
+        difference = "-"
+    elif metric in ("val_acc", "val_top5"):
+        difference = f"{(replayed - recorded) * 100:+.2f} pp"
+    else:
+        difference = f"{replayed - recorded:+.6g}"
+    return [_score_text(metric, recorded), _score_text(metric, replayed), difference]
+
+
+def _verdict(r: Any, *, long: bool = False) -> str:
+    if r.state != "complete":
+        return f"replay {r.state}: {r.reason}"
+    if r.matches is None:
+        return f"new recipe ({', '.join(f'{k}={v:g}' for k, v in r.overrides.items())})"
+    if r.tolerance == 0:
+        short = "exactly" if r.matches else "no"
+        where = f"{r.device}, {r.threads or 'default'} thread(s): the CPU trainer is deterministic"
+    else:
+        short = "within tolerance" if r.matches else "no"
+        where = f"{r.device}, tolerance {r.tolerance * 100:g} pp: its kernels are not bit-reproducible"
+    if not long:
+        return short + {True: ", same weights", False: ", other weights", None: ""}[r.weights_equal]
+    weights = {True: "; weights identical to model.pt", False: "; weights differ from model.pt", None: ""}
+    verdict = f"reproduced {short}" if r.matches else "NOT reproduced"
+    return f"val_acc {verdict} ({where}){weights[r.weights_equal]}"

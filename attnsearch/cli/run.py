@@ -1,0 +1,141 @@
+"""``attnsearch run`` and ``attnsearch validate``: search a space, or check it without training."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ._options import device_option, json_option
+from ._output import print_json, print_table
+
+__all__ = ["run", "validate"]
+
+
+@click.command()
+@click.argument("space_file", metavar="SPACE.yaml", type=click.Path(dir_okay=False))
+@click.option(
+    "--results",
+    type=click.Path(file_okay=False),
+    default="results",
+    show_default=True,
+    help="Folder that holds one sub-folder per study.",
+)
+@click.option("--trials", "n_trials", type=click.IntRange(min=1), help="Override search.n_trials.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop asking for trials after S seconds.")
+@device_option(help="Override execution.device: auto, cpu, cuda, cuda:N.")
+@click.option("--fresh", is_flag=True, help="Start over: the old results folder is moved aside, not deleted.")
+@click.option("--storage", help="Any Optuna storage URL (e.g. postgresql://...) for a study shared by several runs.")
+@click.option(
+    "--keep-weights",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Keep model.pt of the best K trials.",
+)
+@click.option("--force", is_flag=True, help="Run a grid larger than the grid limit.")
+@click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
+def run(
+    space_file: str,
+    results: str,
+    n_trials: int | None,
+    timeout: float | None,
+    device: str | None,
+    fresh: bool,
+    storage: str | None,
+    keep_weights: int,
+    force: bool,
+    no_dashboard: bool,
+) -> None:
+    """Run (or continue) the search of SPACE.yaml: every trial is built, briefly trained, scored and recorded.
+
+    Running it again continues the same study under RESULTS/<name>/. Ctrl-C stops cleanly (exit code 130).
+
+    \b
+    Examples:
+      attnsearch run search_spaces/quickstart.yaml
+      attnsearch run my_space.yaml --trials 50 --keep-weights 3 --results runs
+    """
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from ..search.log import plain_log, print_summary
+    from ..search.runner import RunInterrupted, run_search
+    from ..space import load_space
+
+    space = load_space(space_file)
+    # the live dashboard on a terminal; plain lines for CI, log files and --no-dashboard
+    dashboard = None
+    if not no_dashboard and sys.stdout.isatty():
+        from ..dashboard.live import LiveDashboard
+
+        dashboard = LiveDashboard()
+    try:
+        with dashboard if dashboard is not None else nullcontext():
+            outcome = run_search(
+                space,
+                results=results,
+                storage=storage,
+                n_trials=n_trials,
+                timeout=timeout,
+                device=device,
+                fresh=fresh,
+                keep_weights=keep_weights,
+                force=force,
+                space_text=Path(space_file).read_bytes(),
+                on_event=dashboard.on_event if dashboard is not None else plain_log(),
+            )
+    except RunInterrupted as stop:
+        click.echo(f"attnsearch: {stop}", err=True)
+        sys.exit(130)
+    print_summary(outcome.summary)
+    click.echo(f"Results: {outcome.folder}")
+
+
+@click.command()
+@click.argument("space_file", metavar="SPACE.yaml", type=click.Path(dir_okay=False))
+@json_option
+def validate(space_file: str, as_json: bool) -> None:
+    """Check SPACE.yaml without training: its size, slot x module table, and the range of params and FLOPs.
+
+    \b
+    Example:
+      attnsearch validate search_spaces/quickstart.yaml
+    """
+    from ..search.survey import survey_space
+    from ..space import load_space
+
+    space = load_space(space_file)
+    survey = survey_space(space)
+    if as_json:
+        print_json(
+            {
+                "name": space.name,
+                "size": survey.size if survey.size != float("inf") else None,
+                "slots": survey.table,
+                "params": list(survey.params),
+                "flops": list(survey.flops),
+                "violations": survey.violations,
+                "examples": survey.examples,
+            }
+        )
+        return
+    ranges = "".join(f" x continuous {name}" for name in space.ranges)
+    click.echo(f"{space.name}: valid. {survey.size:,} distinct candidates{ranges} on {', '.join(space.backbones)}.")
+    modules = list(dict.fromkeys(m for ms in survey.table.values() for m in ms))
+    rows = [[slot, *("x" if m in tried else "" for m in modules)] for slot, tried in survey.table.items()]
+    print_table("Slot x module", ["slot", *modules], rows)
+    click.echo(f"params: {survey.params[0]:,} .. {survey.params[1]:,}")
+    click.echo(f"FLOPs:  {survey.flops[0]:,} .. {survey.flops[1]:,}")
+    limits = space.config.search.constraints
+    if limits.max_params or limits.max_flops:
+        if survey.violations is None:
+            click.echo("constraints: the space is too large to check every candidate; the ranges above bound it")
+        elif survey.violations:
+            click.echo(f"constraints: {survey.violations:,} candidates break them, e.g.:")
+            for example in survey.examples:
+                click.echo(f"  {example}")
+        else:
+            click.echo("constraints: every candidate meets them")
+    if limits.max_latency_ms:
+        click.echo("max_latency_ms is checked per trial, on the trial's device, before training")
