@@ -1,24 +1,31 @@
 """The ``attnsearch`` command line: one module per group of commands, each command calling one library function.
 
-Bad input (a click usage error or a library ValueError) gets one line on stderr and exit code 2.
+Exit codes: 0 done; 2 the user's mistake (a click usage error or an :class:`~attnsearch.errors.AttnsearchError`),
+answered with one line on stderr; 1 a bug, answered with a one-line summary and the file that holds its
+traceback (``ATTNSEARCH_DEBUG=1`` prints the traceback instead); 130 interrupted.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
+from ..errors import AttnsearchError
 from . import bench, inspect, results, run
 
 __all__ = ["main"]
 
+EXIT_BUG = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+DEBUG_VARIABLE = "ATTNSEARCH_DEBUG"
 
 
 class _Group(click.Group):
-    """Turns usage errors and library ValueErrors into one line on stderr and exit code 2."""
+    """Answers the user's mistakes with one line and exit 2, and anything else as the bug it is, with exit 1."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
@@ -26,18 +33,73 @@ class _Group(click.Group):
             return super().main(*args, **kwargs)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
-        except click.exceptions.Abort:
+        except click.exceptions.Abort:  # click's answer to Ctrl-C
             click.echo("attnsearch: interrupted", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         except click.ClickException as err:
-            _fail(err.format_message())
-        except ValueError as err:
-            _fail(str(err))
+            _bad_input(err.format_message())
+        except AttnsearchError as err:
+            _bad_input(str(err))
+        except Exception as err:  # anything else is a bug of ours, whatever its type
+            if _not_yet_converted(err):
+                _bad_input(str(err))
+            _bug(err)
 
 
-def _fail(message: str) -> None:
-    click.echo(f"attnsearch: error: {' '.join(message.split())}", err=True)
+# TEMPORARY, until these modules raise AttnsearchError for bad input (the conversion is under way): a plain
+# ValueError raised in one of them is still answered as bad input, exit 2, as before AttnsearchError existed.
+# Remove this tuple and _not_yet_converted with that conversion.
+_NOT_YET_CONVERTED = ("attnsearch.export", "attnsearch.replay", "attnsearch.report", "attnsearch.space")
+
+
+def _not_yet_converted(err: Exception) -> bool:
+    if not isinstance(err, ValueError) or err.__traceback__ is None:
+        return False
+    last = err.__traceback__
+    while last.tb_next is not None:
+        last = last.tb_next
+    module = last.tb_frame.f_globals.get("__name__", "")  # where it was raised
+    return module in _NOT_YET_CONVERTED or module.startswith("attnsearch.search.")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _bad_input(message: str) -> NoReturn:
+    click.echo(f"attnsearch: error: {_one_line(message)}", err=True)
     sys.exit(EXIT_BAD_INPUT)
+
+
+def _bug(err: Exception) -> NoReturn:
+    import traceback
+
+    trace = "".join(traceback.format_exception(err))
+    message = _one_line(str(err))
+    summary = f"attnsearch: internal error: {type(err).__name__}" + (f": {message}" if message else "")
+    path = None if os.environ.get(DEBUG_VARIABLE) == "1" else _write_traceback(trace)
+    if path is None:
+        click.echo(trace, err=True, nl=False)
+        where = "traceback above"
+    else:
+        where = f"traceback in {path}"
+    click.echo(f"{summary} (a bug in attnsearch, not in your input; {where})", err=True)
+    sys.exit(EXIT_BUG)
+
+
+def _write_traceback(trace: str) -> str | None:
+    """A new file under the temporary folder holding ``trace``; None when it cannot be written."""
+    import tempfile
+    import time
+
+    prefix = f"attnsearch-traceback-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-"
+    try:
+        handle, path = tempfile.mkstemp(prefix=prefix, suffix=".txt", text=True)
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(trace)
+    except OSError:
+        return None
+    return path
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
