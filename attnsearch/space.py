@@ -11,14 +11,17 @@ import itertools
 import math
 import os
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError
 
+from .candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec, TrainRecipe
 from .device import DEVICE_PATTERN
 from .errors import AttnsearchError
-from .candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec, TrainRecipe
+from .record import METRICS
+from .schema import Range, Section, describe_error, section_model
+from .search.settings import Constraints
 from .yamlfile import YamlError, read_yaml
 
 __all__ = ["SearchSpace", "SpaceError", "load_space", "parse_space"]
@@ -31,24 +34,7 @@ class SpaceError(AttnsearchError):
     """A space file that cannot be used; the message is one line starting with the YAML path."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class Range(_Section):
-    """``{low, high, log}``: a number drawn from an interval."""
-
-    low: float
-    high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Range:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        return self
+_Section = Section
 
 
 def _nonempty(item: Any) -> Any:
@@ -56,66 +42,29 @@ def _nonempty(item: Any) -> Any:
 
 
 PositiveInt = Annotated[int, Field(ge=1)]
-UnitFloat = Annotated[float, Field(ge=0, lt=1)]
-Head = Literal["compact", "classic"]
-
-
-class BackboneSection(_Section):
-    name: str | _nonempty(str) = "vgg16_bn"
-    width: Annotated[float, Field(gt=0, le=4)] | _nonempty(Annotated[float, Field(gt=0, le=4)]) = 1.0
-    head: Head | _nonempty(Head) = "compact"
-    pretrained: bool = False
-
-
-class DataSection(_Section):
-    dataset: Literal["shapes", "digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder"] = "shapes"
-    root: str | None = None
-    val_root: str | None = None
-    image_size: Annotated[int, Field(ge=8, le=1024)] = 32
-    train_size: PositiveInt | None = None
-    val_size: PositiveInt | None = None
-    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    download: bool = False
-    seed: int = 0
-
-
-Optimizer = Literal["sgd", "adamw"]
-Schedule = Literal["cosine", "onecycle"]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 
-
-class TrainSection(_Section):
-    epochs: Annotated[int, Field(ge=1, le=10_000)] = 3
-    steps: PositiveInt | None = None
-    batch_size: Annotated[int, Field(ge=1, le=65_536)] | _nonempty(Annotated[int, Field(ge=1, le=65_536)]) = 128
-    optimizer: Optimizer | _nonempty(Optimizer) = "sgd"
-    lr: PositiveFloat | Range | _nonempty(PositiveFloat) = 0.05
-    weight_decay: NonNegFloat | Range | _nonempty(NonNegFloat) = 5e-4
-    label_smoothing: UnitFloat | _nonempty(UnitFloat) = 0.1
-    augment: list[Literal["crop", "flip"]] = Field(default_factory=lambda: ["crop", "flip"])
-    schedule: Schedule | _nonempty(Schedule) = "cosine"
-    warmup_epochs: NonNegFloat = 0.5
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    channels_last: bool = True
-    epoch_val_size: PositiveInt | None = None  # validation images scored after each epoch but the last
-    # auto: validate only the epochs the pruner can act on, and the last; all: every epoch (learning curves)
-    epoch_val: Literal["auto", "all"] = "auto"
-    seed: int = 0
-
-
-METRICS = ("val_acc", "val_top5", "val_loss", "train_loss", "params", "flops", "latency_ms", "train_seconds")
+# The sections that describe a candidate and the constraints are derived from their dataclasses (the one definition
+# of each field's type, limits and default); a field those mark as searched may also be a list (or a range) here.
+BackboneSection = section_model(BackboneSpec, "BackboneSection")
+DataSection = section_model(DataSpec, "DataSection")
+TrainSection = section_model(
+    TrainRecipe,
+    "TrainSection",
+    extra={
+        # auto: validate only the epochs the pruner can act on, and the last; all: every epoch (learning curves).
+        # How trials are judged, not how they train: it goes to TrialSettings, never into the recipe.
+        "epoch_val": (Literal["auto", "all"], "auto"),
+        "seed": (int, 0),  # the candidates' seed (weights, batch order, augmentation)
+    },
+)
+ConstraintsSection = section_model(Constraints, "ConstraintsSection")
 
 
 class Objective(_Section):
     metric: Literal[METRICS]  # type: ignore[valid-type]
     direction: Literal["maximize", "minimize"]
-
-
-class Constraints(_Section):
-    max_params: PositiveFloat | None = None
-    max_flops: PositiveFloat | None = None
-    max_latency_ms: PositiveFloat | None = None
 
 
 class SearchSection(_Section):
@@ -126,7 +75,7 @@ class SearchSection(_Section):
     objectives: Annotated[list[Objective], Field(min_length=1)] = Field(
         default_factory=lambda: [Objective(metric="val_acc", direction="maximize")]
     )
-    constraints: Constraints = Field(default_factory=Constraints)
+    constraints: ConstraintsSection = Field(default_factory=ConstraintsSection)  # type: ignore[valid-type]
     repeats: Annotated[int, Field(ge=1, le=100)] = 1
     seed: int | None = None  # the sampler's seed; None: the train seed
 
@@ -143,11 +92,11 @@ class ExecutionSection(_Section):
 
 class SpaceFile(_Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
-    backbone: BackboneSection = Field(default_factory=BackboneSection)
+    backbone: BackboneSection = Field(default_factory=BackboneSection)  # type: ignore[valid-type]
     slots: dict[str, _nonempty(str)]
     modules: dict[str, dict[str, SCALAR | _nonempty(SCALAR)]] = Field(default_factory=dict)
-    data: DataSection = Field(default_factory=DataSection)
-    train: TrainSection = Field(default_factory=TrainSection)
+    data: DataSection = Field(default_factory=DataSection)  # type: ignore[valid-type]
+    train: TrainSection = Field(default_factory=TrainSection)  # type: ignore[valid-type]
     search: SearchSection = Field(default_factory=SearchSection)
     execution: ExecutionSection = Field(default_factory=ExecutionSection)
 
@@ -177,49 +126,6 @@ def _check_unknown_keys(model: type[BaseModel], data: Any, path: str) -> None:
                 _check_unknown_keys(submodels[0], item, f"{where}[{i}]")
         else:
             _check_unknown_keys(submodels[0], value, where)
-
-
-def _yaml_path(loc: tuple[Any, ...], data: Any, *, last_is_key: bool) -> str:
-    """Pydantic's error location, keeping only the parts that index the user's data (not union branch names)."""
-    parts: list[str] = []
-    current = data
-    for i, part in enumerate(loc):
-        if isinstance(current, dict) and part in current:
-            parts.append(str(part))
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
-            parts.append(f"[{part}]")
-            current = current[part]
-        elif last_is_key and i == len(loc) - 1:
-            parts.append(str(part))  # a missing key
-    return ".".join(parts).replace(".[", "[") or "(top level)"
-
-
-_PATTERN_MESSAGES = {
-    "name": "must be a folder name: letters, digits, '.', '_' or '-', at most 100 characters",
-    "device": "must be auto, cpu, cuda or cuda:N",
-}
-
-
-def _describe_error(err: ValidationError, data: Any) -> str:
-    errors = err.errors()
-    # In a union (e.g. `lr`: number | range | list) every branch fails; a failure inside a branch (a missing
-    # `high`, low above high) says more than "is not a number", and the deepest one is what the user meant.
-    informative = [e for e in errors if not e["type"].endswith("_type")] or errors
-    first = max(informative, key=lambda e: len(e["loc"]))
-    kind, message = first["type"], first["msg"]
-    path = _yaml_path(first["loc"], data, last_is_key=kind in ("missing", "extra_forbidden"))
-    if kind == "missing":
-        message = "required key is missing"
-    elif kind == "too_short":
-        message = "must not be empty"
-    elif kind == "string_pattern_mismatch":
-        message = _PATTERN_MESSAGES.get(path.rsplit(".", 1)[-1], message)
-    else:
-        message = message.replace("Input should be", "must be").replace("Value error, ", "")
-        if kind.endswith("_type") and not isinstance(first["input"], (dict, list)):
-            message += f", got {first['input']!r}"
-    return f"{path}: {message}"
 
 
 # ---------------------------------------------------------------------------------------------- the space
@@ -278,31 +184,57 @@ class SearchSpace:
     def directions(self) -> list[str]:
         return [o.direction for o in self.config.search.objectives]
 
+    def target(self, n_trials: int | None = None) -> int:
+        """Trials the study is to finish: the whole design of ``grid`` and ``ablation``, else ``n_trials`` (default
+        ``search.n_trials``)."""
+        sampler = self.config.search.sampler
+        if sampler == "grid":
+            return self.size()
+        if sampler == "ablation":
+            return len(self.ablation())
+        return n_trials or self.config.search.n_trials
+
+    def design(self, *, force: bool = False) -> list[dict[str, Any]] | None:
+        """The trials ``grid`` and ``ablation`` enqueue (as Optuna parameters); None for the other samplers.
+
+        Raises SpaceError for a grid above :data:`GRID_LIMIT` candidates unless ``force``.
+        """
+        sampler = self.config.search.sampler
+        if sampler == "ablation":
+            return self.ablation()
+        if sampler != "grid":
+            return None
+        size = self.size()
+        if size > GRID_LIMIT and not force:
+            raise SpaceError(
+                f"search.sampler: grid of {size:,} candidates is above {GRID_LIMIT:,}; pass --force to run it"
+            )
+        return self.grid()
+
+    def constraints(self) -> Constraints:
+        return Constraints(**self.config.search.constraints.model_dump())
+
     # -- the parameters Optuna sees ------------------------------------------------------------------------------
+
+    def _searched(self) -> list[tuple[str, Any]]:
+        """(Optuna parameter name, the section's value) of every searchable field, backbone's then recipe's.
+
+        The backbone's name is the parameter ``backbone``; every other keeps its field's name.
+        """
+        b, t = self.config.backbone, self.config.train
+        found = [("backbone" if f.name == "name" else f.name, getattr(b, f.name)) for f in _searchable(BackboneSpec)]
+        return found + [(f.name, getattr(t, f.name)) for f in _searchable(TrainRecipe)]
 
     def _categoricals(self) -> dict[str, list[Any]]:
         """Searched non-slot parameters with their choices (ranges excluded)."""
-        b, t = self.config.backbone, self.config.train
-        found = {
-            "backbone": _as_list(b.name),
-            "width": _as_list(b.width),
-            "head": _as_list(b.head),
-            "batch_size": _as_list(t.batch_size),
-            "optimizer": _as_list(t.optimizer),
-            "lr": [] if isinstance(t.lr, Range) else _as_list(t.lr),
-            "weight_decay": [] if isinstance(t.weight_decay, Range) else _as_list(t.weight_decay),
-            "label_smoothing": _as_list(t.label_smoothing),
-            "schedule": _as_list(t.schedule),
-        }
+        found = {name: _as_list(value) for name, value in self._searched() if not isinstance(value, Range)}
         return {k: v for k, v in found.items() if len(v) > 1}
 
     def _ranges(self) -> dict[str, Range]:
-        t = self.config.train
-        return {k: v for k, v in (("lr", t.lr), ("weight_decay", t.weight_decay)) if isinstance(v, Range)}
+        return {name: value for name, value in self._searched() if isinstance(value, Range)}
 
     def suggest(self, trial: Any, *, seed_offset: int = 0) -> Candidate:
         """Draw a Candidate through ``trial`` (an ``optuna.Trial``, or anything with its ``suggest_*`` methods)."""
-        b, t = self.config.backbone, self.config.train
         categoricals, ranges = self._categoricals(), self._ranges()
 
         def pick(name: str, value: Any) -> Any:
@@ -313,9 +245,9 @@ class SearchSpace:
                 return trial.suggest_categorical(name, categoricals[name])
             return _as_list(value)[0]
 
-        backbone = pick("backbone", b.name)
+        name = pick("backbone", self.config.backbone.name)
         placements = []
-        for slot, choices in self.slots[backbone].items():
+        for slot, choices in self.slots[name].items():
             module = trial.suggest_categorical(slot, choices) if len(choices) > 1 else choices[0]
             if module == "none":
                 continue
@@ -324,29 +256,12 @@ class SearchSpace:
                 value = trial.suggest_categorical(f"{slot}.{module}.{param}", values) if len(values) > 1 else values[0]
                 params.append((param, value))
             placements.append(PlacementSpec(slot, module, tuple(sorted(params))))
-        recipe = TrainRecipe(
-            epochs=t.epochs,
-            steps=t.steps,
-            batch_size=pick("batch_size", t.batch_size),
-            optimizer=pick("optimizer", t.optimizer),
-            lr=float(pick("lr", t.lr)),
-            weight_decay=float(pick("weight_decay", t.weight_decay)),
-            label_smoothing=float(pick("label_smoothing", t.label_smoothing)),
-            augment=tuple(t.augment),
-            schedule=pick("schedule", t.schedule),
-            warmup_epochs=t.warmup_epochs,
-            precision=t.precision,
-            channels_last=t.channels_last,
-            epoch_val_size=t.epoch_val_size,
-            first_val_epoch=self.first_val_epoch,
+        train = _spec(TrainRecipe, self.config.train, pick)
+        # the backbone's other fields last, as they always were drawn: a seeded sampler draws the same values
+        backbone = _spec(
+            BackboneSpec, self.config.backbone, lambda field, value: name if field == "name" else pick(field, value)
         )
-        return Candidate(
-            backbone=BackboneSpec(backbone, float(pick("width", b.width)), pick("head", b.head), b.pretrained),
-            placements=tuple(placements),
-            train=recipe,
-            data=self.data_spec(),
-            seed=t.seed + seed_offset,
-        )
+        return Candidate(backbone, tuple(placements), train, self.data_spec(), self.config.train.seed + seed_offset)
 
     def data_spec(self) -> DataSpec:
         return DataSpec(**self.config.data.model_dump())
@@ -412,6 +327,24 @@ class SearchSpace:
         return total
 
 
+def _searchable(cls: type) -> list[Any]:
+    return [f for f in fields(cls) if f.metadata.get("searched")]
+
+
+def _spec(cls: type, section: BaseModel, pick: Any) -> Any:
+    """A ``cls`` (BackboneSpec, TrainRecipe) from its space-file section: each searchable field through ``pick``
+    (name, section value) -> the trial's value, the others as written; numbers typed as the field is."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        value = getattr(section, f.name)
+        value = pick(f.name, value) if f.metadata.get("searched") else value
+        if hints[f.name] is float and not isinstance(value, bool):
+            value = float(value)  # a YAML integer where a float belongs: the same candidate as its float
+        values[f.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
+
+
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
@@ -440,7 +373,7 @@ def parse_space(data: Any, *, check_data: bool = True) -> SearchSpace:
     try:
         config = SpaceFile.model_validate(data)
     except ValidationError as err:
-        raise SpaceError(_describe_error(err, data)) from None
+        raise SpaceError(describe_error(err, data)) from None
     from .attention import check_params, list_modules  # torch: only once the file itself is sound
     from .backbones import describe_names, list_backbones
     from .model import list_slots

@@ -29,16 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .candidate import TrainRecipe
+from .candidate import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainRecipe
 from .costs import StepMemory
 from .data.dataset import Dataset
 from .data.loader import Batches, normalization
 
-__all__ = ["Evaluation", "TrainResult", "evaluate", "learning_rate", "make_optimizer", "train_model"]
+__all__ = ["Evaluation", "TrainResult", "evaluate", "learning_rate", "make_optimizer", "train_model", "validates"]
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "onecycle")
-PRECISIONS = ("auto", "fp32", "bf16")
 CUDA_CHECK_EVERY = 32  # steps between non-finite-loss checks off the CPU (each check waits for the device)
 
 
@@ -85,6 +82,17 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (a deep copy), ready for JSON."""
         return asdict(self)
+
+
+def validates(epoch: int, epochs: int, first_val_epoch: int) -> bool:
+    """Whether epoch ``epoch`` (from 1) of ``epochs`` ends with a validation pass: every epoch from
+    ``first_val_epoch`` on (the first one a pruner may judge), and the last always.
+
+    Example:
+        >>> [validates(e, 4, first_val_epoch=3) for e in (1, 2, 3, 4)]
+        [False, False, True, True]
+    """
+    return epoch == epochs or epoch >= first_val_epoch
 
 
 def learning_rate(step: int, *, total_steps: int, warmup_steps: int, peak: float, schedule: str) -> float:
@@ -188,16 +196,17 @@ def train_model(
     report: Callable[[int, float | None], bool] | None = None,
     should_stop: Callable[[], bool] | None = None,
     build_seconds: float = 0.0,
+    first_val_epoch: int = 1,
 ) -> TrainResult:
-    """Train ``model`` on ``dataset`` following ``recipe``, validating after every epoch from
-    ``recipe.first_val_epoch`` on, and always after the last.
+    """Train ``model`` on ``dataset`` following ``recipe``, validating after every epoch from ``first_val_epoch``
+    on, and always after the last (see :func:`validates`).
 
     The dataset is moved to ``device`` once (as uint8) and the model is moved there and trained in place.
     ``seed`` fixes batch order, augmentation and dropout (``torch.manual_seed``), not the initial weights: the
     caller built the model. ``report(epoch, val_acc)`` is called after each epoch's validation (epochs count
     from 1; epochs before the last score a fixed subset of ``recipe.epoch_val_size`` validation images when that
     is set, the last epoch always the whole set); returning True stops the run as ``"pruned"``. An epoch before
-    ``recipe.first_val_epoch`` has no validation pass: it is reported as ``report(epoch, None)`` (progress only;
+    ``first_val_epoch`` has no validation pass: it is reported as ``report(epoch, None)`` (progress only;
     its answer is ignored) and its history entry holds None for the validation figures. Skipping a pass changes
     nothing else (evaluation draws no random numbers).
     ``should_stop()`` is polled after every step; True stops the run as ``"failed"``/``"interrupted"``.
@@ -225,6 +234,8 @@ def train_model(
         ('complete', 2, 2)
     """
     _check_recipe(recipe)
+    if first_val_epoch < 1:
+        raise ValueError(f"first_val_epoch must be at least 1, got {first_val_epoch}")
     device = torch.device(device)
     previous_threads = torch.get_num_threads()
     if threads is not None:
@@ -233,7 +244,7 @@ def train_model(
     out_of_memory = False
     try:
         try:
-            _train(model, dataset, recipe, device, seed, report, should_stop, run)
+            _train(model, dataset, recipe, device, seed, report, should_stop, run, first_val_epoch)
         except Exception as err:
             if not is_out_of_memory(err):
                 raise
@@ -286,6 +297,7 @@ def _train(
     report: Callable[[int, float | None], bool] | None,
     should_stop: Callable[[], bool] | None,
     run: _Run,
+    first_val_epoch: int,
 ) -> None:
     torch.manual_seed(seed)  # dropout and any other randomness inside the model
     generator = torch.Generator().manual_seed(seed)  # batch order and augmentation, drawn on the CPU
@@ -356,7 +368,7 @@ def _train(
         if stopped is not None:
             run.state, run.reason = "failed", stopped
             return
-        scored = recipe.validates(epoch, epochs)
+        scored = validates(epoch, epochs, first_val_epoch)
         eval_started = time.perf_counter()
         evaluation = _evaluate(model, val if epoch == epochs else epoch_val, bf16) if scored else None
         val_seconds = time.perf_counter() - eval_started if scored else 0.0
@@ -472,8 +484,6 @@ def _check_recipe(recipe: TrainRecipe) -> None:
         raise ValueError(f"steps must be at least 1, got {recipe.steps}")
     if recipe.warmup_epochs < 0:
         raise ValueError(f"warmup_epochs must not be negative, got {recipe.warmup_epochs}")
-    if recipe.first_val_epoch < 1:
-        raise ValueError(f"first_val_epoch must be at least 1, got {recipe.first_val_epoch}")
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -200,8 +200,11 @@ def test_first_val_epoch_is_the_first_the_pruner_can_act_on(train: dict, search:
     from attnsearch.search.runner import make_pruner
 
     space = parse_space(patched(train=train, search=search), check_data=False)
+    assert space.first_val_epoch == first
+    # how trials are judged is not part of what they train: the candidate is the same under every pruner
     candidate = space.suggest(optuna.trial.FixedTrial({"block3": "se", "block5": "eca"}))
-    assert candidate.train.first_val_epoch == first
+    other = parse_space(patched(train={**train, "epoch_val": "all"}, search={"pruner": "none"}), check_data=False)
+    assert other.suggest(optuna.trial.FixedTrial({"block3": "se", "block5": "eca"})).key() == candidate.key()
     pruner = make_pruner(space)
     if search["pruner"] == "median" and train.get("epoch_val") != "all":
         # the pruner itself: no verdict at the epoch before, a verdict possible from first on
@@ -231,15 +234,18 @@ def test_example_spaces_are_valid() -> None:
 @pytest.mark.parametrize(
     ("where", "value", "message"),
     [
-        (("train", "epochs"), "3", 'train.epochs: must be an integer, got "3"'),
-        (("train", "lr"), True, "train.lr: must be a number, got true"),
-        (("train", "augment"), "crop", 'train.augment: must be a list, got "crop"'),
-        (("data", "val_size"), 1.5, "data.val_size: must be an integer or null, got 1.5"),
-        (("backbone",), [], "candidate.backbone: must be a mapping, got []"),
-        (("seed",), "0", 'candidate.seed: must be an integer, got "0"'),
+        (("train", "epochs"), "3", 'candidate.train.epochs: must be a valid integer, got "3"'),
+        (("train", "lr"), True, "candidate.train.lr: must be a valid number, got true"),
+        (("train", "augment"), "crop", 'candidate.train.augment: must be a valid array, got "crop"'),
+        (("train", "epochs"), 0, "candidate.train.epochs: must be greater than or equal to 1"),
+        (("train", "optimizer"), "adam", "candidate.train.optimizer: must be 'sgd' or 'adamw'"),
+        (("train", "first_val_epochs"), 2, "candidate.train.first_val_epochs: unknown key"),
+        (("data", "val_size"), 1.5, "candidate.data.val_size: must be a valid integer, got 1.5"),
+        (("backbone",), [], "candidate.backbone: must be an object"),
+        (("seed",), "0", 'candidate.seed: must be a valid integer, got "0"'),
     ],
 )
-def test_candidate_from_dict_names_a_value_of_the_wrong_type(where: tuple, value: object, message: str) -> None:
+def test_candidate_from_dict_names_a_wrong_key_or_value(where: tuple, value: object, message: str) -> None:
     d = json.loads(json.dumps(Candidate().to_dict()))
     assert Candidate.from_dict(d) == Candidate()
     *parents, key = where

@@ -103,7 +103,7 @@ def test_epochs_before_first_val_epoch_skip_validation_and_change_nothing_else()
         return val_acc is None  # an answer to a progress-only report is ignored: no pruning without a score
 
     every = fit(vgg(), data, TrainRecipe(epochs=4, batch_size=32, lr=0.05))
-    late = fit(vgg(), data, TrainRecipe(epochs=4, batch_size=32, lr=0.05, first_val_epoch=3), report=report)
+    late = fit(vgg(), data, TrainRecipe(epochs=4, batch_size=32, lr=0.05), report=report, first_val_epoch=3)
     assert reported == [(h["epoch"], h["val_acc"]) for h in late.history]  # every epoch, for progress
     assert [h["epoch"] for h in late.history] == [1, 2, 3, 4] and late.epochs_run == 4 and late.state == "complete"
     for h in late.history[:2]:
@@ -121,12 +121,12 @@ def test_epochs_before_first_val_epoch_skip_validation_and_change_nothing_else()
     assert late.val_acc == every.val_acc and late.val_loss == every.val_loss
     assert late.timings["eval"] < every.timings["eval"]
     # past the last epoch: the last epoch is still the score
-    last_only = fit(vgg(), data, TrainRecipe(epochs=2, batch_size=32, lr=0.05, first_val_epoch=9))
+    last_only = fit(vgg(), data, TrainRecipe(epochs=2, batch_size=32, lr=0.05), first_val_epoch=9)
     assert [h["val_images"] for h in last_only.history] == [0, 64] and last_only.val_acc == last_only.history[-1][
         "val_acc"
     ]
     with pytest.raises(ValueError, match="first_val_epoch must be at least 1"):
-        fit(vgg(), data, TrainRecipe(epochs=1, first_val_epoch=0))
+        fit(vgg(), data, TrainRecipe(epochs=1), first_val_epoch=0)
 
 
 def test_normalization_is_counted_once_per_unchanged_image_tensor(monkeypatch) -> None:

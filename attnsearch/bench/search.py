@@ -171,8 +171,7 @@ def evaluate_grid(
         stored = json.loads(Path(cache).read_text(encoding="utf-8"))
         if key in stored:
             return SearchGrid.from_dict(stored[key]), True
-    # every epoch validated: the searches replayed from the grid pick the epochs their pruners look at
-    parsed = parse_space({**space, "train": {**space["train"], "epoch_val": "all"}, "search": {"sampler": "grid"}})
+    parsed = parse_space({**space, "search": {"sampler": "grid"}})
     dataset = load_dataset(parsed.data_spec())
     design = parsed.grid()
     points = []
@@ -181,6 +180,8 @@ def evaluate_grid(
         candidate = parsed.suggest(optuna.trial.FixedTrial(params))
         started = time.perf_counter()
         model = build_candidate(candidate, dataset, candidate.seed)  # exactly as a trial builds it
+        # every epoch validated (train_model's default): the searches replayed from the grid pick the epochs their
+        # pruners look at
         result = train_model(model, dataset, candidate.train, seed=candidate.seed, threads=threads)
         if result.state != "complete":
             raise RuntimeError(f"grid candidate {candidate.describe()} ended {result.state} ({result.reason})")
@@ -268,6 +269,7 @@ def simulate_search(
 
     from ..search.runner import make_pruner, make_sampler
     from ..space import parse_space
+    from ..train import validates
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = parse_space(
@@ -283,7 +285,7 @@ def simulate_search(
     compute = 0
     while compute < max_compute and len(trace.trials) < max_trials and not (stop is not None and stop(trace)):
         trial = study.ask()
-        recipe = space.suggest(trial).train  # the trial's parameters, drawn exactly as in a run
+        space.suggest(trial)  # the trial's parameters, drawn exactly as in a run
         key = _params_key(trial.params)
         if key in recorded:
             study.tell(trial, recorded[key])
@@ -293,7 +295,7 @@ def simulate_search(
         epochs, pruned = 0, False
         for epoch, value in enumerate(curve, start=1):
             epochs += 1
-            if not recipe.validates(epoch, len(curve)):
+            if not validates(epoch, len(curve), space.first_val_epoch):
                 continue  # a trial validates only the epochs its pruner can act on, and the last
             trial.report(value, epoch)
             if single and trial.should_prune():  # after every epoch, the last one included, as the runner asks
