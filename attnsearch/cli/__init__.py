@@ -41,25 +41,7 @@ class _Group(click.Group):
         except AttnsearchError as err:
             _bad_input(str(err))
         except Exception as err:  # anything else is a bug of ours, whatever its type
-            if _not_yet_converted(err):
-                _bad_input(str(err))
             _bug(err)
-
-
-# TEMPORARY, until these modules raise AttnsearchError for bad input (the conversion is under way): a plain
-# ValueError raised in one of them is still answered as bad input, exit 2, as before AttnsearchError existed.
-# Remove this tuple and _not_yet_converted with that conversion.
-_NOT_YET_CONVERTED = ("attnsearch.export", "attnsearch.replay", "attnsearch.report", "attnsearch.space")
-
-
-def _not_yet_converted(err: Exception) -> bool:
-    if not isinstance(err, ValueError) or err.__traceback__ is None:
-        return False
-    last = err.__traceback__
-    while last.tb_next is not None:
-        last = last.tb_next
-    module = last.tb_frame.f_globals.get("__name__", "")  # where it was raised
-    return module in _NOT_YET_CONVERTED or module.startswith("attnsearch.search.")
 
 
 def _one_line(text: str) -> str:

@@ -88,7 +88,7 @@ def run(
     except RunInterrupted as stop:
         click.echo(f"attnsearch: {stop}", err=True)
         sys.exit(130)
-    print_summary(outcome.summary)
+    print_summary(outcome.results)
     click.echo(f"Results: {outcome.folder}")
 
 

@@ -11,20 +11,22 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from ..candidate import Candidate
 from ..data import Dataset
-from .worker import Constraints, TrialOutcome, run_candidate
+from ..record import WorkerInfo
+from .settings import TrialSettings
+from .worker import TrialOutcome, run_candidate
 
 __all__ = ["Executor", "Job", "LocalExecutor", "OnReport", "TrialSettings"]
 
-# (trial number, epoch, value, worker description) -> prune now? A value of None is progress alone: an epoch that
-# was not validated (TrainRecipe.first_val_epoch), whose answer nobody waits for
-OnReport = Callable[[int, int, float | None, dict[str, Any]], bool]
+# (trial number, epoch, value, where it runs) -> prune now? A value of None is progress alone: an epoch that was
+# not validated (TrialSettings.first_val_epoch), whose answer nobody waits for
+OnReport = Callable[[int, int, float | None, WorkerInfo], bool]
 
 
 @dataclass(frozen=True)
@@ -33,19 +35,9 @@ class Job:
     candidate: Candidate
 
 
-@dataclass(frozen=True)
-class TrialSettings:
-    """What every trial of a run shares, beyond its candidate."""
-
-    constraints: Constraints = field(default_factory=Constraints)
-    repeats: int = 1
-    threads: int | None = None  # torch threads per trial
-    keep_weights: bool = False  # send the trained weights back
-
-
 class Executor(Protocol):
     capacity: int  # trials that can run at once
-    worker: dict[str, Any]  # where a submitted trial runs, when known before it starts ({} when not)
+    worker: WorkerInfo  # where a submitted trial runs, when known before it starts (empty when not)
 
     def submit(self, job: Job) -> None: ...
 
@@ -61,7 +53,12 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """One trial at a time, in this process, on ``device``."""
+    """One trial at a time, in this process, on ``device``.
+
+    A subclass may time a trial from outside without changing it (``attnsearch bench overhead`` does): the
+    trainer polls :meth:`should_stop` after every training step, and every epoch's report passes through the
+    ``on_report`` that :meth:`wait` is given.
+    """
 
     capacity = 1
 
@@ -71,7 +68,7 @@ class LocalExecutor:
         self.settings = settings
         self.queue: list[Job] = []
         self.stopping = False
-        self.worker = {"host": socket.gethostname(), "pid": os.getpid(), "device": str(device)}
+        self.worker = WorkerInfo(host=socket.gethostname(), pid=os.getpid(), device=str(device))
 
     def submit(self, job: Job) -> None:
         self.queue.append(job)
@@ -86,11 +83,16 @@ class LocalExecutor:
             repeats=self.settings.repeats,
             threads=self.settings.threads,
             report=lambda epoch, value: on_report(job.number, epoch, value, self.worker),
-            should_stop=lambda: self.stopping,
+            should_stop=self.should_stop,
             keep_weights=self.settings.keep_weights,
+            first_val_epoch=self.settings.first_val_epoch,
         )
-        outcome.classes = list(self.dataset.classes)
+        outcome.classes = tuple(self.dataset.classes)
         return [(job, outcome)]
+
+    def should_stop(self) -> bool:
+        """Polled by the trainer after every step: True once :meth:`stop` was called."""
+        return self.stopping
 
     def stop(self) -> None:
         self.stopping = True

@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from .runner import Event
+from ..record import PERCENT_METRICS
+from ..results import StudyResults
+from .events import Event
 
 __all__ = ["plain_log", "print_summary"]
 
@@ -24,8 +26,10 @@ def plain_log(stream: IO[str] | None = None) -> Callable[[Event], None]:
     return emit
 
 
-def _percent(value: Any) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
+def _score(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}" if metric in PERCENT_METRICS else f"{value:.4g}"
 
 
 def _count(value: Any) -> str:
@@ -37,43 +41,45 @@ def _count(value: Any) -> str:
     return str(int(value))
 
 
-def print_summary(summary: dict[str, Any], console: Any = None) -> None:
-    """The leaderboard (top 10) and the best module per slot."""
+def print_summary(results: StudyResults, console: Any = None, *, top: int = 10) -> None:
+    """The end of a run: trials per state, the leaderboard (``top`` rows) and the best module per slot."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    states = ", ".join(f"{n} {s}" for s, n in sorted(summary["states"].items()))
-    console.print(f"[bold]{summary['name']}[/bold]: {states or 'no trials yet'}", highlight=False)
-    if not summary["leaderboard"]:
+    states = ", ".join(f"{n} {s}" for s, n in sorted(results.summary()["states"].items()))
+    console.print(f"[bold]{results.name}[/bold]: {states or 'no trials yet'}", highlight=False)
+    ranked = results.ranked()
+    if not ranked:
         console.print("No completed trial yet.")
         return
-    metric = summary["objectives"][0]["metric"]
+    metric = results.objectives[0][0]
     table = Table(title="Leaderboard", title_justify="left")
     for column in ("#", "trial", "placements", metric, "params", "FLOPs", "train s"):
         table.add_column(column, overflow="fold")
-    for rank, row in enumerate(summary["leaderboard"], 1):
-        score = row["values"][0]
-        shown = _percent(score) if metric in ("val_acc", "val_top5") else f"{score:.4g}"
-        if row.get("val_acc_std") is not None and metric == "val_acc":
-            shown += f" ± {100 * row['val_acc_std']:.2f}"
+    for rank, record in enumerate(ranked[:top], 1):
+        metrics = record.metrics
+        shown = _score(metric, results.score(record))
+        if metrics.val_acc_std is not None and metric == "val_acc":
+            shown += f" ± {100 * metrics.val_acc_std:.2f}"
         table.add_row(
             str(rank),
-            str(row["number"]),
-            row["placements"],
+            str(record.number),
+            record.label,
             shown,
-            _count(row["params"]),
-            _count(row["flops"]),
-            f"{row['train_seconds']:.1f}" if row["train_seconds"] else "-",
+            _count(metrics.params),
+            _count(metrics.flops),
+            f"{metrics.train_seconds:.1f}" if metrics.train_seconds else "-",
         )
     console.print(table)
     slots = Table(title="Best module per slot (mean score over completed trials)", title_justify="left")
     for column in ("slot", "best", "score", "trials", "others"):
         slots.add_column(column, overflow="fold")
-    for slot, info in summary["slots"].items():
-        best = info["modules"][info["best"]]
+    best_modules = results.best_modules()
+    for slot, modules in results.slot_scores().items():
+        best = modules[best_modules[slot]]
         others = "  ".join(
-            f"{m} {_percent(v['mean'])} ({v['count']})" for m, v in info["modules"].items() if m != info["best"]
+            f"{m} {_score(metric, cell.mean)} ({cell.count})" for m, cell in modules.items() if m != best_modules[slot]
         )
-        slots.add_row(slot, info["best"], _percent(best["mean"]), str(best["count"]), others)
+        slots.add_row(slot, best_modules[slot], _score(metric, best.mean), str(best.count), others)
     console.print(slots)

@@ -16,13 +16,15 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from ..candidate import Candidate, DataSpec
 from ..errors import AttnsearchError
-from .executor import Job, OnReport, TrialSettings
-from .worker import TrialOutcome
+from ..record import WorkerInfo
+from .executor import Job, OnReport
+from .settings import TrialSettings
+from .worker import TrialOutcome, one_line
 
 __all__ = ["RayExecutor", "start_ray", "stop_ray"]
 
@@ -86,16 +88,16 @@ def _worker_class() -> Any:
             self.answers: dict[int, list[Any]] = {}
             self.stopping = threading.Event()
             context = ray.get_runtime_context()
-            self.worker = {
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "device": str(self.device),
-                "node": context.get_node_id(),
-                "gpus": [str(g) for g in ray.get_gpu_ids()],
-                "actor": context.get_actor_id(),
-            }
+            self.worker = WorkerInfo(
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                device=str(self.device),
+                node=context.get_node_id(),
+                gpus=tuple(str(g) for g in ray.get_gpu_ids()),
+                actor=context.get_actor_id(),
+            )
 
-        def describe(self) -> dict[str, Any]:
+        def describe(self) -> WorkerInfo:
             return self.worker
 
         def run(self, number: int, candidate: dict[str, Any], settings: TrialSettings) -> TrialOutcome:
@@ -111,8 +113,12 @@ def _worker_class() -> Any:
                 answer[0].wait(DECISION_TIMEOUT)
                 return bool(self.answers.pop(number, answer)[1])
 
+            try:
+                trial = Candidate.from_dict(candidate)
+            except ValueError as err:  # a candidate this version cannot read fails its trial, here as anywhere
+                return TrialOutcome("failed", one_line(err), worker=self.worker)
             outcome = run_candidate(
-                Candidate.from_dict(candidate),
+                trial,
                 self.dataset,
                 device=self.device,
                 constraints=settings.constraints,
@@ -121,9 +127,11 @@ def _worker_class() -> Any:
                 report=report,
                 should_stop=self.stopping.is_set,
                 keep_weights=settings.keep_weights,
+                first_val_epoch=settings.first_val_epoch,
             )
-            outcome.worker = {**outcome.worker, **self.worker}  # where it ran, and with how many threads
-            outcome.classes = list(self.dataset.classes)
+            # where it ran (the actor's node, GPUs and id), with the threads the trial used
+            outcome.worker = replace(self.worker, threads=outcome.worker.threads)
+            outcome.classes = tuple(self.dataset.classes)
             return outcome
 
         def decide(self, number: int, prune: bool) -> None:
@@ -176,7 +184,7 @@ class RayExecutor:
             if fits < 1:
                 raise AttnsearchError(f"execution.gpus_per_trial: {gpus_per_trial} but the Ray cluster has no GPU")
         self.capacity = max(1, min(fits, max_concurrent or fits))
-        self.worker: dict[str, Any] = {}  # an actor is picked at submit time: trials name it in their reports
+        self.worker = WorkerInfo()  # an actor is picked at submit time: trials name it in their reports
         self.reports = Queue(actor_options={"num_cpus": 0})
         self.idle: list[Any] = []
         self.running: dict[Any, tuple[Job, Any]] = {}  # object ref -> (job, actor)
@@ -197,7 +205,7 @@ class RayExecutor:
 
     def wait(self, on_report: OnReport) -> list[tuple[Job, TrialOutcome]]:
         import ray
-        from ray.exceptions import RayActorError, WorkerCrashedError
+        from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
         while True:
             self._answer_reports(on_report)
@@ -211,10 +219,13 @@ class RayExecutor:
                 try:
                     outcome = ray.get(ref)
                 except (RayActorError, WorkerCrashedError) as err:
-                    outcome = TrialOutcome("failed", "worker_lost", worker={"error": " ".join(str(err).split())[:300]})
+                    error = " ".join(str(err).split())[:300]
+                    outcome = TrialOutcome("failed", "worker_lost", worker=WorkerInfo(error=error))
                     actor = self._new_actor()  # a fresh one takes the lost one's place
+                except RayTaskError as err:  # raised in the actor outside the trial's own guard: its trial fails
+                    outcome = TrialOutcome("failed", one_line(err.cause if isinstance(err.cause, Exception) else err))
                 else:
-                    if outcome.reason == "oom" and outcome.worker.get("gpus"):
+                    if outcome.reason == "oom" and outcome.worker.gpus:
                         ray.kill(actor)  # leaked GPU memory must not poison later trials
                         actor = self._new_actor()
                 self.idle.append(actor)

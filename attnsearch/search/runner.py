@@ -7,15 +7,13 @@ is started again continues the same study; a trial that was running when a proce
 
 from __future__ import annotations
 
-import functools
 import signal
-import statistics
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +21,25 @@ import optuna
 from optuna.trial import TrialState
 
 from ..candidate import Candidate
-from ..space import SearchSpace
-from .store import RETRY_REASONS, ResultsStore, StoreError, timestamp
-from .executor import Executor, Job, LocalExecutor, TrialSettings
 from ..device import resolve_device
-from .worker import Constraints, TrialOutcome
+from ..record import TrialRecord, counts_towards_target, timestamp, versions
+from ..results import StudyResults
+from ..space import SearchSpace
+from .events import EpochEnded, Event, NewBest, Note, RunStarted, TrialEnded, TrialResumed, TrialStarted
+from .executor import Executor, Job, LocalExecutor
+from .settings import TrialSettings
+from .store import ResultsStore, StoreError
+from .worker import TrialOutcome
 
 __all__ = [
     "ATTR",
-    "Event",
     "RunInterrupted",
     "RunResult",
-    "counts_towards_target",
     "judge_epoch",
     "make_pruner",
     "make_sampler",
     "open_study",
     "run_search",
-    "summarize",
-    "tell_trial",
-    "trial_record",
 ]
 
 ATTR = "attnsearch"  # user attribute holding our state of a trial
@@ -52,23 +49,12 @@ class RunInterrupted(Exception):
     """Ctrl-C: the running trial was recorded as failed (interrupted); nothing finished was lost."""
 
 
-@dataclass(frozen=True)
-class Event:
-    """Something a person watching the run should hear about."""
-
-    # run (data: space, target, finished, folder, images) | started (candidate, worker) | epoch (epoch, epochs, value)
-    # | finished, pruned, failed, infeasible (metrics, reason) | reused | best | resumed | note
-    kind: str
-    trial: int | None = None
-    text: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-
 @dataclass
 class RunResult:
     study_name: str
     folder: Path
-    summary: dict[str, Any]
+    results: StudyResults  # the study's trials in this folder, the ones before this run included
+    summary: dict[str, Any]  # what summary.json holds
     ran: int  # trials this run finished
 
 
@@ -132,61 +118,102 @@ def open_study(space: SearchSpace, store: ResultsStore, storage: str | None = No
     return study
 
 
-# ------------------------------------------------------------------------------------------------ records
+# ------------------------------------------------------------------------------------------------ the run
 
 
-@functools.cache
-def _versions() -> dict[str, str]:
-    import platform
+def run_search(
+    space: SearchSpace,
+    *,
+    results: Path | str = "results",
+    storage: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    device: str | None = None,
+    fresh: bool = False,
+    keep_weights: int = 0,
+    force: bool = False,
+    space_text: bytes | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    executor: Executor | None = None,
+) -> RunResult:
+    """Run (or continue) the study of ``space``; see ``attnsearch run --help`` for the options.
 
-    import torch
-    import torchvision
+    ``executor`` runs the trials instead of the one the space names (the caller made it, holds its data and closes
+    it): ``attnsearch bench overhead`` passes one that times each trial from outside. Raises SpaceError or
+    StoreError (one line, nothing written) for a space or folder that cannot be used, and :class:`RunInterrupted`
+    after Ctrl-C, once the running trial and the summary are recorded.
 
-    from .. import __version__
+    Example:
+        >>> from attnsearch import load_space
+        >>> outcome = run_search(load_space("search_spaces/quickstart.yaml"), n_trials=2)  # doctest: +SKIP
+        >>> outcome.results.best().label  # doctest: +SKIP
+        'block3=se(reduction=8) block5=linear_attention'
+    """
+    from ..data import load_dataset
 
-    return {
-        "attnsearch": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "optuna": optuna.__version__,
-    }
+    emit = on_event or (lambda event: None)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own events say what happens
+    search, execution = space.config.search, space.config.execution
+    store = ResultsStore(Path(results) / space.name)
+    text = space_text if space_text is not None else _dump_space(space)
+    design = space.design(force=force)
+    target = space.target(n_trials)
+    local = executor is None and execution.executor == "local"
+    # a local run checks its device here, before any folder exists (Ray workers check their own)
+    torch_device = resolve_device(device or execution.device) if local else None
+
+    if fresh:
+        moved = store.move_aside()
+        if moved:
+            emit(Note(f"moved the previous results to {moved}"))
+    elif store.space_path.exists() and store.read_space_source() != space.source:
+        raise StoreError(f"{store.root} holds a study of a different space; use --fresh to start over or change `name`")
+    # the local executor loads the data here, before any folder exists: a data error writes nothing
+    dataset = load_dataset(space.data_spec()) if local else None
+    store.create(text)
+    study = open_study(space, store, storage)
+    settings = TrialSettings(
+        constraints=space.constraints(),
+        repeats=search.repeats,
+        threads=execution.threads,
+        keep_weights=keep_weights > 0,
+        first_val_epoch=space.first_val_epoch,
+    )
+    owned = executor is None
+    if executor is None:
+        executor = _make_executor(space, settings, dataset, torch_device, device)
+    run = _Run(space, study, store, executor, StudyResults.from_space(space, store.read_records(), target=target))
+    try:
+        run.recover(emit)
+        if design is not None and not study.user_attrs.get("enqueued"):
+            for params in design:
+                study.enqueue_trial(params)
+            study.set_user_attr("enqueued", True)
+        ran = run.loop(timeout, keep_weights, emit)
+    finally:
+        if owned:
+            executor.close()
+    summary = run.write_summary()
+    return RunResult(space.name, store.root, run.results, summary, ran)
 
 
-def trial_record(
-    number: int,
-    candidate: Candidate | None,
-    params: dict[str, Any],
-    state: str,
-    reason: str | None,
-    outcome: TrialOutcome | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "number": number,
-        "state": state,
-        "reason": reason,
-        "placements": candidate.describe() if candidate else None,
-        "candidate": candidate.to_dict() if candidate else None,
-        "params": params,
-    }
-    if outcome is not None:
-        record.update({k: v for k, v in outcome.record().items() if k not in ("state", "reason")})
-    record.update(extra)
-    return record
+def _make_executor(
+    space: SearchSpace, settings: TrialSettings, dataset: Any, torch_device: Any, device: str | None
+) -> Executor:
+    execution = space.config.execution
+    if execution.executor == "local":
+        return LocalExecutor(dataset, torch_device, settings)
+    from .ray_executor import RayExecutor
 
-
-def _objective_values(space: SearchSpace, metrics: dict[str, Any]) -> list[float] | None:
-    values = []
-    for objective in space.config.search.objectives:
-        value = metrics.get(objective.metric)
-        if value is None:
-            return None
-        values.append(float(value))
-    return values
-
-
-# ------------------------------------------------------------------------------------------------ the loop
+    return RayExecutor(
+        space.data_spec(),
+        settings,
+        device=device or execution.device,
+        address=execution.address,
+        cpus_per_trial=execution.cpus_per_trial,
+        gpus_per_trial=execution.gpus_per_trial,
+        max_concurrent=execution.max_concurrent,
+    )
 
 
 @contextmanager
@@ -209,452 +236,212 @@ def _ctrl_c(stop: threading.Event, on_stop: Callable[[], None]) -> Iterator[None
         signal.signal(signal.SIGINT, previous)
 
 
-def counts_towards_target(trial: optuna.trial.FrozenTrial) -> bool:
+def _done(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether an Optuna trial counts towards the target, by the records' rule (``counts_towards_target``)."""
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return trial.state == TrialState.FAIL and trial.user_attrs.get(ATTR, {}).get("reason") not in RETRY_REASONS
-
-
-def _recover(study: optuna.Study, store: ResultsStore, emit: Callable[[Event], None]) -> None:
-    """Trials left RUNNING by a process that died: failed as 'killed', their candidates queued again once."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = dict(trial.user_attrs.get(ATTR, {}))
-        study._storage.set_trial_user_attr(trial._trial_id, ATTR, {**attrs, "state": "failed", "reason": "killed"})
-        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-        candidate = Candidate.from_dict(attrs["candidate"]) if attrs.get("candidate") else None
-        store.write_trial(trial_record(trial.number, candidate, trial.params, "failed", "killed"))
-        if attrs.get("retry_of") is None:
-            study.enqueue_trial(trial.params, user_attrs={ATTR: {"retry_of": trial.number}})
-            emit(Event("resumed", trial.number, "was running when the last run stopped: failed (killed), queued again"))
-
-
-def run_search(
-    space: SearchSpace,
-    *,
-    results: Path | str = "results",
-    storage: str | None = None,
-    n_trials: int | None = None,
-    timeout: float | None = None,
-    device: str | None = None,
-    fresh: bool = False,
-    keep_weights: int = 0,
-    force: bool = False,
-    space_text: bytes | None = None,
-    on_event: Callable[[Event], None] | None = None,
-) -> RunResult:
-    """Run (or continue) the study of ``space``; see ``attnsearch run --help`` for the options."""
-    from ..data import load_dataset
-
-    emit = on_event or (lambda event: None)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own events say what happens
-    search = space.config.search
-    store = ResultsStore(Path(results) / space.name)
-    text = space_text if space_text is not None else _dump_space(space)
-    design = _design(space, force)
-    target = len(design) if design is not None else (n_trials or search.n_trials)
-    execution = space.config.execution
-    local = execution.executor == "local"
-    # a local run checks its device here, before any folder exists (Ray workers check their own)
-    torch_device = resolve_device(device or execution.device) if local else None
-
-    if fresh:
-        moved = store.move_aside()
-        if moved:
-            emit(Event("note", text=f"moved the previous results to {moved}"))
-    elif store.space_path.exists():
-        _check_same_space(store, space)
-    # the local executor loads the data here, before any folder exists: a data error writes nothing
-    dataset = load_dataset(space.data_spec()) if local else None
-    store.create(text)
-    study = open_study(space, store, storage)
-    _recover(study, store, emit)
-    if design is not None and not study.user_attrs.get("enqueued"):
-        for params in design:
-            study.enqueue_trial(params)
-        study.set_user_attr("enqueued", True)
-    settings = TrialSettings(
-        constraints=Constraints(**search.constraints.model_dump()),
-        repeats=search.repeats,
-        threads=execution.threads,
-        keep_weights=keep_weights > 0,
+    return trial.state == TrialState.FAIL and counts_towards_target(
+        "failed", trial.user_attrs.get(ATTR, {}).get("reason")
     )
-    if local:
-        executor: Executor = LocalExecutor(dataset, torch_device, settings)
-    else:
-        from .ray_executor import RayExecutor
-
-        executor = RayExecutor(
-            space.data_spec(),
-            settings,
-            device=device or execution.device,
-            address=execution.address,
-            cpus_per_trial=execution.cpus_per_trial,
-            gpus_per_trial=execution.gpus_per_trial,
-            max_concurrent=execution.max_concurrent,
-        )
-    try:
-        ran = _loop(space, study, store, executor, target, timeout, keep_weights, emit)
-    finally:
-        executor.close()
-    summary = summarize(space, study, store)
-    store.write_summary(summary)
-    return RunResult(space.name, store.root, summary, ran)
 
 
 @dataclass
 class _Running:
     trial: optuna.Trial
-    candidate: Candidate
-    started: str
-    worker: dict[str, Any] = field(default_factory=dict)
+    record: TrialRecord  # its "running" record
 
 
-def _loop(
-    space: SearchSpace,
-    study: optuna.Study,
-    store: ResultsStore,
-    executor: Executor,
-    target: int,
-    timeout: float | None,
-    keep_weights: int,
-    emit: Callable[[Event], None],
-) -> int:
-    """Ask while there is room, wait for outcomes, tell them; returns the trials this run finished."""
-    already = sum(counts_towards_target(t) for t in study.get_trials(deepcopy=False))
-    emit(
-        Event(
-            "run",
-            text=f"{space.name}: {already} of {target} trials finished, {executor.capacity} at a time",
-            data={
-                "space": space,
-                "target": target,
-                "finished": already,
-                "folder": store.root,
-                "capacity": executor.capacity,
+class _Run:
+    """One run's loop over the study: the only code that asks and tells. Every record it writes goes through
+    :meth:`write`, which keeps :attr:`results` (what summary.json, the weights kept and the best event read)."""
+
+    def __init__(
+        self, space: SearchSpace, study: optuna.Study, store: ResultsStore, executor: Executor, results: StudyResults
+    ) -> None:
+        self.space, self.study, self.store, self.executor, self.results = space, study, store, executor, results
+
+    def write(self, record: TrialRecord) -> None:
+        self.store.write_record(record)
+        self.results = self.results.with_record(record)
+
+    def write_summary(self) -> dict[str, Any]:
+        summary = self.results.summary(kept=self.store.kept_weights())
+        self.store.write_summary(summary)
+        return summary
+
+    def recover(self, emit: Callable[[Event], None]) -> None:
+        """Trials left RUNNING by a process that died: failed as 'killed', their candidates queued again once."""
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            attrs = dict(trial.user_attrs.get(ATTR, {}))
+            self.study._storage.set_trial_user_attr(
+                trial._trial_id, ATTR, {**attrs, "state": "failed", "reason": "killed"}
+            )
+            self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            known = self.results.records.get(trial.number)
+            if known is None:
+                candidate = Candidate.from_dict(attrs["candidate"]) if attrs.get("candidate") else None
+                known = TrialRecord(trial.number, "running", candidate=candidate, params=trial.params)
+            self.write(replace(known, state="failed", reason="killed"))
+            if attrs.get("retry_of") is None:
+                self.study.enqueue_trial(trial.params, user_attrs={ATTR: {"retry_of": trial.number}})
+                emit(TrialResumed(trial.number))
+
+    def loop(self, timeout: float | None, keep_weights: int, emit: Callable[[Event], None]) -> int:
+        """Ask while there is room, wait for outcomes, tell them; returns the trials this run finished."""
+        study, executor, target = self.study, self.executor, self.results.target
+        already = sum(_done(t) for t in study.get_trials(deepcopy=False))
+        emit(
+            RunStarted(self.space, target, already, self.store.root, executor.capacity, tuple(self.results.finished()))
+        )
+        stop = threading.Event()
+        begun = time.monotonic()
+        cache = self._reuse_cache()
+        running: dict[int, _Running] = {}
+        ran = 0
+        interrupted: int | None = None
+
+        def on_report(number: int, epoch: int, value: float | None, worker: Any) -> bool:
+            entry = running[number]
+            assert entry.record.candidate is not None
+            epochs = entry.record.candidate.train.epochs
+            prune = judge_epoch(entry.trial, epoch, value, single_objective=len(self.space.directions) == 1)
+            emit(EpochEnded(number, epoch, epochs, value, worker))
+            return prune
+
+        with _ctrl_c(stop, executor.stop):
+            while True:
+                finished = sum(_done(t) for t in study.get_trials(deepcopy=False))
+                timed_out = timeout is not None and time.monotonic() - begun > timeout
+                while (
+                    not stop.is_set()
+                    and not timed_out
+                    and len(running) < executor.capacity
+                    and finished + len(running) < target
+                ):
+                    trial = study.ask()
+                    candidate = self.space.suggest(trial)
+                    key = candidate.key()
+                    retry_of = trial.user_attrs.get(ATTR, {}).get("retry_of")
+                    trial.set_user_attr(ATTR, {"candidate": candidate.to_dict(), "key": key, "retry_of": retry_of})
+                    if key in cache:
+                        self.reuse(trial, cache[key], retry_of, emit)
+                        finished += 1
+                        ran += 1
+                        continue
+                    record = TrialRecord(
+                        trial.number, "running", candidate=candidate, params=trial.params, retry_of=retry_of,
+                        started=timestamp(),
+                    )  # fmt: skip
+                    self.write(record)
+                    emit(TrialStarted(record, executor.worker))
+                    executor.submit(Job(trial.number, candidate))
+                    running[trial.number] = _Running(trial, record)
+                if timed_out and not running:
+                    emit(Note(f"timeout of {timeout:g} s reached"))
+                if not running:
+                    break
+                for job, outcome in executor.wait(on_report):
+                    entry = running.pop(job.number)
+                    self.tell(entry, outcome, keep_weights, emit)
+                    if outcome.state in ("complete", "infeasible"):
+                        cache[job.candidate.key()] = job.number
+                    if outcome.reason in ("interrupted", "worker_lost") and entry.record.retry_of is None:
+                        # not the candidate's fault: it is tried again, once
+                        study.enqueue_trial(entry.trial.params, user_attrs={ATTR: {"retry_of": job.number}})
+                    if outcome.reason == "interrupted":
+                        interrupted = job.number
+                    ran += 1
+                if stop.is_set() and not running:
+                    break
+        if interrupted is not None or stop.is_set():
+            self.write_summary()
+            which = f"trial {interrupted} recorded as failed (interrupted)" if interrupted is not None else "stopped"
+            raise RunInterrupted(f"interrupted: {which}")
+        return ran
+
+    def _reuse_cache(self) -> dict[str, int]:
+        """Candidate key -> the trial whose recorded outcome a duplicate reuses (complete or infeasible trials)."""
+        cache: dict[str, int] = {}
+        for record in self.results.finished():
+            if (
+                record.candidate is not None
+                and record.reused_from is None
+                and record.state in ("complete", "infeasible")
+            ):
+                cache.setdefault(record.candidate.key(), record.number)
+        return cache
+
+    def reuse(self, trial: optuna.Trial, source: int, retry_of: int | None, emit: Callable[[Event], None]) -> None:
+        """Record ``trial`` as a duplicate of trial ``source``: its outcome, this trial's own identity."""
+        original = self.results.records[source]
+        trial.set_user_attr(
+            ATTR,
+            {
+                **trial.user_attrs.get(ATTR, {}),
+                "reused_from": source,
+                "state": original.state,
+                "reason": original.reason,
             },
         )
-    )
-    stop = threading.Event()
-    begun = time.monotonic()
-    cache = _reuse_cache(study)
-    running: dict[int, _Running] = {}
-    ran = 0
-    interrupted: int | None = None
+        record = original.reuse(trial.number, trial.params, retry_of=retry_of, finished=timestamp())
+        self.write(record)
+        values = self.results.values(original)
+        if values is not None:
+            self.study.tell(trial, list(values))
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+        emit(TrialEnded(record))
 
-    def on_report(number: int, epoch: int, value: float | None, worker: dict[str, Any]) -> bool:
-        entry = running[number]
-        if worker != entry.worker:
-            entry.worker = dict(worker)
-        epochs = entry.candidate.train.epochs
-        text = f"epoch {epoch}/{epochs}"
-        if value is not None:  # None: an epoch no pruner looks at, not validated
-            text += f": val_acc {value:.2%}"
-        if "node" in worker:  # under Ray: where the trial runs
-            gpus = ",".join(worker.get("gpus", [])) or "none"
-            text += f"  [{worker['host']} pid {worker['pid']}, gpu {gpus}]"
-        prune = judge_epoch(entry.trial, epoch, value, single_objective=len(space.directions) == 1)
-        emit(Event("epoch", number, text, {"epoch": epoch, "epochs": epochs, "value": value, "worker": entry.worker}))
-        return prune
+    def tell(self, entry: _Running, outcome: TrialOutcome, keep_weights: int, emit: Callable[[Event], None]) -> None:
+        """Tell Optuna how a trial ended, write its final record, keep its weights if it ranks in the top K."""
+        trial = entry.trial
+        attrs = {**trial.user_attrs.get(ATTR, {}), "state": outcome.state, "reason": outcome.reason}
+        trial.set_user_attr(ATTR, {**attrs, "metrics": outcome.metrics.to_dict()})
+        record = replace(
+            entry.record,
+            state=outcome.state,
+            reason=outcome.reason,
+            metrics=outcome.metrics,
+            history=outcome.history,
+            repeats=outcome.repeats,
+            timings=outcome.timings,
+            worker=outcome.worker,
+            classes=outcome.classes,
+            finished=timestamp(),
+            versions=versions(),
+        )
+        values = self.results.values(record)
+        if record.state == "complete" and values is None:
+            record = replace(record, state="failed", reason="no score: the run produced no validation result")
+        best = self.results.best()
+        if record.state == "complete":
+            self.study.tell(trial, list(values or ()))
+        elif record.state == "pruned":
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+        self.write(record)
+        if record.state == "complete" and keep_weights > 0 and outcome.state_dict is not None:
+            self._keep_top_weights(record.number, outcome.state_dict, keep_weights)
+        emit(TrialEnded(record))
+        score = self.results.score(record)
+        single = len(self.space.directions) == 1
+        if (
+            score is not None
+            and single
+            and (best is None or self.results.better(score, self.results.score(best) or 0.0))
+        ):
+            emit(NewBest(record))
 
-    with _ctrl_c(stop, executor.stop):
-        while True:
-            finished = sum(counts_towards_target(t) for t in study.get_trials(deepcopy=False))
-            timed_out = timeout is not None and time.monotonic() - begun > timeout
-            while (
-                not stop.is_set()
-                and not timed_out
-                and len(running) < executor.capacity
-                and finished + len(running) < target
-            ):
-                trial = study.ask()
-                candidate = space.suggest(trial)
-                key = candidate.key()
-                retry_of = trial.user_attrs.get(ATTR, {}).get("retry_of")
-                trial.set_user_attr(ATTR, {"candidate": candidate.to_dict(), "key": key, "retry_of": retry_of})
-                if key in cache:
-                    _reuse(study, store, trial, candidate, cache[key], emit)
-                    finished += 1
-                    ran += 1
-                    continue
-                entry = _Running(trial, candidate, timestamp())
-                store.write_trial(
-                    trial_record(trial.number, candidate, trial.params, "running", None, started=entry.started)
-                )
-                emit(
-                    Event(
-                        "started",
-                        trial.number,
-                        candidate.describe(),
-                        {"candidate": candidate, "worker": dict(executor.worker)},
-                    )
-                )
-                executor.submit(Job(trial.number, candidate))
-                running[trial.number] = entry
-            if timed_out and not running:
-                emit(Event("note", text=f"timeout of {timeout:g} s reached"))
-            if not running:
-                break
-            for job, outcome in executor.wait(on_report):
-                entry = running.pop(job.number)
-                tell_trial(
-                    space,
-                    study,
-                    store,
-                    entry.trial,
-                    entry.candidate,
-                    outcome,
-                    keep_weights,
-                    emit,
-                    started=entry.started,
-                )
-                if outcome.state in ("complete", "infeasible"):
-                    cache[entry.candidate.key()] = job.number
-                if (
-                    outcome.reason in ("interrupted", "worker_lost")
-                    and entry.trial.user_attrs.get(ATTR, {}).get("retry_of") is None
-                ):
-                    # not the candidate's fault: it is tried again, once
-                    study.enqueue_trial(entry.trial.params, user_attrs={ATTR: {"retry_of": job.number}})
-                if outcome.reason == "interrupted":
-                    interrupted = job.number
-                ran += 1
-            if stop.is_set() and not running:
-                break
-    if interrupted is not None or stop.is_set():
-        store.write_summary(summarize(space, study, store))
-        which = f"trial {interrupted} recorded as failed (interrupted)" if interrupted is not None else "stopped"
-        raise RunInterrupted(f"interrupted: {which}")
-    return ran
-
-
-def _design(space: SearchSpace, force: bool) -> list[dict[str, Any]] | None:
-    sampler = space.config.search.sampler
-    if sampler == "ablation":
-        return space.ablation()
-    if sampler != "grid":
-        return None
-    size = space.size()
-    from ..space import GRID_LIMIT, SpaceError
-
-    if size > GRID_LIMIT and not force:
-        raise SpaceError(f"search.sampler: grid of {size:,} candidates is above {GRID_LIMIT:,}; pass --force to run it")
-    return space.grid()
+    def _keep_top_weights(self, number: int, state_dict: dict[str, Any], k: int) -> None:
+        ranked = self.results.ranked()
+        if number in {r.number for r in ranked[:k]}:
+            self.store.write_weights(number, state_dict)
+        for record in ranked[k:]:
+            self.store.delete_weights(record.number)
 
 
 def _dump_space(space: SearchSpace) -> bytes:
     import yaml
 
     return yaml.safe_dump(space.source, sort_keys=False).encode()
-
-
-def _check_same_space(store: ResultsStore, space: SearchSpace) -> None:
-    from ..yamlfile import YamlError, read_yaml
-
-    try:
-        stored = read_yaml(store.space_path)
-    except YamlError as err:
-        raise StoreError(f"{store.root} holds an unreadable space.yaml ({err}); use --fresh to start over") from None
-    if stored != space.source:
-        raise StoreError(f"{store.root} holds a study of a different space; use --fresh to start over or change `name`")
-
-
-def _reuse_cache(study: optuna.Study) -> dict[str, int]:
-    """Candidate key -> the trial whose recorded score a duplicate reuses (complete or infeasible trials)."""
-    cache: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        attrs = t.user_attrs.get(ATTR, {})
-        if (
-            attrs.get("key")
-            and attrs.get("reused_from") is None
-            and (t.state == TrialState.COMPLETE or attrs.get("state") == "infeasible")
-        ):
-            cache.setdefault(attrs["key"], t.number)
-    return cache
-
-
-def _reuse(
-    study: optuna.Study,
-    store: ResultsStore,
-    trial: optuna.Trial,
-    candidate: Candidate,
-    source: int,
-    emit: Callable[[Event], None],
-) -> None:
-    original = store.read_trial(source)
-    attrs = {
-        **trial.user_attrs.get(ATTR, {}),
-        "reused_from": source,
-        "state": original["state"],
-        "reason": original.get("reason"),
-    }
-    trial.set_user_attr(ATTR, attrs)
-    done = study.trials[source]
-    # the outcome is the original's; who this trial is (number, params, retry, times) is its own
-    own = ("number", "params", "reused_from", "retry_of", "started", "finished")
-    record = {k: v for k, v in original.items() if k not in own}
-    record.update(
-        {
-            "number": trial.number,
-            "params": trial.params,
-            "reused_from": source,
-            "retry_of": attrs.get("retry_of"),
-            "finished": timestamp(),
-        }
-    )
-    store.write_trial(record)
-    if original["state"] == "complete":
-        study.tell(trial, done.values)
-    else:
-        study.tell(trial, state=TrialState.FAIL)
-    emit(Event("reused", trial.number, f"same candidate as trial {source}: its score is reused"))
-
-
-def tell_trial(
-    space: SearchSpace,
-    study: optuna.Study,
-    store: ResultsStore,
-    trial: optuna.Trial,
-    candidate: Candidate,
-    outcome: TrialOutcome,
-    keep_weights: int,
-    emit: Callable[[Event], None],
-    *,
-    started: str,
-) -> None:
-    attrs = {
-        **trial.user_attrs.get(ATTR, {}),
-        "state": outcome.state,
-        "reason": outcome.reason,
-        "metrics": outcome.metrics,
-    }
-    trial.set_user_attr(ATTR, attrs)
-    state, reason = outcome.state, outcome.reason
-    values = _objective_values(space, outcome.metrics) if state == "complete" else None
-    if state == "complete" and values is None:
-        state, reason = "failed", "no score: the run produced no validation result"
-    was_best = _best_score(space, study)
-    if state == "complete":
-        study.tell(trial, values)
-    elif state == "pruned":
-        study.tell(trial, state=TrialState.PRUNED)
-    else:
-        study.tell(trial, state=TrialState.FAIL)
-    store.write_trial(
-        trial_record(
-            trial.number,
-            candidate,
-            trial.params,
-            state,
-            reason,
-            outcome,
-            retry_of=attrs.get("retry_of"),
-            started=started,
-            finished=timestamp(),
-            versions=_versions(),
-            classes=outcome.classes,  # export's default num_classes, and what each output means
-        )
-    )
-    if state == "complete" and keep_weights > 0 and outcome.state_dict is not None:
-        _keep_top_weights(space, study, store, trial.number, outcome.state_dict, keep_weights)
-    score = outcome.metrics.get("val_acc")
-    text = candidate.describe() + (f"  val_acc {score:.2%}" if score is not None else "")
-    emit(
-        Event(
-            "finished" if state == "complete" else state,
-            trial.number,
-            text if state in ("complete", "pruned") else f"{reason}  ({candidate.describe()})",
-            {"metrics": outcome.metrics, "reason": reason},
-        )
-    )
-    if state == "complete" and len(space.directions) == 1 and (was_best is None or _better(space, values[0], was_best)):
-        emit(Event("best", trial.number, text))
-
-
-def _better(space: SearchSpace, a: float, b: float) -> bool:
-    return a > b if space.directions[0] == "maximize" else a < b
-
-
-def _best_score(space: SearchSpace, study: optuna.Study) -> float | None:
-    values = [t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if not values:
-        return None
-    return max(values) if space.directions[0] == "maximize" else min(values)
-
-
-def _keep_top_weights(
-    space: SearchSpace, study: optuna.Study, store: ResultsStore, number: int, state_dict: dict[str, Any], k: int
-) -> None:
-    ranked = _ranked(space, study)
-    top = {t.number for t in ranked[:k]}
-    if number in top:
-        store.write_weights(number, state_dict)
-    for t in ranked[k:]:
-        store.delete_weights(t.number)
-
-
-def _ranked(space: SearchSpace, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials, best first by the first objective; duplicates that reused a score are left out."""
-    complete = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get(ATTR, {}).get("reused_from") is None
-    ]
-    return sorted(complete, key=lambda t: t.values[0], reverse=space.directions[0] == "maximize")
-
-
-# ------------------------------------------------------------------------------------------------ the summary
-
-
-def summarize(space: SearchSpace, study: optuna.Study, store: ResultsStore, *, top: int = 10) -> dict[str, Any]:
-    """Best trial (or Pareto set), leaderboard, state counts and the mean score of each (slot, module)."""
-    trials = study.get_trials(deepcopy=False)
-    counts: dict[str, int] = {}
-    for t in trials:
-        state = t.user_attrs.get(ATTR, {}).get("state") or t.state.name.lower()
-        counts[state] = counts.get(state, 0) + 1
-    ranked = _ranked(space, study)
-
-    def row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
-        attrs = t.user_attrs.get(ATTR, {})
-        candidate = Candidate.from_dict(attrs["candidate"])
-        metrics = attrs.get("metrics", {})
-        return {
-            "number": t.number,
-            "values": t.values,
-            "placements": candidate.describe(),
-            "val_acc": metrics.get("val_acc"),
-            "val_acc_std": metrics.get("val_acc_std"),
-            "params": metrics.get("params"),
-            "flops": metrics.get("flops"),
-            "train_seconds": metrics.get("train_seconds"),
-            "weights": store.weights_path(t.number).exists(),
-        }
-
-    summary: dict[str, Any] = {
-        "name": space.name,
-        "objectives": [o.model_dump() for o in space.config.search.objectives],
-        "states": counts,
-        "leaderboard": [row(t) for t in ranked[:top]],
-        "best": row(ranked[0]) if ranked else None,
-        "slots": _slot_scores(space, ranked),
-    }
-    if len(space.directions) > 1:
-        summary["pareto"] = [row(t) for t in study.best_trials]
-    return summary
-
-
-def _slot_scores(space: SearchSpace, ranked: list[optuna.trial.FrozenTrial]) -> dict[str, dict[str, Any]]:
-    """Slot -> module -> mean first-objective score and count over completed trials; the best module marked."""
-    scores: dict[str, dict[str, list[float]]] = {}
-    for t in ranked:
-        candidate = Candidate.from_dict(t.user_attrs[ATTR]["candidate"])
-        placed = {p.slot: p.module for p in candidate.placements}
-        for slot in space.slots.get(candidate.backbone.name, {}):
-            scores.setdefault(slot, {}).setdefault(placed.get(slot, "none"), []).append(t.values[0])
-    result = {}
-    for slot, modules in scores.items():
-        means = {m: {"mean": statistics.fmean(v), "count": len(v)} for m, v in modules.items()}
-        pick = max if space.directions[0] == "maximize" else min
-        best = pick(means, key=lambda m: means[m]["mean"])
-        result[slot] = {"modules": means, "best": best}
-    return result

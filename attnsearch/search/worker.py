@@ -12,7 +12,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,37 +21,26 @@ from ..candidate import Candidate
 from ..costs import measure_costs, measure_latency
 from ..data import Dataset
 from ..model import build_model
+from ..record import EpochRecord, Metrics, RepeatRecord, WorkerInfo
 from ..train import is_out_of_memory, train_model
+from .settings import Constraints, TrialSettings
 
-__all__ = ["Constraints", "TrialOutcome", "build_candidate", "run_candidate"]
-
-
-@dataclass(frozen=True)
-class Constraints:
-    max_params: float | None = None
-    max_flops: float | None = None
-    max_latency_ms: float | None = None
+__all__ = ["TrialOutcome", "build_candidate", "one_line", "run_candidate"]
 
 
 @dataclass
 class TrialOutcome:
-    """What a worker sends back: plain values, plus the weights when they are to be kept."""
+    """What a worker sends back: the record's typed pieces, plus the weights when they are to be kept."""
 
     state: str  # complete | pruned | failed | infeasible
     reason: str | None = None  # why a trial was not complete
-    metrics: dict[str, Any] = field(default_factory=dict)  # val_acc (mean over repeats), params, flops, ...
-    history: list[dict[str, Any]] = field(default_factory=list)  # per epoch, first repeat
-    repeats: list[dict[str, Any]] = field(default_factory=list)  # per seed: seed, val_acc, val_loss, ...
+    metrics: Metrics = field(default_factory=Metrics)  # val_acc (mean over repeats), params, flops, ...
+    history: tuple[EpochRecord, ...] = ()  # per epoch, first repeat
+    repeats: tuple[RepeatRecord, ...] = ()  # per seed
     timings: dict[str, float] = field(default_factory=dict)  # build, costs, train, eval, total seconds
-    worker: dict[str, Any] = field(default_factory=dict)  # host, pid, device; node and gpus under Ray
-    classes: list[str] = field(default_factory=list)  # what each output of the trained model means
+    worker: WorkerInfo = field(default_factory=WorkerInfo)  # host, pid, device; node and gpus under Ray
+    classes: tuple[str, ...] = ()  # what each output of the trained model means
     state_dict: dict[str, torch.Tensor] | None = None  # first repeat's trained weights, on the CPU
-
-    def record(self) -> dict[str, Any]:
-        """Everything but the weights, for trial.json."""
-        d = asdict(self)
-        d.pop("state_dict")
-        return d
 
 
 def build_candidate(candidate: Candidate, dataset: Dataset, seed: int) -> torch.nn.Module:
@@ -74,27 +63,28 @@ def run_candidate(
     dataset: Dataset,
     *,
     device: torch.device,
-    constraints: Constraints = Constraints(),
+    constraints: Constraints | None = None,
     repeats: int = 1,
     threads: int | None = None,
     report: Callable[[int, float | None], bool] | None = None,
     should_stop: Callable[[], bool] | None = None,
     keep_weights: bool = False,
+    first_val_epoch: int = 1,
 ) -> TrialOutcome:
     """Build, cost, check constraints, then train ``repeats`` seeds; the first seed's epochs go to ``report``.
 
     Params and FLOPs are counted (on the meta device), then the latency at batch 1 is measured on ``device``,
     before any training; a candidate that breaks ``constraints`` is not trained. The training memory comes from
     the first training step (``train_memory_bytes``). ``threads`` holds for the whole trial (build, costs,
-    training); the caller's setting is restored afterwards.
+    training); the caller's setting is restored afterwards. Epochs are validated from ``first_val_epoch`` on, and
+    the last (:func:`attnsearch.train.validates`).
     """
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run_candidate(
-            candidate, dataset, device, constraints, repeats, threads, report, should_stop, keep_weights
-        )
+        settings = TrialSettings(constraints or Constraints(), repeats, threads, keep_weights, first_val_epoch)
+        return _run_candidate(candidate, dataset, device, settings, report, should_stop)
     finally:
         torch.set_num_threads(previous)
 
@@ -103,21 +93,13 @@ def _run_candidate(
     candidate: Candidate,
     dataset: Dataset,
     device: torch.device,
-    constraints: Constraints,
-    repeats: int,
-    threads: int | None,
+    settings: TrialSettings,
     report: Callable[[int, float | None], bool] | None,
     should_stop: Callable[[], bool] | None,
-    keep_weights: bool,
 ) -> TrialOutcome:
     started = time.perf_counter()
     # threads change float results: a replay must use the same number to reproduce the record
-    worker = {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-    }
+    worker = WorkerInfo(socket.gethostname(), os.getpid(), str(device), torch.get_num_threads())
     timings: dict[str, float] = {}
 
     def build(seed: int) -> torch.nn.Module:
@@ -130,26 +112,26 @@ def _run_candidate(
         t = time.perf_counter()
         metrics: dict[str, Any] = _counts(candidate, dataset, model)
     except Exception as err:  # a candidate that cannot even be built fails alone, with its reason
-        return TrialOutcome("failed", _one_line(err), timings=timings, worker=worker)
+        return TrialOutcome("failed", one_line(err), timings=timings, worker=worker)
     # size limits first, from counts alone: an oversized candidate is never run, not even for a timing
-    reason = _infeasible(metrics, constraints)
+    reason = settings.constraints.broken(metrics)
     if reason is None:
         try:
             # latency at batch 1 on the trial's own device (where it trains next: the move is not wasted)
             metrics["latency_ms"] = measure_latency(model.to(device), image_size=dataset.image_size, repeats=3)
         except Exception as err:
             timings["costs"] = time.perf_counter() - t
-            reason = "oom" if is_out_of_memory(err) else _one_line(err)
-            return TrialOutcome("failed", reason, metrics=metrics, timings=timings, worker=worker)
-        reason = _infeasible(metrics, constraints)
+            reason = "oom" if is_out_of_memory(err) else one_line(err)
+            return TrialOutcome("failed", reason, metrics=Metrics(**metrics), timings=timings, worker=worker)
+        reason = settings.constraints.broken(metrics)
     timings["costs"] = time.perf_counter() - t
     if reason:
         timings["total"] = time.perf_counter() - started
-        return TrialOutcome("infeasible", reason, metrics=metrics, timings=timings, worker=worker)
+        return TrialOutcome("infeasible", reason, metrics=Metrics(**metrics), timings=timings, worker=worker)
 
-    runs = []
-    outcome_state, outcome_reason, history, weights = "complete", None, [], None
-    for i in range(repeats):
+    runs: list[RepeatRecord] = []
+    outcome_state, outcome_reason, history, weights = "complete", None, (), None
+    for i in range(settings.repeats):
         seed = candidate.seed + i
         if i > 0:
             t = time.perf_counter()
@@ -162,48 +144,51 @@ def _run_candidate(
                 candidate.train,
                 device=device,
                 seed=seed,
-                threads=threads,
+                threads=settings.threads,
                 report=report if i == 0 else None,
                 should_stop=should_stop,
+                first_val_epoch=settings.first_val_epoch,
             )
         except Exception as err:  # a module that raises fails this trial, not the study
             return TrialOutcome(
-                "failed", _one_line(err), metrics=metrics, history=history, timings=timings, worker=worker
+                "failed", one_line(err), metrics=Metrics(**metrics), history=history, timings=timings, worker=worker
             )
         for key in ("train", "eval"):
             timings[key] = timings.get(key, 0.0) + result.timings.get(key, 0.0)
         if i == 0:
-            history = result.history
+            history = tuple(EpochRecord(**epoch) for epoch in result.history)
             if result.train_memory_bytes is not None:
                 metrics["train_memory_bytes"] = result.train_memory_bytes
-            if keep_weights and result.state == "complete":
+            if settings.keep_weights and result.state == "complete":
                 weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         runs.append(
-            {
-                "seed": seed,
-                "state": result.state,
-                "val_acc": result.val_acc,
-                "val_top5": result.val_top5,
-                "val_loss": result.val_loss,
-                "train_loss": result.train_loss,
-                "images_per_second": result.images_per_second,
-                "epochs_run": result.epochs_run,
-            }
+            RepeatRecord(
+                seed=seed,
+                state=result.state,
+                val_acc=result.val_acc,
+                val_top5=result.val_top5,
+                val_loss=result.val_loss,
+                train_loss=result.train_loss,
+                images_per_second=result.images_per_second,
+                epochs_run=result.epochs_run,
+            )
         )
         if result.state != "complete":
             outcome_state, outcome_reason = result.state, result.reason
             break
-    finished = [r for r in runs if r["state"] == "complete"] or runs
+    finished = [r for r in runs if r.state == "complete"] or runs
     for key in ("val_acc", "val_top5", "val_loss", "train_loss", "images_per_second"):
-        values = [r[key] for r in finished if r[key] is not None]
+        values = [getattr(r, key) for r in finished if getattr(r, key) is not None]
         if values:
             metrics[key] = statistics.fmean(values)
-    accuracies = [r["val_acc"] for r in finished if r["val_acc"] is not None]
+    accuracies = [r.val_acc for r in finished if r.val_acc is not None]
     if len(accuracies) > 1:
         metrics["val_acc_std"] = statistics.stdev(accuracies)
     metrics["train_seconds"] = timings.get("train", 0.0)
     timings["total"] = time.perf_counter() - started
-    return TrialOutcome(outcome_state, outcome_reason, metrics, history, runs, timings, worker, state_dict=weights)
+    return TrialOutcome(
+        outcome_state, outcome_reason, Metrics(**metrics), history, tuple(runs), timings, worker, state_dict=weights
+    )
 
 
 _COUNTS: dict[tuple[Any, ...], dict[str, int]] = {}  # structure -> params and FLOPs, for this process's trials
@@ -223,19 +208,8 @@ def _counts(candidate: Candidate, dataset: Dataset, model: torch.nn.Module) -> d
     return dict(_COUNTS[key])
 
 
-def _infeasible(costs: dict[str, Any], constraints: Constraints) -> str | None:
-    checks = [
-        ("params", constraints.max_params, "max_params"),
-        ("flops", constraints.max_flops, "max_flops"),
-        ("latency_ms", constraints.max_latency_ms, "max_latency_ms"),
-    ]
-    for key, limit, name in checks:
-        if limit is not None and key in costs and costs[key] > limit:
-            return f"{key} {costs[key]:.4g} > {name} {limit:.4g}"
-    return None
-
-
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
+    """An exception as a trial's reason: its type, its message on one line, and where it was raised."""
     frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
     where = f" ({os.path.basename(frame.filename)}:{frame.lineno})" if frame else ""
     return f"{type(err).__name__}: {' '.join(str(err).split())}"[:300] + where

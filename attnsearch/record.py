@@ -1,0 +1,322 @@
+"""The trial record: what ``trials/<n>/trial.json`` holds, as one typed, versioned, frozen dataclass.
+
+The runner makes a :class:`TrialRecord` when a trial starts and again when it ends; replay makes one for a trial
+it trained again. :class:`~attnsearch.search.store.ResultsStore` alone writes and reads them. Everything that
+shows or judges a study (:class:`~attnsearch.results.StudyResults`, the dashboard, report, export, replay) reads
+these fields, never the file.
+
+On disk a record is standard JSON (NaN and infinities are written as null) with a ``schema`` version. Records
+written before the version existed (schema 0, by attnsearch before November 2026) are still read: missing keys take
+their defaults, a NaN becomes null, and a candidate's old ``train.first_val_epoch`` is dropped. A record whose key
+or value is wrong is one :class:`~attnsearch.errors.AttnsearchError` line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+from pydantic import with_config
+
+from .candidate import Candidate
+from .errors import AttnsearchError
+from .schema import STRICT, from_json, plain
+
+__all__ = [
+    "METRICS",
+    "PERCENT_METRICS",
+    "RETRY_REASONS",
+    "SCHEMA",
+    "STATES",
+    "EpochRecord",
+    "Metrics",
+    "RepeatRecord",
+    "TrialRecord",
+    "WorkerInfo",
+    "counts_towards_target",
+    "timestamp",
+    "versions",
+]
+
+SCHEMA = 1  # the version of trial.json this module writes; 0: records without a version
+TrialState = Literal["running", "complete", "pruned", "failed", "infeasible"]
+STATES: tuple[str, ...] = get_args(TrialState)
+# the metrics a study may optimise (search.objectives[].metric)
+ObjectiveMetric = Literal[
+    "val_acc", "val_top5", "val_loss", "train_loss", "params", "flops", "latency_ms", "train_seconds"
+]
+METRICS: tuple[str, ...] = get_args(ObjectiveMetric)
+PERCENT_METRICS = ("val_acc", "val_top5")  # fractions 0..1, shown in percent
+# failures that are not the candidate's fault: the runner tries the candidate again and does not count them as done
+RETRY_REASONS = ("killed", "interrupted", "worker_lost")
+
+
+def counts_towards_target(state: str, reason: str | None) -> bool:
+    """Whether a trial that ended in ``state`` for ``reason`` counts towards the study's ``n_trials``.
+
+    Example:
+        >>> counts_towards_target("pruned", "pruned"), counts_towards_target("failed", "interrupted")
+        (True, False)
+    """
+    if state == "running":
+        return False
+    return state != "failed" or reason not in RETRY_REASONS
+
+
+def timestamp() -> str:
+    """Local time with its UTC offset, as records write it: ``2026-11-22T10:30:13+0000``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _seconds(text: str | None) -> float | None:
+    """A record's timestamp as seconds since the epoch."""
+    if text is None:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return None
+
+
+@functools.cache
+def versions() -> dict[str, str]:
+    """The versions a trial ran with: attnsearch, Python, torch, torchvision, Optuna."""
+    import platform
+
+    import optuna
+    import torch
+    import torchvision
+
+    from . import __version__
+
+    return {
+        "attnsearch": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "optuna": optuna.__version__,
+    }
+
+
+def _present(value: Any) -> dict[str, Any]:
+    """The fields of a dataclass that hold a value (absent ones are left out of the JSON)."""
+    return {f.name: getattr(value, f.name) for f in fields(value) if getattr(value, f.name) is not None}
+
+
+@with_config(STRICT)
+@dataclass(frozen=True)
+class Metrics:
+    """A trial's figures. Scores are means over the trial's repeats; absent ones are None (and not written)."""
+
+    val_acc: float | None = None  # top-1 on the validation images, 0..1
+    val_top5: float | None = None  # None also when the model has fewer than 5 classes
+    val_loss: float | None = None  # mean cross-entropy on validation (no label smoothing)
+    train_loss: float | None = None  # mean training loss of the last epoch (with label smoothing)
+    val_acc_std: float | None = None  # standard deviation of val_acc over repeats (2 or more)
+    images_per_second: float | None = None  # training images per second
+    train_seconds: float | None = None  # seconds in training steps, all repeats
+    params: int | None = None
+    flops: int | None = None  # one forward pass at batch 1; a multiply-add counts 2
+    latency_ms: float | None = None  # one forward pass at batch 1 on the trial's device, median
+    train_memory_bytes: int | None = None  # activations kept for backward by the first training step
+
+    def value(self, metric: str) -> float | None:
+        """``metric`` as a finite float, or None when it is absent or not finite.
+
+        Example:
+            >>> Metrics(val_acc=0.5, params=10).value("params"), Metrics().value("val_acc")
+            (10.0, None)
+        """
+        found = getattr(self, metric, None) if metric in _METRIC_FIELDS else None
+        if isinstance(found, bool) or not isinstance(found, (int, float)) or not math.isfinite(found):
+            return None
+        return float(found)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _present(self)
+
+
+_METRIC_FIELDS = frozenset(f.name for f in fields(Metrics))
+
+
+@with_config(STRICT)
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of a trial's first repeat. An epoch that was not validated has ``val_images`` 0 and no scores."""
+
+    epoch: int  # from 1
+    train_loss: float | None  # mean training loss of the epoch (with label smoothing)
+    val_acc: float | None  # 0..1
+    val_top5: float | None
+    val_loss: float | None
+    val_images: int  # validation images scored after the epoch (0: not validated)
+    lr: float  # learning rate of the epoch's last step
+    seconds: float  # training and validation
+    val_seconds: float  # validation alone
+
+
+@with_config(STRICT)
+@dataclass(frozen=True)
+class RepeatRecord:
+    """One seed of a trial with ``repeats`` > 1 (and the only one otherwise)."""
+
+    seed: int
+    state: str  # the trainer's: complete | pruned | failed
+    val_acc: float | None
+    val_top5: float | None
+    val_loss: float | None
+    train_loss: float | None
+    images_per_second: float | None
+    epochs_run: int
+
+
+@with_config(STRICT)
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Where a trial ran. Under Ray also the node, its GPUs as the cluster numbers them, and the actor."""
+
+    host: str | None = None
+    pid: int | None = None
+    device: str | None = None  # cpu, cuda:0 (a Ray worker sees its own GPUs from 0)
+    threads: int | None = None  # torch threads: a replay uses as many to reproduce the score exactly
+    node: str | None = None
+    gpus: tuple[str, ...] | None = None
+    actor: str | None = None
+    error: str | None = None  # why the worker was lost
+
+    def to_dict(self) -> dict[str, Any]:
+        return _present(self)
+
+    def describe(self) -> str:
+        """``cpu``, ``cuda:0``; under Ray the GPU ids the cluster gave the worker (its own view is always cuda:0)."""
+        return f"gpu {','.join(self.gpus)}" if self.gpus else (self.device or "")
+
+
+@with_config(STRICT)
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as ``trial.json`` holds it.
+
+    Example:
+        >>> from attnsearch.candidate import BackboneSpec
+        >>> record = TrialRecord(3, "complete", candidate=Candidate(BackboneSpec("vgg11", 0.25)),
+        ...                      metrics=Metrics(val_acc=0.8125))
+        >>> again = TrialRecord.from_json(record.to_json(), "trial.json")
+        >>> again == record, again.score("val_acc"), again.label
+        (True, 0.8125, 'baseline (nothing placed)')
+    """
+
+    number: int  # the Optuna trial number
+    state: TrialState
+    reason: str | None = None  # why a trial is not complete: pruned, killed, diverged, oom, an error's line ...
+    candidate: Candidate | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # Optuna's parameters of the trial
+    metrics: Metrics = field(default_factory=Metrics)
+    history: tuple[EpochRecord, ...] = ()  # per epoch, first repeat
+    repeats: tuple[RepeatRecord, ...] = ()  # per seed
+    timings: dict[str, float] = field(default_factory=dict)  # build, costs, train, eval, total seconds
+    worker: WorkerInfo = field(default_factory=WorkerInfo)
+    classes: tuple[str, ...] = ()  # what each output of the trained model means
+    retry_of: int | None = None  # the trial whose candidate this one tries again (killed, interrupted, lost)
+    reused_from: int | None = None  # the trial whose outcome a duplicate candidate reuses
+    started: str | None = None  # timestamp()
+    finished: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    replay_of: int | None = None  # replays/ only: the trial trained again
+    overrides: dict[str, float] = field(default_factory=dict)  # replays/ only: the recipe fields changed
+    threads: int | None = None  # replays/ only: torch threads of the replay
+    schema: int = SCHEMA
+
+    # -- what the views read -------------------------------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        """The candidate written out, e.g. ``block3=cbam(kernel_size=7) block5=eca``."""
+        return self.candidate.describe() if self.candidate is not None else ""
+
+    def score(self, metric: str) -> float | None:
+        """The recorded ``metric`` (a mean over repeats) as a finite float; None when absent or not finite."""
+        return self.metrics.value(metric)
+
+    @property
+    def counts_towards_target(self) -> bool:
+        return counts_towards_target(self.state, self.reason)
+
+    @property
+    def started_at(self) -> float | None:
+        """When the trial started, in seconds since the epoch."""
+        return _seconds(self.started)
+
+    @property
+    def finished_at(self) -> float | None:
+        """When the trial ended, in seconds since the epoch."""
+        return _seconds(self.finished)
+
+    def reuse(self, number: int, params: dict[str, Any], *, retry_of: int | None, finished: str) -> TrialRecord:
+        """This trial's outcome, recorded for trial ``number``, a duplicate of its candidate that reuses it."""
+        return replace(
+            self, number=number, params=params, reused_from=self.number, retry_of=retry_of, started=None,
+            finished=finished,
+        )  # fmt: skip
+
+    # -- JSON ----------------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Standard JSON values, in a stable key order; replay-only keys only on replays."""
+        d: dict[str, Any] = {
+            "schema": self.schema,
+            "number": self.number,
+            "state": self.state,
+            "reason": self.reason,
+            "placements": self.label if self.candidate is not None else None,  # for people reading the file
+            "candidate": self.candidate.to_dict() if self.candidate is not None else None,
+        }
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in d or f.name == "schema" or (f.name in ("reused_from", "replay_of") and value is None):
+                continue
+            if f.name in ("overrides", "threads") and self.replay_of is None:
+                continue
+            d[f.name] = value
+        return plain(d)
+
+    def to_json(self) -> bytes:
+        """The record as trial.json's bytes: indented, standard JSON only (no NaN, no infinities)."""
+        return (json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "trial record") -> TrialRecord:
+        """A record from its JSON data; an AttnsearchError naming ``where`` and the key when it is not one."""
+        if not isinstance(data, dict):
+            raise AttnsearchError(f"{where}: not a trial record (a JSON object is expected)")
+        version = data.get("schema", 0)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise AttnsearchError(f"{where}: schema must be a version number, got {version!r:.40}")
+        if version > SCHEMA:
+            raise AttnsearchError(
+                f"{where}: written by a newer attnsearch (record schema {version}; this version reads up to {SCHEMA})"
+            )
+        if not isinstance(data.get("number"), int) or isinstance(data.get("number"), bool):
+            raise AttnsearchError(f"{where}: not a trial record (no trial number)")
+        data = plain(data)  # a schema-0 record may hold NaN: it reads as null
+        data.pop("placements", None)  # written from the candidate, for people; not read back
+        if version == 0:
+            data["schema"] = SCHEMA
+            candidate = data.get("candidate")
+            if isinstance(candidate, dict) and isinstance(candidate.get("train"), dict):
+                candidate["train"].pop("first_val_epoch", None)  # the pruner's setting, no longer the recipe's
+        return from_json(cls, data, file=where)
+
+    @classmethod
+    def from_json(cls, text: bytes | str, where: str = "trial record") -> TrialRecord:
+        """A record from trial.json's text (NaN tolerated in schema-0 records); errors as :meth:`from_dict`."""
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise AttnsearchError(f"{where}: not a readable trial record ({err})") from None
+        return cls.from_dict(data, where)

@@ -1,0 +1,365 @@
+"""StudyResults: the one read model of a study. Every view asks it; no other module ranks, fronts or averages.
+
+Built from a study's :class:`~attnsearch.record.TrialRecord` s (and, when there is one, its Optuna study, which
+only adds how far running trials have got and what Optuna's importances need), it answers:
+
+- :meth:`StudyResults.ranked`: complete trials best first by the first objective (ties: the lower trial number);
+  duplicates that reused another trial's score are left out, everywhere;
+- :meth:`~StudyResults.pareto`: the ranked trials no other one dominates on every objective;
+- :meth:`~StudyResults.slot_scores` and :meth:`~StudyResults.best_modules`: the mean score of each module at each
+  slot over the ranked trials, and the best one there;
+- :meth:`~StudyResults.effects`: each module against ``none`` at its slot, with a 95% interval (paired where trials
+  differ only at that slot, Welch's otherwise; see :mod:`attnsearch.stats`);
+- :meth:`~StudyResults.counts`, :attr:`~StudyResults.done`, :attr:`~StudyResults.target`: where the study stands
+  (the rule of what counts towards ``n_trials`` is :func:`attnsearch.record.counts_towards_target`);
+- :meth:`~StudyResults.summary`: ``summary.json``.
+
+``summary.json``, the run's closing tables, the live dashboard, ``watch``, ``report``, ``export`` and ``replay`` all
+read it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .record import TrialRecord
+from .stats import paired_interval, welch_interval
+
+if TYPE_CHECKING:
+    import optuna
+
+    from .search.store import ResultsStore
+    from .space import SearchSpace
+
+__all__ = ["DEFAULT_OBJECTIVES", "Effect", "SlotScore", "StudyResults"]
+
+DEFAULT_OBJECTIVES = (("val_acc", "maximize"),)  # a space file's default
+
+
+@dataclass(frozen=True)
+class SlotScore:
+    """One (slot, module) cell: the mean first-objective score of the ranked trials with that placement."""
+
+    mean: float
+    count: int
+
+
+@dataclass(frozen=True)
+class Effect:
+    """The effect of ``module`` at ``slot`` against ``none`` there: score with it minus score without."""
+
+    slot: str
+    module: str
+    difference: float | None  # mean difference in the first objective's units; None without trials on a side
+    low: float | None  # the 95% confidence interval, None where too few trials give one
+    high: float | None
+    method: str  # paired | unpaired | too few
+    n: int  # pairs (paired), or trials with the module (unpaired)
+    n_none: int  # pairs (paired), or trials with none (unpaired)
+
+    @property
+    def tie(self) -> bool:
+        """The interval contains zero: no evidence the module changes the score."""
+        return self.low is not None and self.high is not None and self.low <= 0.0 <= self.high
+
+    @property
+    def basis(self) -> str:
+        """How the interval was made, in words."""
+        if self.method == "paired":
+            return f"paired, {self.n} pairs"
+        if self.method == "unpaired":
+            return f"unpaired (Welch), {self.n} vs {self.n_none} trials"
+        return f"too few trials ({self.n} vs {self.n_none})"
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """What a study found, from its trial records. Immutable: :meth:`with_record` returns the next one.
+
+    Example:
+        >>> from attnsearch.candidate import BackboneSpec, Candidate, PlacementSpec
+        >>> from attnsearch.record import Metrics, TrialRecord
+        >>> def trial(n, module, acc):
+        ...     placed = (PlacementSpec("block3", module),) if module != "none" else ()
+        ...     candidate = Candidate(BackboneSpec("vgg11", 0.25), placed)
+        ...     return TrialRecord(n, "complete", candidate=candidate, metrics=Metrics(val_acc=acc))
+        >>> results = StudyResults({0: trial(0, "none", 0.70), 1: trial(1, "se", 0.75), 2: trial(2, "none", 0.72)},
+        ...                        slots={"vgg11": {"block3": ("none", "se")}}, target=3)
+        >>> [r.number for r in results.ranked()], results.best_modules(), results.done
+        ([1, 2, 0], {'block3': 'se'}, 3)
+        >>> results.slot_scores()["block3"]["none"]
+        SlotScore(mean=0.71, count=2)
+    """
+
+    records: Mapping[int, TrialRecord] = field(default_factory=dict)  # number -> record, running ones included
+    objectives: tuple[tuple[str, str], ...] = DEFAULT_OBJECTIVES  # (metric, maximize | minimize)
+    slots: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)  # backbone -> slot -> modules
+    target: int = 0  # trials the study is to finish
+    name: str = ""
+    space: SearchSpace | None = field(default=None, repr=False, compare=False)
+    study: optuna.Study | None = field(default=None, repr=False, compare=False)  # Optuna's, when read with it
+
+    # -- building ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_space(
+        cls,
+        space: SearchSpace,
+        records: Iterable[TrialRecord] = (),
+        *,
+        target: int | None = None,
+        study: optuna.Study | None = None,
+    ) -> StudyResults:
+        """The results of ``space``'s study so far; ``target`` defaults to the space's (:meth:`SearchSpace.target`)."""
+        return cls(
+            records={r.number: r for r in records},
+            objectives=tuple((o.metric, o.direction) for o in space.config.search.objectives),
+            slots={b: {s: tuple(ms) for s, ms in slots.items()} for b, slots in space.slots.items()},
+            target=space.target() if target is None else target,
+            name=space.name,
+            space=space,
+            study=study,
+        )
+
+    @classmethod
+    def from_store(cls, store: ResultsStore | Path | str, *, study: optuna.Study | None = None) -> StudyResults:
+        """The results of the study in a results folder (any copy of it): its records and its ``space.yaml``.
+
+        A folder without ``space.yaml`` is still read, with the objectives of its ``summary.json`` (else
+        ``val_acc``, maximized) and no slots. Raises StoreError (one line) for a folder that is not a study.
+        """
+        from .search.store import ResultsStore
+
+        store = store if isinstance(store, ResultsStore) else ResultsStore(store)
+        records = store.read_records()
+        space = store.read_space()
+        if space is not None:
+            return cls.from_space(space, records, study=study)
+        return cls(
+            records={r.number: r for r in records},
+            objectives=store.read_summary_objectives() or DEFAULT_OBJECTIVES,
+            target=len(records),
+            name=store.root.name,
+            study=study,
+        )
+
+    def with_record(self, record: TrialRecord) -> StudyResults:
+        """These results with ``record`` added (or replacing the record of its trial)."""
+        return replace(self, records={**self.records, record.number: record})
+
+    # -- trials --------------------------------------------------------------------------------------------------
+
+    def values(self, record: TrialRecord) -> tuple[float, ...] | None:
+        """The objective values of a complete trial; None otherwise, or when one of them is missing."""
+        if record.state != "complete":
+            return None
+        values = tuple(record.score(metric) for metric, _ in self.objectives)
+        return None if None in values else values  # type: ignore[return-value]
+
+    def score(self, record: TrialRecord) -> float | None:
+        """The first objective's value of a complete trial, else None."""
+        values = self.values(record)
+        return values[0] if values else None
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether score ``a`` beats ``b`` on the first objective."""
+        return a > b if self.objectives[0][1] == "maximize" else a < b
+
+    @cached_property
+    def _ranked(self) -> tuple[TrialRecord, ...]:
+        sign = -1.0 if self.objectives[0][1] == "maximize" else 1.0
+        scored = [
+            (score, r) for r in self.records.values() if r.reused_from is None and (score := self.score(r)) is not None
+        ]
+        return tuple(r for _, r in sorted(scored, key=lambda pair: (sign * pair[0], pair[1].number)))
+
+    def ranked(self) -> list[TrialRecord]:
+        """Complete trials best first by the first objective (ties: lower number first); reused duplicates left out."""
+        return list(self._ranked)
+
+    def best(self) -> TrialRecord | None:
+        """The best complete trial by the first objective, None before one completes."""
+        return self._ranked[0] if self._ranked else None
+
+    def pareto(self) -> list[TrialRecord]:
+        """The ranked trials no other ranked trial dominates (at least as good on every objective and not equal),
+        in the ranking's order."""
+        signs = [1.0 if direction == "maximize" else -1.0 for _, direction in self.objectives]
+        points = [(r, [s * v for s, v in zip(signs, self.values(r) or (), strict=True)]) for r in self._ranked]
+
+        def dominated(p: list[float]) -> bool:
+            return any(all(a >= b for a, b in zip(q, p, strict=True)) and q != p for _, q in points)
+
+        return [r for r, p in points if not dominated(p)]
+
+    def finished(self) -> list[TrialRecord]:
+        """Every trial that is over (complete, pruned, failed, infeasible), by number."""
+        return [r for _, r in sorted(self.records.items()) if r.state != "running"]
+
+    def running(self) -> list[TrialRecord]:
+        """The trials recorded as running, by number."""
+        return [r for _, r in sorted(self.records.items()) if r.state == "running"]
+
+    # -- where it stands -----------------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Trials per state (complete, running, pruned, failed, infeasible), and ``done``: those that count
+        towards the target."""
+        counts = {"complete": 0, "pruned": 0, "failed": 0, "infeasible": 0, "running": 0}
+        for record in self.records.values():
+            counts[record.state] += 1
+        counts["done"] = self.done
+        return counts
+
+    @property
+    def done(self) -> int:
+        """Trials that count towards the target (see :func:`attnsearch.record.counts_towards_target`)."""
+        return sum(r.counts_towards_target for r in self.records.values())
+
+    @property
+    def reused(self) -> int:
+        """Trials that reused a duplicate's score instead of training."""
+        return sum(r.reused_from is not None for r in self.records.values())
+
+    # -- placements ----------------------------------------------------------------------------------------------
+
+    def slot_modules(self) -> dict[str, list[str]]:
+        """Slot -> modules tried there, over every backbone, in the space's order."""
+        merged: dict[str, list[str]] = {}
+        for slots in self.slots.values():
+            for slot, modules in slots.items():
+                known = merged.setdefault(slot, [])
+                known.extend(m for m in modules if m not in known)
+        return merged
+
+    def placed(self, record: TrialRecord) -> dict[str, str]:
+        """Slot -> module of a trial: every slot of its backbone, 'none' where nothing is placed."""
+        if record.candidate is None:
+            return {}
+        placed = {p.slot: p.module for p in record.candidate.placements}
+        slots = self.slots.get(record.candidate.backbone.name) or {}
+        return {slot: placed.get(slot, "none") for slot in slots} | placed
+
+    @cached_property
+    def _slot_scores(self) -> dict[str, dict[str, SlotScore]]:
+        scores: dict[str, dict[str, list[float]]] = {}
+        for record in self._ranked:
+            assert record.candidate is not None  # a complete trial has one
+            placed = {p.slot: p.module for p in record.candidate.placements}
+            for slot in self.slots.get(record.candidate.backbone.name, {}):
+                scores.setdefault(slot, {}).setdefault(placed.get(slot, "none"), []).append(self.score(record) or 0.0)
+        return {
+            slot: {m: SlotScore(statistics.fmean(v), len(v)) for m, v in modules.items()}
+            for slot, modules in scores.items()
+        }
+
+    def slot_scores(self) -> dict[str, dict[str, SlotScore]]:
+        """Slot -> module -> mean first-objective score and count over the ranked trials; the modules of a slot in
+        the order of their best trial."""
+        return {slot: dict(modules) for slot, modules in self._slot_scores.items()}
+
+    def best_modules(self) -> dict[str, str]:
+        """Slot -> the module with the best mean score there (on equal means, the one whose best trial ranks first)."""
+        best: dict[str, str] = {}
+        for slot, modules in self._slot_scores.items():
+            for module, cell in modules.items():
+                if slot not in best or self.better(cell.mean, modules[best[slot]].mean):
+                    best[slot] = module
+        return best
+
+    def effects(self) -> list[Effect]:
+        """The effect of every module tried at every slot against ``none`` there (slots without ``none`` have
+        none): paired where two or more pairs of ranked trials differ only at that slot, Welch's interval over all
+        ranked trials otherwise (two or more on each side), else no interval ("too few")."""
+        effects = []
+        for slot, modules in self.slot_modules().items():
+            if "none" not in modules:
+                continue
+            at_slot: dict[str, list[float]] = {}
+            groups: dict[str, dict[str, list[float]]] = {}  # everything but this slot -> module here -> scores
+            for record in self._ranked:
+                module, rest = _split(record, slot)
+                value = self.score(record) or 0.0
+                at_slot.setdefault(module, []).append(value)
+                groups.setdefault(rest, {}).setdefault(module, []).append(value)
+            without = at_slot.get("none", [])
+            for module in modules:
+                if module != "none":
+                    effects.append(_effect(slot, module, groups, at_slot.get(module, []), without))
+        return effects
+
+    # -- summary.json --------------------------------------------------------------------------------------------
+
+    def summary(self, *, top: int = 10, kept: Iterable[int] = ()) -> dict[str, Any]:
+        """``summary.json``: the best trial (and the Pareto set with two or more objectives), the leaderboard, the
+        trials per state, and the mean score of each (slot, module). ``kept``: the trials whose weights are kept.
+        """
+        weights = set(kept)
+        states: dict[str, int] = {}
+        for record in sorted(self.records.values(), key=lambda r: r.number):
+            states[record.state] = states.get(record.state, 0) + 1
+
+        def row(record: TrialRecord) -> dict[str, Any]:
+            metrics = record.metrics
+            return {
+                "number": record.number,
+                "values": list(self.values(record) or ()),
+                "placements": record.label,
+                "val_acc": metrics.val_acc,
+                "val_acc_std": metrics.val_acc_std,
+                "params": metrics.params,
+                "flops": metrics.flops,
+                "train_seconds": metrics.train_seconds,
+                "weights": record.number in weights,
+            }
+
+        best = self.best()
+        summary: dict[str, Any] = {
+            "name": self.name,
+            "objectives": [{"metric": metric, "direction": direction} for metric, direction in self.objectives],
+            "states": states,
+            "leaderboard": [row(r) for r in self._ranked[:top]],
+            "best": row(best) if best is not None else None,
+            "slots": {
+                slot: {
+                    "modules": {m: {"mean": c.mean, "count": c.count} for m, c in modules.items()},
+                    "best": self.best_modules()[slot],
+                }
+                for slot, modules in self._slot_scores.items()
+            },
+        }
+        if len(self.objectives) > 1:
+            summary["pareto"] = [row(r) for r in self.pareto()]
+        return summary
+
+
+def _split(record: TrialRecord, slot: str) -> tuple[str, str]:
+    """The module at ``slot`` and a key of everything else about the trial's candidate."""
+    assert record.candidate is not None
+    placements = record.candidate.placements
+    module = next((p.module for p in placements if p.slot == slot), "none")
+    rest = replace(record.candidate, placements=tuple(p for p in placements if p.slot != slot))
+    return module, rest.key(with_seed=True)
+
+
+def _effect(
+    slot: str, module: str, groups: dict[str, dict[str, list[float]]], with_module: list[float], without: list[float]
+) -> Effect:
+    pairs = [
+        statistics.fmean(group[module]) - statistics.fmean(group["none"])
+        for group in groups.values()
+        if module in group and "none" in group
+    ]
+    if len(pairs) >= 2:
+        difference, low, high = paired_interval(pairs)
+        return Effect(slot, module, difference, low, high, "paired", len(pairs), len(pairs))
+    if len(with_module) >= 2 and len(without) >= 2:
+        difference, low, high = welch_interval(with_module, without)
+        return Effect(slot, module, difference, low, high, "unpaired", len(with_module), len(without))
+    difference = statistics.fmean(with_module) - statistics.fmean(without) if with_module and without else None
+    return Effect(slot, module, difference, None, None, "too few", len(with_module), len(without))
