@@ -33,16 +33,10 @@ from .attention import list_modules, module_info
 from .backbones import backbone_info, list_backbones
 from .backbones.densenet import _DenseBlock, _Transition
 from .candidate import Candidate, PlacementSpec
+from .errors import AttnsearchError
 from .model import build_model, list_slots
-from .search.records import (
-    open_results,
-    pareto_trials,
-    ranked_trials,
-    read_finished_trial,
-    read_state_dict,
-    study_objectives,
-    trial_score,
-)
+from .record import TrialRecord
+from .results import StudyResults
 from .search.store import ResultsStore, atomic_write
 
 __all__ = ["ExportResult", "Exportable", "TrialChoice", "export_trial", "generate_code", "list_exportable"]
@@ -87,9 +81,10 @@ class ExportResult:
     """What ``export_trial`` wrote.
 
     Example:
-        >>> result = export_trial("results/tiny", weights=True)  # doctest: +SKIP
-        >>> result.code.name, result.weights.name  # doctest: +SKIP
-        ('trial_2.py', 'trial_2.pt')
+        >>> import tempfile
+        >>> result = export_trial("tests/golden/golden", trial=1, out=Path(tempfile.mkdtemp()) / "model.py")
+        >>> result.code.name, result.weights, result.num_classes, result.image_size
+        ('model.py', None, 10, 32)
     """
 
     trial: int
@@ -113,9 +108,9 @@ class Exportable:
     """The trials ``best`` chooses from: the leaderboard with one objective, the Pareto trials with several.
 
     Example:
-        >>> found = list_exportable("results/tiny")  # doctest: +SKIP
-        >>> found.pareto, [t.number for t in found.trials][:3]  # doctest: +SKIP
-        (False, [2, 0, 1])
+        >>> found = list_exportable("tests/golden/golden")  # a tiny finished study the tests keep
+        >>> found.pareto, [t.number for t in found.trials][:3]
+        (False, [1, 0, 5])
     """
 
     objectives: list[tuple[str, str]]  # (metric, direction)
@@ -128,18 +123,15 @@ class Exportable:
 
 def list_exportable(results_dir: Path | str) -> Exportable:
     """Complete trials best first (one objective), or the Pareto trials (several objectives)."""
-    store = open_results(results_dir)
-    objectives = study_objectives(store)
-    ranked = ranked_trials(store, objectives)
+    store = ResultsStore.open(results_dir)
+    results = StudyResults.from_store(store)
+    objectives = list(results.objectives)
     pareto = len(objectives) > 1
-    chosen = pareto_trials(ranked, objectives) if pareto else ranked
-    trials = []
-    for record in chosen:
-        _, candidate = read_finished_trial(store, record["number"])
-        scores = {metric: trial_score(record, metric) for metric, _ in objectives}
-        trials.append(
-            TrialChoice(record["number"], candidate.describe(), scores, store.weights_path(record["number"]).exists())
-        )
+    kept = store.kept_weights()
+    trials = [
+        TrialChoice(r.number, r.label, {metric: r.score(metric) for metric, _ in objectives}, r.number in kept)
+        for r in (results.pareto() if pareto else results.ranked())
+    ]
     return Exportable(objectives, pareto, trials)
 
 
@@ -156,7 +148,7 @@ def export_trial(
 
     ``trial`` is a number or ``"best"``: the complete trial with the best first objective. ``weights`` writes the
     trial's ``model.pt`` next to the code (same name, ``.pt``); ``fmt="onnx"`` also writes ``.onnx`` (needs the
-    onnx package). Every check runs before anything is written; a problem is one ValueError line.
+    onnx package). Every check runs before anything is written; a problem is one AttnsearchError line.
 
     Example:
         >>> result = export_trial("results/tiny", trial=3, out="model.py", weights=True)  # doctest: +SKIP
@@ -166,30 +158,32 @@ def export_trial(
         <All keys matched successfully>
     """
     if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+        raise AttnsearchError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
-        raise ValueError(f"--format onnx needs the onnx package: {ONNX_HINT}")
-    store = open_results(results_dir)
-    objectives = study_objectives(store)
-    number = _pick(store, objectives, trial)
-    record, candidate = read_finished_trial(store, number)
-    trained = _trained_classes(record)
+        raise AttnsearchError(f"--format onnx needs the onnx package: {ONNX_HINT}")
+    store = ResultsStore.open(results_dir)
+    results = StudyResults.from_store(store)
+    number = _pick(results, trial)
+    record = store.read_finished(number)
+    candidate = record.candidate
+    assert candidate is not None  # read_finished guarantees it
+    trained = len(record.classes) or None
     classes = num_classes if num_classes is not None else trained
     if classes is None:
-        raise ValueError(f"trial {number}'s record names no classes: give the number with --num-classes")
+        raise AttnsearchError(f"trial {number}'s record names no classes: give the number with --num-classes")
     needs_weights = weights or fmt == "onnx"
     if needs_weights and classes != trained:
-        raise ValueError(
+        raise AttnsearchError(
             f"--num-classes {classes} differs from the {trained} classes trial {number} was trained on: its "
             "weights would not load; leave out --weights/--format or --num-classes"
         )
     code_path = Path(out) if out is not None else store.root / "exports" / f"trial_{number}.py"
     if code_path.suffix != ".py":
-        raise ValueError(f"{code_path}: the exported file must end in .py")
+        raise AttnsearchError(f"{code_path}: the exported file must end in .py")
     state = _trial_weights(store, number, record) if needs_weights else None
 
-    metric = objectives[0][0]
-    score = trial_score(record, metric)
+    metric = results.objectives[0][0]
+    score = record.score(metric)
     code = generate_code(
         candidate, num_classes=classes, trial=number, score=(metric, score) if score is not None else None
     )
@@ -231,7 +225,7 @@ def generate_code(
     """
     backbone = candidate.backbone.name
     if backbone not in list_backbones():
-        raise ValueError(f"export: unknown backbone {backbone!r:.60}")
+        raise AttnsearchError(f"export: unknown backbone {backbone!r:.60}")
     family = backbone_info(backbone).family
     num_classes = _whole(num_classes, "num_classes")
     image_size = _whole(candidate.data.image_size, "image_size")
@@ -263,40 +257,36 @@ def generate_code(
 # ------------------------------------------------------------------------------------------------ choosing a trial
 
 
-def _pick(store: ResultsStore, objectives: list[tuple[str, str]], trial: int | str) -> int:
+def _pick(results: StudyResults, trial: int | str) -> int:
     if isinstance(trial, str) and trial.isdigit():
         trial = int(trial)
     if isinstance(trial, int) and not isinstance(trial, bool) and trial >= 0:
         return trial
     if trial != "best":
-        raise ValueError(f"--trial must be a trial number or 'best', got {trial!r:.40}")
+        raise AttnsearchError(f"--trial must be a trial number or 'best', got {trial!r:.40}")
+    objectives = results.objectives
     if len(objectives) > 1:
         metrics = ", ".join(metric for metric, _ in objectives)
-        raise ValueError(
+        raise AttnsearchError(
             f"the study has {len(objectives)} objectives ({metrics}): pick one of its Pareto trials with --trial N "
             "(see them with --list)"
         )
-    ranked = ranked_trials(store, objectives)
-    if not ranked:
-        raise ValueError(f"{store.root}: no complete trial with a {objectives[0][0]} score to export")
-    return ranked[0]["number"]
+    best = results.best()
+    if best is None:
+        raise AttnsearchError(f"{results.name}: no complete trial with a {objectives[0][0]} score to export")
+    return best.number
 
 
-def _trained_classes(record: dict[str, Any]) -> int | None:
-    classes = record.get("classes")
-    return len(classes) if isinstance(classes, list) and classes else None
-
-
-def _trial_weights(store: ResultsStore, number: int, record: dict[str, Any]) -> dict[str, torch.Tensor]:
+def _trial_weights(store: ResultsStore, number: int, record: TrialRecord) -> dict[str, torch.Tensor]:
     path = store.weights_path(number)
     if not path.exists():
-        reused = record.get("reused_from")
-        hint = f" (it reuses trial {reused}'s score: export trial {reused})" if isinstance(reused, int) else ""
-        raise ValueError(
+        reused = record.reused_from
+        hint = f" (it reuses trial {reused}'s score: export trial {reused})" if reused is not None else ""
+        raise AttnsearchError(
             f"trial {number} has no weights ({path} is missing){hint}: rerun the search with --keep-weights K, "
             f"or retrain it with attnsearch replay {store.root} --trial {number} --epochs E"
         )
-    return read_state_dict(path)
+    return store.read_weights(number)
 
 
 def _check_weights(state: dict[str, torch.Tensor], model: nn.Module, number: int) -> None:
@@ -304,7 +294,7 @@ def _check_weights(state: dict[str, torch.Tensor], model: nn.Module, number: int
     found = {k: tuple(v.shape) for k, v in state.items()}
     if found != expected:
         odd = sorted(set(found) ^ set(expected)) or [k for k in found if found[k] != expected[k]]
-        raise ValueError(f"trial {number}'s model.pt does not fit its model: e.g. {odd[0]!r:.80}")
+        raise AttnsearchError(f"trial {number}'s model.pt does not fit its model: e.g. {odd[0]!r:.80}")
 
 
 # ------------------------------------------------------------------------------------------------ building and checking
@@ -334,7 +324,8 @@ def _run_generated(code: str, candidate: Candidate, num_classes: int, *, real: b
     theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     if ours != theirs:
         odd = sorted(set(ours.items()) ^ set(theirs.items()))[0]
-        raise ValueError(f"export: the generated model does not match attnsearch's at {odd[0]} {odd[1]}")
+        # our templates and our models disagree: a bug in attnsearch, not the user's input
+        raise RuntimeError(f"export: the generated model does not match attnsearch's at {odd[0]} {odd[1]}")
     return namespace["build_model"](num_classes) if real else generated
 
 
@@ -374,9 +365,9 @@ def _title(backbone: str, attention: bool, trial: int | None, score: tuple[str, 
     if score is not None:
         metric, value = score
         if metric not in METRICS:
-            raise ValueError(f"export: unknown metric {metric!r:.40}")
+            raise AttnsearchError(f"export: unknown metric {metric!r:.40}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"export: {metric} is not a finite number")
+            raise AttnsearchError(f"export: {metric} is not a finite number")
         text += f", {metric} {float(value):.6g}"
     return text + "."
 
@@ -384,14 +375,14 @@ def _title(backbone: str, attention: bool, trial: int | None, score: tuple[str, 
 def _check_placement(placement: PlacementSpec) -> None:
     key = placement.module
     if key not in list_modules() or key == "none":
-        raise ValueError(f"export: unknown attention module {key!r:.40}")
+        raise AttnsearchError(f"export: unknown attention module {key!r:.40}")
     if key not in _MECHANISMS:
-        raise ValueError(f"export: no code template for attention module {key!r}")
+        raise AttnsearchError(f"export: no code template for attention module {key!r}")
     _identifier(placement.slot, "slot")
     allowed = module_info(key).params
     for name, value in placement.params:
         if name not in allowed:
-            raise ValueError(f"export: {key} has no parameter {name!r:.40}")
+            raise AttnsearchError(f"export: {key} has no parameter {name!r:.40}")
         _identifier(name, f"{key} parameter")
         _literal(value, f"{key}.{name}")
 
@@ -479,7 +470,7 @@ def _densenet_body(model: nn.Module, candidate: Candidate, slots: dict[str, int]
 
 def _same_module(module: nn.Module, placement: PlacementSpec) -> None:
     if type(module) is not module_info(placement.module).cls:
-        raise ValueError(f"export: slot {placement.slot} does not hold a {placement.module} module")
+        raise AttnsearchError(f"export: slot {placement.slot} does not hold a {placement.module} module")
 
 
 def _layer(module: nn.Module, *, last: bool = False) -> tuple[str, list[str]]:
@@ -487,7 +478,7 @@ def _layer(module: nn.Module, *, last: bool = False) -> tuple[str, list[str]]:
     kind = type(module)
     if kind is nn.Conv2d:
         if module.dilation != (1, 1) or module.groups != 1 or module.padding_mode != "zeros":
-            raise ValueError("export: a dilated, grouped or non-zero-padded conv has no template")
+            raise AttnsearchError("export: a dilated, grouped or non-zero-padded conv has no template")
         args = [_literal(module.in_channels, "conv"), _literal(module.out_channels, "conv")]
         args.append(f"kernel_size={_size(module.kernel_size)}")
         if module.stride != (1, 1):
@@ -499,13 +490,13 @@ def _layer(module: nn.Module, *, last: bool = False) -> tuple[str, list[str]]:
         return "nn.Conv2d", args
     if kind is nn.BatchNorm2d:
         if module.eps != 1e-5 or module.momentum != 0.1 or not module.affine or not module.track_running_stats:
-            raise ValueError("export: a BatchNorm2d with non-default settings has no template")
+            raise AttnsearchError("export: a BatchNorm2d with non-default settings has no template")
         return "nn.BatchNorm2d", [_literal(module.num_features, "batch norm")]
     if kind is nn.ReLU:
         return "nn.ReLU", ["inplace=True"] if module.inplace else []
     if kind is nn.MaxPool2d:
         if module.dilation != 1 or module.ceil_mode:
-            raise ValueError("export: a dilated or ceil-mode max-pool has no template")
+            raise AttnsearchError("export: a dilated or ceil-mode max-pool has no template")
         args = [f"kernel_size={_size(module.kernel_size)}", f"stride={_size(module.stride)}"]
         if module.padding not in (0, (0, 0)):
             args.append(f"padding={_size(module.padding)}")
@@ -516,10 +507,10 @@ def _layer(module: nn.Module, *, last: bool = False) -> tuple[str, list[str]]:
         return "nn.Dropout", [f"p={_literal(float(module.p), 'dropout')}"]
     if kind is nn.Linear:
         if module.bias is None:
-            raise ValueError("export: a Linear without bias has no template")
+            raise AttnsearchError("export: a Linear without bias has no template")
         out = "num_classes" if last else _literal(module.out_features, "linear")
         return "nn.Linear", [_literal(module.in_features, "linear"), out]
-    raise ValueError(f"export: no template for a {kind.__name__} layer")
+    raise AttnsearchError(f"export: no template for a {kind.__name__} layer")
 
 
 def _entry(name: str, func: str, args: list[str], *, comment: str | None = None) -> list[str]:
@@ -554,12 +545,12 @@ def _literal(value: object, what: str) -> str:
         return str(value)
     if type(value) is float and math.isfinite(value):
         return repr(value)
-    raise ValueError(f"export: {what} must be a number, true/false or null, got {value!r:.60}")
+    raise AttnsearchError(f"export: {what} must be a number, true/false or null, got {value!r:.60}")
 
 
 def _whole(value: object, what: str, *, minimum: int = 1) -> int:
     if type(value) is not int or value < minimum:
-        raise ValueError(f"export: {what} must be an integer >= {minimum}, got {value!r:.40}")
+        raise AttnsearchError(f"export: {what} must be an integer >= {minimum}, got {value!r:.40}")
     return value
 
 
@@ -574,11 +565,11 @@ def _size(value: object, *, square: bool = True) -> str:
 
 def _identifier(text: object, what: str) -> str:
     if not isinstance(text, str) or not _IDENTIFIER.fullmatch(text) or keyword.iskeyword(text):
-        raise ValueError(f"export: {what} {text!r:.60} is not a valid identifier")
+        raise AttnsearchError(f"export: {what} {text!r:.60} is not a valid identifier")
     return text
 
 
 def _child_name(text: str) -> str:
     if not _CHILD_NAME.fullmatch(text):
-        raise ValueError(f"export: layer name {text!r:.60} cannot be written")
+        raise AttnsearchError(f"export: layer name {text!r:.60} cannot be written")
     return text

@@ -15,10 +15,7 @@ atomically; the trial's own folder is never touched.
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -26,23 +23,24 @@ from typing import Any
 
 import torch
 
-from . import __version__
 from .candidate import Candidate
 from .data import Dataset, load_dataset
-from .search.records import (
-    open_results,
-    ranked_trials,
-    read_finished_trial,
-    read_state_dict,
-    study_objectives,
-    trial_score,
-)
-from .search.store import ResultsStore, atomic_write, timestamp
 from .device import resolve_device
+from .errors import AttnsearchError
+from .record import TrialRecord, timestamp, versions
+from .results import StudyResults
+from .search.store import ResultsStore
 from .search.worker import TrialOutcome, run_candidate
-from .yamlfile import YamlError, read_yaml
 
-__all__ = ["CUDA_TOLERANCE", "OVERRIDES", "ReplayResult", "ranking_agreement", "replay_trials", "spearman"]
+__all__ = [
+    "CUDA_TOLERANCE",
+    "OVERRIDES",
+    "ReplayResult",
+    "ranking_agreement",
+    "replay_trial",
+    "replay_trials",
+    "spearman",
+]
 
 CUDA_TOLERANCE = 0.01  # val_acc, 0..1: one percentage point
 OVERRIDES = {"epochs": "e", "batch_size": "b", "lr": "lr"}  # recipe field -> its part of a replay folder's name
@@ -94,7 +92,7 @@ def replay_trials(
 
     Every input is checked before any training: the folder, each record (complete, with a usable candidate), a
     kept ``model.pt`` (a plain state_dict, loaded with ``weights_only=True``), the overrides and the device; a
-    problem is one ValueError line and nothing is written. ``threads`` overrides the thread count found in the
+    problem is one AttnsearchError line and nothing is written. ``threads`` overrides the thread count found in the
     record. ``on_start(trial, placements)`` is called before each training run.
 
     Example:
@@ -102,28 +100,29 @@ def replay_trials(
         >>> [str(r.saved) for r in results][0]  # doctest: +SKIP
         'results/tiny/replays/2-e20'
     """
-    store = open_results(results_dir)
-    objectives = study_objectives(store)
-    metric = objectives[0][0]
+    store = ResultsStore.open(results_dir)
+    results = StudyResults.from_store(store)
+    metric = results.objectives[0][0]
     numbers = list(dict.fromkeys(_number(n) for n in trials))
     if top is not None:
         if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-            raise ValueError(f"--top must be a positive integer, got {top!r}")
-        numbers += [r["number"] for r in ranked_trials(store, objectives)[:top] if r["number"] not in numbers]
+            raise AttnsearchError(f"--top must be a positive integer, got {top!r}")
+        numbers += [r.number for r in results.ranked()[:top] if r.number not in numbers]
     if not numbers:
-        raise ValueError("nothing to replay: name trials with --trial N or --top K")
+        raise AttnsearchError("nothing to replay: name trials with --trial N or --top K")
     changes = _check_overrides(overrides or {})
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"--threads must be a positive integer, got {threads!r}")
+        raise AttnsearchError(f"--threads must be a positive integer, got {threads!r}")
     torch_device = resolve_device(device)
 
     jobs = []
     for number in numbers:
-        record, candidate = read_finished_trial(store, number)
-        path = store.weights_path(number)
-        kept = read_state_dict(path) if path.exists() and not changes else None
-        jobs.append(_Job(number, record, candidate, kept))
-    default_threads = _space_threads(store)
+        record = store.read_finished(number)
+        assert record.candidate is not None  # read_finished guarantees it
+        kept = store.read_weights(number) if store.weights_path(number).exists() and not changes else None
+        jobs.append(_Job(number, record, record.candidate, kept))
+    # the threads the search used: the record's, else the space's execution.threads, else torch's default
+    default_threads = results.space.config.execution.threads if results.space is not None else None
     datasets: dict[str, Dataset] = {}  # by repr: a record's values may be unhashable (a list where none belongs)
     for job in jobs:  # a data problem shows before any training
         if repr(job.candidate.data) not in datasets:
@@ -133,10 +132,21 @@ def replay_trials(
     for job in jobs:
         if on_start is not None:
             on_start(job.number, job.candidate.describe())
-        run_threads = threads if threads is not None else _record_threads(job.record, default_threads)
+        run_threads = threads if threads is not None else (job.record.worker.threads or default_threads)
         dataset = datasets[repr(job.candidate.data)]
         results.append(_replay(store, job, metric, changes, dataset, torch_device, run_threads))
     return results
+
+
+def replay_trial(results_dir: Path | str, trial: int, **options: Any) -> ReplayResult:
+    """Train trial ``trial`` again; the options are :func:`replay_trials`'.
+
+    Example:
+        >>> result = replay_trial("results/tiny", 2, device="cpu")  # doctest: +SKIP
+        >>> result.matches  # doctest: +SKIP
+        True
+    """
+    return replay_trials(results_dir, [trial], **options)[0]
 
 
 def ranking_agreement(results: Sequence[ReplayResult]) -> tuple[float | None, int]:
@@ -197,7 +207,7 @@ def _ranks(values: Sequence[float]) -> list[float]:
 @dataclass(frozen=True)
 class _Job:
     number: int
-    record: dict[str, Any]
+    record: TrialRecord
     candidate: Candidate
     kept: dict[str, torch.Tensor] | None  # the recorded weights, for a plain replay
 
@@ -213,19 +223,25 @@ def _replay(
 ) -> ReplayResult:
     trained = _with_overrides(job.candidate, changes)
     started = timestamp()
+    # the last epoch alone is validated: its score is what a replay compares (validation changes no training)
     outcome = run_candidate(
-        trained, dataset, device=device, repeats=_repeats(job.record), threads=threads, keep_weights=True
+        trained,
+        dataset,
+        device=device,
+        repeats=len(job.record.repeats) or 1,
+        threads=threads,
+        keep_weights=True,
+        first_val_epoch=trained.train.epochs,
     )
     keys = (*COMPARED, metric)
-    recorded = {key: trial_score(job.record, key) for key in keys}
+    recorded = {key: job.record.score(key) for key in keys}
     complete = outcome.state == "complete"
-    replayed = {key: _finite(outcome.metrics.get(key)) if complete else None for key in keys}
+    replayed = {key: outcome.metrics.value(key) if complete else None for key in keys}
     tolerance = matches = weights_equal = saved = None
     if changes:
         saved = _save(store, job.number, trained, changes, outcome, dataset, threads, started)
     else:
-        worker = job.record.get("worker")
-        recorded_on = str(worker.get("device", "cpu")) if isinstance(worker, dict) else "cpu"
+        recorded_on = job.record.worker.device or "cpu"
         tolerance = 0.0 if device.type == "cpu" and recorded_on == "cpu" else CUDA_TOLERANCE
         a, b = recorded["val_acc"], replayed["val_acc"]
         matches = a is not None and b is not None and abs(a - b) <= tolerance
@@ -254,7 +270,7 @@ def _replay(
 
 def _number(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"--trial must be a trial number, got {value!r:.40}")
+        raise AttnsearchError(f"--trial must be a trial number, got {value!r:.40}")
     return value
 
 
@@ -262,14 +278,14 @@ def _check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for name, value in overrides.items():
         if name not in OVERRIDES:
-            raise ValueError(f"unknown recipe override {name!r}; valid: {', '.join(OVERRIDES)}")
+            raise AttnsearchError(f"unknown recipe override {name!r}; valid: {', '.join(OVERRIDES)}")
         if value is None:
             continue
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if name == "lr" and not (number and math.isfinite(value) and value > 0):
-            raise ValueError(f"--lr must be a positive number, got {value!r}")
+            raise AttnsearchError(f"--lr must be a positive number, got {value!r}")
         if name != "lr" and not (number and isinstance(value, int) and value >= 1):
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+            raise AttnsearchError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
         checked[name] = float(value) if name == "lr" else value
     return checked
 
@@ -281,38 +297,6 @@ def _with_overrides(candidate: Candidate, changes: dict[str, Any]) -> Candidate:
     if "epochs" in changes:
         recipe = replace(recipe, steps=None)  # a step budget would overrule the epochs asked for
     return replace(candidate, train=recipe)
-
-
-def _repeats(record: dict[str, Any]) -> int:
-    repeats = record.get("repeats")
-    return len(repeats) if isinstance(repeats, list) and repeats else 1
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _positive(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
-
-
-def _space_threads(store: ResultsStore) -> int | None:
-    if not store.space_path.exists():
-        return None
-    try:
-        space = read_yaml(store.space_path)
-    except YamlError:
-        return None
-    execution = space.get("execution") if isinstance(space, dict) else None
-    return _positive(execution.get("threads")) if isinstance(execution, dict) else None
-
-
-def _record_threads(record: dict[str, Any], default: int | None) -> int | None:
-    worker = record.get("worker")
-    found = _positive(worker.get("threads")) if isinstance(worker, dict) else None
-    return found if found is not None else default
 
 
 def _tag(changes: dict[str, Any]) -> str:
@@ -329,29 +313,22 @@ def _save(
     threads: int | None,
     started: str,
 ) -> Path:
-    base = store.root / "replays" / f"{number}-{_tag(changes)}"
-    folder, n = base, 1
-    while folder.exists():  # an earlier replay with the same overrides stays
-        n += 1
-        folder = base.with_name(f"{base.name}-{n}")
-    record = {
-        "number": number,
-        "replay_of": number,
-        "state": outcome.state,
-        "reason": outcome.reason,
-        "placements": candidate.describe(),
-        "candidate": candidate.to_dict(),
-        "overrides": changes,
-        **{k: v for k, v in outcome.record().items() if k not in ("state", "reason")},
-        "classes": list(dataset.classes),
-        "threads": threads,
-        "started": started,
-        "finished": timestamp(),
-        "versions": {"attnsearch": __version__, "python": platform.python_version(), "torch": torch.__version__},
-    }
-    if outcome.state_dict is not None:
-        buffer = io.BytesIO()
-        torch.save(outcome.state_dict, buffer)
-        atomic_write(folder / "model.pt", buffer.getvalue())
-    atomic_write(folder / "trial.json", (json.dumps(record, indent=2) + "\n").encode("utf-8"))
-    return folder
+    record = TrialRecord(
+        number,
+        outcome.state,  # type: ignore[arg-type]
+        outcome.reason,
+        candidate,
+        metrics=outcome.metrics,
+        history=outcome.history,
+        repeats=outcome.repeats,
+        timings=outcome.timings,
+        worker=outcome.worker,
+        classes=tuple(dataset.classes),
+        started=started,
+        finished=timestamp(),
+        versions=versions(),
+        replay_of=number,
+        overrides=changes,
+        threads=threads,
+    )
+    return store.write_replay(f"{number}-{_tag(changes)}", record, outcome.state_dict)

@@ -1,7 +1,7 @@
 """``attnsearch report``: what a finished (or running) study found, with the evidence for each placement.
 
 For each slot, the effect of each module against ``none`` at that slot is the mean difference in the first
-objective's score with a 95% confidence interval:
+objective's score with a 95% confidence interval (computed by :meth:`attnsearch.results.StudyResults.effects`):
 
 - **paired** where at least two pairs of complete trials differ only at that slot (same backbone, recipe and
   placements elsewhere; a grid or ablation design gives them): a t-interval over the per-pair differences;
@@ -17,256 +17,53 @@ JavaScript inlined, Optuna's plots, our heatmap and effect plot), ``heatmap.png`
 from __future__ import annotations
 
 import html
-import json
-import math
-import statistics
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .dashboard.state import PERCENT_METRICS, DashboardState
+from .dashboard.state import DashboardState
 from .dashboard.watch import StudyReader
+from .record import PERCENT_METRICS
+from .results import Effect, StudyResults
 
 if TYPE_CHECKING:
     import optuna
     from rich.console import Console
 
-__all__ = [
-    "Effect",
-    "Report",
-    "build_report",
-    "paired_interval",
-    "print_report",
-    "slot_effects",
-    "t_quantile",
-    "welch_interval",
-    "write_report",
-]
-
-CONFIDENCE = 0.95
-
-
-@dataclass(frozen=True)
-class Effect:
-    """The effect of ``module`` at ``slot`` against ``none`` there: score with it minus score without."""
-
-    slot: str
-    module: str
-    difference: float | None  # mean difference in the first objective's units; None without trials on a side
-    low: float | None  # the 95% confidence interval, None where too few trials give one
-    high: float | None
-    method: str  # paired | unpaired | too few
-    n: int  # pairs (paired), or trials with the module (unpaired)
-    n_none: int  # pairs (paired), or trials with none (unpaired)
-
-    @property
-    def tie(self) -> bool:
-        """The interval contains zero: no evidence the module changes the score."""
-        return self.low is not None and self.high is not None and self.low <= 0.0 <= self.high
-
-    @property
-    def basis(self) -> str:
-        """How the interval was made, in words."""
-        if self.method == "paired":
-            return f"paired, {self.n} pairs"
-        if self.method == "unpaired":
-            return f"unpaired (Welch), {self.n} vs {self.n_none} trials"
-        return f"too few trials ({self.n} vs {self.n_none})"
+__all__ = ["Report", "build_report", "print_report", "write_report"]
 
 
 @dataclass
 class Report:
-    """Everything the report shows, computed once: the dashboard's state, the effects, the importances."""
+    """Everything the report shows, computed once: the study's results, the effects, the importances."""
 
     folder: Path
-    state: DashboardState
+    results: StudyResults
     effects: list[Effect]
     importances: dict[str, float] | None
     importance_note: str  # why there are none, or which evaluator made them
     study: optuna.Study | None = field(default=None, repr=False)
 
-
-# ------------------------------------------------------------------------------------------------ statistics
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile of Student's t distribution with ``df`` degrees of freedom (any real df > 0).
-
-    Example:
-        >>> round(t_quantile(0.975, 4), 4)
-        2.7764
-    """
-    if not 0.0 < p < 1.0 or df <= 0:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    low, high = 0.0, 1.0
-    while _t_cdf(high, df) < p:
-        high *= 2.0
-    for _ in range(200):  # bisection: the cdf is monotone, 200 halvings reach float precision
-        middle = (low + high) / 2.0
-        if _t_cdf(middle, df) < p:
-            low = middle
-        else:
-            high = middle
-    return (low + high) / 2.0
-
-
-def paired_interval(differences: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """Mean of paired differences and its t-interval: ``mean ± t(df=n-1) * sd / sqrt(n)``; needs n >= 2.
-
-    Example:
-        >>> mean, low, high = paired_interval([1.0, 2.0, 3.0])
-        >>> mean, round(low, 3), round(high, 3)
-        (2.0, -0.484, 4.484)
-    """
-    n = len(differences)
-    if n < 2:
-        raise ValueError("a paired interval needs at least two pairs")
-    mean = statistics.fmean(differences)
-    half = t_quantile(0.5 + confidence / 2.0, n - 1) * statistics.stdev(differences) / math.sqrt(n)
-    return mean, mean - half, mean + half
-
-
-def welch_interval(
-    with_module: Sequence[float], without: Sequence[float], confidence: float = CONFIDENCE
-) -> tuple[float, float, float]:
-    """Difference of means ``mean(with_module) - mean(without)`` and Welch's t-interval; needs 2+ on each side.
-
-    Example:
-        >>> diff, low, high = welch_interval([3.0, 4.0, 5.0], [1.0, 2.0, 3.0])
-        >>> diff, round(low, 3), round(high, 3)
-        (2.0, -0.267, 4.267)
-    """
-    n1, n2 = len(with_module), len(without)
-    if n1 < 2 or n2 < 2:
-        raise ValueError("Welch's interval needs at least two trials on each side")
-    difference = statistics.fmean(with_module) - statistics.fmean(without)
-    v1, v2 = statistics.variance(with_module) / n1, statistics.variance(without) / n2
-    se = math.sqrt(v1 + v2)
-    if se == 0.0:
-        return difference, difference, difference
-    df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
-    half = t_quantile(0.5 + confidence / 2.0, df) * se
-    return difference, difference - half, difference + half
-
-
-def slot_effects(
-    records: Sequence[dict[str, Any]],
-    score: Callable[[dict[str, Any]], float | None],
-    slots: dict[str, list[str]],
-) -> list[Effect]:
-    """The effect of every module tried at every slot against ``none`` there (see the module's docstring).
-
-    ``records`` are trial records (``trial.json``) of complete trials, ``score`` gives a record's first-objective
-    value, ``slots`` maps slot -> modules tried there; a slot without ``none`` among them has no effects.
-    """
-    scored = [(r, s) for r in records if (s := score(r)) is not None and r.get("candidate")]
-    effects = []
-    for slot, modules in slots.items():
-        if "none" not in modules:
-            continue
-        at_slot: dict[str, list[float]] = {}
-        groups: dict[str, dict[str, list[float]]] = {}  # everything but this slot -> module here -> scores
-        for record, value in scored:
-            module, rest = _split(record["candidate"], slot)
-            at_slot.setdefault(module, []).append(value)
-            groups.setdefault(rest, {}).setdefault(module, []).append(value)
-        without = at_slot.get("none", [])
-        for module in modules:
-            if module == "none":
-                continue
-            pairs = [
-                statistics.fmean(group[module]) - statistics.fmean(group["none"])
-                for group in groups.values()
-                if module in group and "none" in group
-            ]
-            with_module = at_slot.get(module, [])
-            if len(pairs) >= 2:
-                difference, low, high = paired_interval(pairs)
-                effects.append(Effect(slot, module, difference, low, high, "paired", len(pairs), len(pairs)))
-            elif len(with_module) >= 2 and len(without) >= 2:
-                difference, low, high = welch_interval(with_module, without)
-                n, n_none = len(with_module), len(without)
-                effects.append(Effect(slot, module, difference, low, high, "unpaired", n, n_none))
-            else:
-                difference = (
-                    statistics.fmean(with_module) - statistics.fmean(without) if with_module and without else None
-                )
-                effects.append(Effect(slot, module, difference, None, None, "too few", len(with_module), len(without)))
-    return effects
-
-
-def _split(candidate: dict[str, Any], slot: str) -> tuple[str, str]:
-    """The module at ``slot`` and a key of everything else about the candidate."""
-    placements = candidate.get("placements") or []
-    module = next((p["module"] for p in placements if p["slot"] == slot), "none")
-    rest = {**candidate, "placements": [p for p in placements if p["slot"] != slot]}
-    return module, json.dumps(rest, sort_keys=True)
-
-
-def _t_cdf(t: float, df: float) -> float:
-    x = df / (df + t * t)
-    tail = 0.5 * _incomplete_beta(df / 2.0, 0.5, x)
-    return 1.0 - tail if t >= 0 else tail
-
-
-def _incomplete_beta(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b) by its continued fraction (Lentz), as in Numerical Recipes."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_fraction(a, b, x) / a
-    return 1.0 - front * _beta_fraction(b, a, 1.0 - x) / b
-
-
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 500):
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return result
-
-
-# ------------------------------------------------------------------------------------------------ the report
+    @property
+    def state(self) -> DashboardState:
+        """The study as the dashboard's panels show it."""
+        return DashboardState.from_results(self.results, folder=self.folder)
 
 
 def build_report(folder: Path | str) -> Report:
     """Read the study in ``folder`` (never writing to it) and compute the effects and importances.
 
     Example:
-        >>> report = build_report("results/vgg16-shapes-quick")  # doctest: +SKIP
-        >>> [(e.slot, e.module, e.tie) for e in report.effects]  # doctest: +SKIP
-        [('block3', 'se', True), ...]
+        >>> report = build_report("tests/golden/golden")  # a tiny finished study the tests keep
+        >>> [(e.slot, e.module, e.method, e.tie) for e in report.effects]
+        [('block3', 'se', 'paired', False), ('block3', 'eca', 'paired', False), ('block5', 'eca', 'paired', True)]
     """
     reader = StudyReader(folder)
-    state = reader.read()
-    complete = {row.number for row in state.ranked()}  # complete, duplicates that reused a score left out
-    records = [r for r in reader.store.trials() if r["number"] in complete]
-
-    def score(record: dict[str, Any]) -> float | None:
-        return state.trials[record["number"]].score
-
-    effects = slot_effects(records, score, state.slot_modules())
-    importances, note = _importances(reader.study, len(complete))
-    return Report(reader.store.root, state, effects, importances, note, reader.study)
+    results = reader.results()
+    importances, note = _importances(reader.study, len(results.ranked()))
+    return Report(reader.store.root, results, results.effects(), importances, note, reader.study)
 
 
 def _importances(study: optuna.Study | None, complete: int) -> tuple[dict[str, float] | None, str]:
@@ -294,7 +91,9 @@ def print_report(report: Report, console: Console | None = None) -> None:
     """Leaderboard, placement map, effect per slot and module, parameter importances.
 
     Example:
-        >>> print_report(build_report("results/vgg16-shapes-quick"))  # doctest: +SKIP
+        >>> import io
+        >>> from rich.console import Console
+        >>> print_report(build_report("tests/golden/golden"), Console(file=io.StringIO()))
     """
     from rich.console import Console
     from rich.table import Table
@@ -354,15 +153,17 @@ def write_report(report: Report, out: Path | str) -> list[Path]:
     """Write ``report.html``, ``heatmap.png``, ``history.png`` and ``summary.md`` into ``out``; returns them.
 
     Example:
-        >>> write_report(build_report("results/demo"), "results/demo/report")  # doctest: +SKIP
-        [PosixPath('results/demo/report/report.html'), ...]
+        >>> import tempfile
+        >>> [path.name for path in write_report(build_report("tests/golden/golden"), tempfile.mkdtemp())]
+        ['report.html', 'heatmap.png', 'history.png', 'summary.md']
     """
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "report.html", folder / "heatmap.png", folder / "history.png", folder / "summary.md"]
+    state = report.state
     written[0].write_text(_html(report), encoding="utf-8")
-    _heatmap_png(report.state, written[1])
-    _history_png(report.state, written[2])
+    _heatmap_png(state, written[1])
+    _history_png(state, written[2])
     written[3].write_text(_markdown(report), encoding="utf-8")
     return written
 
@@ -393,130 +194,140 @@ def _grid(state: DashboardState) -> tuple[list[str], list[str], list[list[float 
     return list(slots), modules, means, labels
 
 
-# -- markdown ----------------------------------------------------------------------------------------------------
+# -- the document: one list of sections, written as Markdown and as HTML -------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass(frozen=True)
+class _Section:
+    title: str
+    blocks: list[str | _Table]  # paragraphs and tables, in order
+
+
+def _document(report: Report) -> tuple[str, list[_Section]]:
+    """The report's opening line and its sections: the same content for summary.md and report.html."""
+    state = report.state
+    results = report.results
+    metric = state.objectives[0][0]
+    counts = state.counts()
+    opening = (
+        f"Backbone {', '.join(state.backbones)}; sampler {state.sampler}; pruner {state.pruner}; "
+        + ", ".join(f"{counts[k]} {k}" for k in ("complete", "running", "pruned", "failed", "infeasible"))
+        + f" of {state.target} trials."
+    )
+    leaderboard = _Table(
+        ["#", "trial", "placements", metric, "params", "FLOPs", "train s"],
+        [
+            [
+                str(rank),
+                str(record.number),
+                record.label,
+                state.format_score(results.score(record))
+                + (
+                    f" ± {100 * spread:.1f}"
+                    if (spread := state.spread(record)) is not None and state.repeats > 1
+                    else ""
+                ),
+                _plain_count(record.metrics.params),
+                _plain_count(record.metrics.flops),
+                f"{record.metrics.train_seconds:.1f}" if record.metrics.train_seconds is not None else "-",
+            ]
+            for rank, record in enumerate(results.ranked()[:10], 1)
+        ],
+    )
+    slots, modules, _, labels = _grid(state)
+    placement = _Table(["slot", *modules], [[slot, *row] for slot, row in zip(slots, labels, strict=True)])
+    effects = _Table(
+        ["slot", "module", "difference", "95% CI", "tie", "basis"],
+        [
+            [
+                e.slot,
+                e.module,
+                _units(state, e.difference),
+                f"[{_units(state, e.low)}, {_units(state, e.high)}]" if e.low is not None else "-",
+                "tie" if e.tie else "",
+                e.basis,
+            ]
+            for e in report.effects
+        ],
+    )
+    if report.importances:
+        importances: list[str | _Table] = [
+            report.importance_note + ".",
+            _Table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in report.importances.items()]),
+        ]
+    else:
+        importances = [report.importance_note.capitalize() + "."]
+    return opening, [
+        _Section("Leaderboard", [leaderboard]),
+        _Section(
+            "Placement map",
+            [
+                f"Mean {metric}{' (%)' if metric in PERCENT_METRICS else ''} of the complete trials with each "
+                "placement (number of trials); ★ marks the best module of each slot.",
+                placement,
+            ],
+        ),
+        _Section("Effect of each module against none", [_effects_title(state) + ".", effects]),
+        _Section("Parameter importances", importances),
+    ]
 
 
 def _markdown(report: Report) -> str:
-    state = report.state
-    metric = state.objectives[0][0]
-    counts = state.counts()
-    lines = [
-        f"# attnsearch report: {state.name}",
-        "",
-        f"Backbone {', '.join(state.backbones)}; sampler {state.sampler}; pruner {state.pruner}; "
-        + ", ".join(f"{counts[k]} {k}" for k in ("complete", "running", "pruned", "failed", "infeasible"))
-        + f" of {state.target} trials.",
-        "",
-        "## Leaderboard",
-        "",
-        _md_table(
-            ["#", "trial", "placements", metric, "params", "FLOPs", "train s"],
-            [
-                [
-                    str(rank),
-                    str(row.number),
-                    row.label,
-                    state.format_score(row.score)
-                    + (f" ± {100 * row.spread:.1f}" if row.spread is not None and state.repeats > 1 else ""),
-                    _plain_count(row.params),
-                    _plain_count(row.flops),
-                    f"{row.seconds:.1f}" if row.seconds is not None else "-",
-                ]
-                for rank, row in enumerate(state.ranked()[:10], 1)
-            ],
-        ),
-        "",
-        "## Placement map",
-        "",
-        f"Mean {metric}{' (%)' if metric in PERCENT_METRICS else ''} of the complete trials with each placement "
-        "(number of trials); ★ marks the best module of each slot.",
-        "",
-    ]
-    slots, modules, _, labels = _grid(state)
-    lines.append(_md_table(["slot", *modules], [[slot, *row] for slot, row in zip(slots, labels, strict=True)]))
-    lines += ["", "## Effect of each module against none", "", _effects_title(state) + ".", ""]
-    lines.append(
-        _md_table(
-            ["slot", "module", "difference", "95% CI", "tie", "basis"],
-            [
-                [
-                    e.slot,
-                    e.module,
-                    _units(state, e.difference),
-                    f"[{_units(state, e.low)}, {_units(state, e.high)}]" if e.low is not None else "-",
-                    "tie" if e.tie else "",
-                    e.basis,
-                ]
-                for e in report.effects
-            ],
-        )
-    )
-    lines += ["", "## Parameter importances", ""]
-    if report.importances:
-        lines.append(report.importance_note + ".")
-        lines.append("")
-        lines.append(_md_table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in report.importances.items()]))
-    else:
-        lines.append(report.importance_note.capitalize() + ".")
+    opening, sections = _document(report)
+    lines = [f"# attnsearch report: {report.state.name}", "", opening]
+    for section in sections:
+        lines += ["", f"## {section.title}"]
+        for block in section.blocks:
+            lines += ["", _md_table(block) if isinstance(block, _Table) else block]
     return "\n".join(lines) + "\n"
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def _md_table(table: _Table) -> str:
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    return "\n".join([line(header), line(["---"] * len(header)), *(line(r) for r in rows)])
+    return "\n".join([line(table.header), line(["---"] * len(table.header)), *(line(r) for r in table.rows)])
 
 
 def _plain_count(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-# -- html --------------------------------------------------------------------------------------------------------
-
-
 def _html(report: Report) -> str:
     from plotly.offline import get_plotlyjs
 
-    state = report.state
-    sections = [f"<h1>attnsearch report: {html.escape(state.name)}</h1>"]
-    summary = _markdown(report).split("\n## ")
-    sections.append(f"<p>{html.escape(summary[0].splitlines()[2])}</p>")
-    for part in summary[1:]:
-        title, _, body = part.partition("\n")
-        sections.append(f"<h2>{html.escape(title)}</h2>")
-        sections.append(_md_to_html(body))
-    sections.append("<h2>Plots</h2>")
+    name = html.escape(report.state.name)
+    opening, sections = _document(report)
+    parts = [f"<h1>attnsearch report: {name}</h1>", f"<p>{html.escape(opening)}</p>"]
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        for block in section.blocks:
+            parts.append(_html_table(block) if isinstance(block, _Table) else f"<p>{html.escape(block)}</p>")
+    parts.append("<h2>Plots</h2>")
     for title, figure in _figures(report):
         div = figure.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True})
-        sections.append(f'<section class="plot"><h3>{html.escape(title)}</h3>{div}</section>')
+        parts.append(f'<section class="plot"><h3>{html.escape(title)}</h3>{div}</section>')
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>attnsearch report: {html.escape(state.name)}</title>"
+        f"<title>attnsearch report: {name}</title>"
         "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em}"
         "th{background:#f3f3f3}</style>"
         f'<script type="text/javascript">{get_plotlyjs()}</script>'
-        "</head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
+        "</head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
     )
 
 
-def _md_to_html(body: str) -> str:
-    """The Markdown this module writes (paragraphs and pipe tables) as HTML."""
-    out, table = [], []
-    for line in [*body.splitlines(), ""]:
-        if line.startswith("|"):
-            table.append([html.escape(c.strip().replace("\\|", "|")) for c in line.strip("|").split(" | ")])
-            continue
-        if table:
-            head, rows = table[0], table[2:]
-            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
-            out.append("</table>")
-            table = []
-        if line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
-    return "\n".join(out)
+def _html_table(table: _Table) -> str:
+    head = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table.header) + "</tr>"
+    rows = ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table.rows]
+    return "\n".join([head, *rows, "</table>"])
 
 
 def _figures(report: Report) -> list[tuple[str, Any]]:
@@ -625,11 +436,11 @@ def _history_png(state: DashboardState, path: Path) -> None:
 
     metric, direction = state.objectives[0]
     scale = 100.0 if metric in PERCENT_METRICS else 1.0
-    rows = sorted((r for r in state.trials.values() if r.score is not None), key=lambda r: r.number)
+    scored = [(r.number, score) for r in state.finished() if (score := state.results.score(r)) is not None]
     figure = Figure(figsize=(7, 4), dpi=150, layout="constrained")
     axes = figure.add_subplot()
-    numbers = [r.number for r in rows]
-    scores = [scale * (r.score or 0.0) for r in rows]
+    numbers = [number for number, _ in scored]
+    scores = [scale * score for _, score in scored]
     axes.scatter(numbers, scores, s=18, label=f"{metric} of a complete trial")
     best: list[float] = []
     for value in scores:

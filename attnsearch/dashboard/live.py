@@ -24,7 +24,7 @@ from .state import DashboardState
 from .views import header_panel, render
 
 if TYPE_CHECKING:
-    from ..search.runner import Event
+    from ..search.events import Event
 
 __all__ = ["LiveDashboard"]
 
@@ -76,7 +76,7 @@ class LiveDashboard:
         self._live.stop()
 
     def on_event(self, event: Event) -> None:
-        """Take one runner Event into the state; safe from any thread, draws nothing itself."""
+        """Take one runner event into the state; safe from any thread, draws nothing itself."""
         with self._lock:
             self.state.apply(event)
 
@@ -194,9 +194,10 @@ def _contents(state: DashboardState) -> dict[str, Hashable]:
     """What each panel (but the header, which shows the clock) draws, as a value to compare."""
     setup = (state.name, tuple(state.objectives), state.repeats, tuple(map(tuple, state.slot_modules().items())))
     running = tuple((r.number, r.epoch, r.epochs, r.value, r.device, r.host, r.label) for r in state.running.values())
+    results = state.results
     trials = tuple(
-        (r.number, r.state, r.values, r.spread, r.label, r.params, r.flops, r.seconds, r.reused_from)
-        for r in state.trials.values()
+        (r.number, r.state, results.values(r), state.spread(r), r.label, r.metrics, r.reused_from)
+        for r in results.finished()
     )
     events = tuple(state.events)
     return {

@@ -1,6 +1,10 @@
-"""What the dashboard shows, as plain data: fed by a run's Events, or read back from a results folder and its study.
+"""What the dashboard shows, as plain data: fed by a run's events, or built from a study's results read back.
 
-Nothing here draws: :mod:`attnsearch.dashboard.views` turns a :class:`DashboardState` into rich renderables.
+The study's facts (ranking, placement map, Pareto front, counts) come from its
+:class:`~attnsearch.results.StudyResults`; this state adds what only a live view has: how far each running trial
+has got and where it runs, the recent events, and the clock. Nothing here draws:
+:mod:`attnsearch.dashboard.views` turns a :class:`DashboardState` into rich renderables, and nothing here reads a
+file: a run's events carry the records they announce, and ``watch`` reads the folder through ``StudyResults``.
 """
 
 from __future__ import annotations
@@ -8,24 +12,20 @@ from __future__ import annotations
 import statistics
 import time
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..search.store import RETRY_REASONS, ResultsStore
+from ..record import PERCENT_METRICS, TrialRecord, WorkerInfo
+from ..results import SlotScore, StudyResults
+from ..search.events import EpochEnded, Event, RunStarted, TrialEnded, TrialStarted
 
 if TYPE_CHECKING:
-    import optuna
+    from ..search.store import ResultsStore
 
-    from ..search.runner import Event
-    from ..space import SearchSpace
-
-__all__ = ["Cell", "DashboardState", "EventLine", "RunningTrial", "TrialRow"]
+__all__ = ["DashboardState", "EventLine", "RunningTrial"]
 
 RECENT = 20  # events kept for the recent-events panel
-PERCENT_METRICS = ("val_acc", "val_top5")
 
 
 @dataclass
@@ -43,31 +43,6 @@ class RunningTrial:
     started: float | None = None  # wall-clock seconds
 
 
-@dataclass
-class TrialRow:
-    """A trial that is over: complete, pruned, failed or infeasible."""
-
-    number: int
-    state: str  # complete | pruned | failed | infeasible
-    placements: dict[str, str]  # slot -> module, every slot of its backbone ('none' for an empty one)
-    label: str = ""  # the candidate written out, module parameters included
-    values: tuple[float, ...] | None = None  # objective values, complete trials only
-    spread: float | None = None  # std of the first objective over repeats (val_acc only)
-    reason: str | None = None
-    params: float | None = None
-    flops: float | None = None
-    seconds: float | None = None  # training time
-    images_per_second: float | None = None
-    epochs_run: int = 0
-    reused_from: int | None = None
-    finished: float | None = None  # wall-clock seconds
-
-    @property
-    def score(self) -> float | None:
-        """The first objective's value, ``None`` unless complete."""
-        return self.values[0] if self.values else None
-
-
 @dataclass(frozen=True)
 class EventLine:
     """One line of the recent-events panel."""
@@ -78,279 +53,185 @@ class EventLine:
     text: str
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One (slot, module) cell of the placement map: mean first-objective score of complete trials, and how many."""
-
-    mean: float
-    count: int
-
-
 @dataclass
 class DashboardState:
-    """Everything the dashboard draws, kept up to date by :meth:`apply` or read back by :meth:`from_store`.
+    """Everything the dashboard draws, kept up to date by :meth:`apply` or built by :meth:`from_results`.
 
     Example:
-        >>> from attnsearch.search.runner import Event
+        >>> from attnsearch.search.events import Note
         >>> state = DashboardState()
-        >>> state.apply(Event("note", text="timeout of 60 s reached"))
+        >>> state.apply(Note("timeout of 60 s reached"))
         >>> [line.text for line in state.events]
         ['timeout of 60 s reached']
         >>> state.counts()["complete"]
         0
     """
 
-    name: str = ""
-    backbones: list[str] = field(default_factory=list)
-    sampler: str = ""
-    pruner: str = ""
-    objectives: list[tuple[str, str]] = field(default_factory=lambda: [("val_acc", "maximize")])  # (metric, dir)
-    slots: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # backbone -> slot -> modules
-    repeats: int = 1
-    target: int = 0  # trials the run is asked to finish
+    results: StudyResults = field(default_factory=StudyResults)
+    running: dict[int, RunningTrial] = field(default_factory=dict)
     counted_at_start: int = 0  # trials already done when this run began (a continued study)
     started: float | None = None  # wall-clock seconds the run (or, read back, its first trial) began
     ended: float | None = None  # wall-clock seconds the study finished, when read back finished
     folder: Path | None = None
-    running: dict[int, RunningTrial] = field(default_factory=dict)
-    trials: dict[int, TrialRow] = field(default_factory=dict)
     events: deque[EventLine] = field(default_factory=lambda: deque(maxlen=RECENT))
     version: int = 0  # bumped by every change; a view may cache what it drew for one version
+
+    # -- what the study is ---------------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.results.name
+
+    @property
+    def objectives(self) -> tuple[tuple[str, str], ...]:
+        return self.results.objectives
+
+    @property
+    def target(self) -> int:
+        return self.results.target
+
+    @property
+    def backbones(self) -> list[str]:
+        space = self.results.space
+        return list(space.backbones) if space is not None else list(self.results.slots)
+
+    @property
+    def sampler(self) -> str:
+        return self.results.space.config.search.sampler if self.results.space is not None else ""
+
+    @property
+    def pruner(self) -> str:
+        return self.results.space.config.search.pruner if self.results.space is not None else ""
+
+    @property
+    def repeats(self) -> int:
+        return self.results.space.config.search.repeats if self.results.space is not None else 1
 
     # -- fed by events -------------------------------------------------------------------------------------------
 
     def apply(self, event: Event, *, now: float | None = None) -> None:
-        """Update from one runner Event (``now``: its wall-clock time, default the present)."""
+        """Update from one runner event (``now``: its wall-clock time, default the present)."""
         at = time.time() if now is None else now
-        kind, number, data = event.kind, event.trial, event.data
         self.version += 1
-        if kind == "run":
-            if data.get("space") is not None:
-                self.configure(data["space"])
-            self.target = int(data.get("target", self.target))
-            self.counted_at_start = int(data.get("finished", 0))
+        if isinstance(event, RunStarted):
+            self.results = StudyResults.from_space(event.space, event.records, target=event.target)
+            self.counted_at_start = event.finished
             self.started = at
-            if data.get("folder") is not None:
-                self.folder = Path(data["folder"])
-                self._read_folder()
-        elif kind == "started" and number is not None:
-            candidate = data.get("candidate")
-            self.running[number] = RunningTrial(
-                number,
-                self._placed(candidate),
-                epochs=candidate.train.epochs if candidate is not None else 0,
-                label=event.text,
+            self.folder = event.folder
+            self._replay_events()
+        elif isinstance(event, TrialStarted):
+            record = event.record
+            self.results = self.results.with_record(record)
+            self.running[record.number] = RunningTrial(
+                record.number,
+                self.results.placed(record),
+                epochs=record.candidate.train.epochs if record.candidate is not None else 0,
+                label=record.label,
                 started=at,
             )
-            self._set_worker(number, data.get("worker"))
-        elif kind == "epoch" and number is not None:
-            running = self.running.get(number)
+            self._set_worker(record.number, event.worker)
+        elif isinstance(event, EpochEnded):
+            running = self.running.get(event.number)
             if running is not None:
-                running.epoch = int(data.get("epoch", running.epoch))
-                running.epochs = int(data.get("epochs", running.epochs))
-                running.value = data.get("value")
-                self._set_worker(number, data.get("worker"))
-        elif kind in ("finished", "pruned", "failed", "infeasible") and number is not None:
-            self._finish(number, "complete" if kind == "finished" else kind, data, at)
-        elif kind == "reused" and number is not None:  # its record names the trial whose score it reuses
-            self.running.pop(number, None)
-            record = self._read_record(number)
-            if record is not None:
-                self.trials[number] = self._row(record)
-            self.events.append(EventLine(at, kind, number, event.text))
-        elif kind in ("best", "resumed", "note"):
-            self.events.append(EventLine(at, kind, number, event.text))
+                running.epoch, running.epochs, running.value = event.epoch, event.epochs, event.value
+                self._set_worker(event.number, event.worker)
+        elif isinstance(event, TrialEnded):
+            self._finish(event, at)
+        elif event.kind in ("best", "resumed", "note"):
+            self.events.append(EventLine(at, event.kind, event.trial, event.text))
 
-    def configure(self, space: SearchSpace) -> None:
-        """Take the study's name, backbones, slots, sampler, pruner and objectives from its space."""
-        search = space.config.search
-        self.name = space.name
-        self.backbones = list(space.backbones)
-        self.sampler = search.sampler
-        self.pruner = search.pruner
-        self.objectives = [(o.metric, o.direction) for o in search.objectives]
-        self.slots = {b: {s: list(ms) for s, ms in slots.items()} for b, slots in space.slots.items()}
-        self.repeats = search.repeats
-        self.version += 1
+    def _set_worker(self, number: int, worker: WorkerInfo) -> None:
+        running = self.running[number]
+        running.device = worker.describe() or running.device
+        running.host = worker.host or running.host
 
-    def _set_worker(self, number: int, worker: Mapping[str, Any] | None) -> None:
-        if worker and number in self.running:
-            running = self.running[number]
-            running.device = _device(worker) or running.device
-            running.host = str(worker.get("host") or running.host)
-
-    def _finish(self, number: int, state: str, data: Mapping[str, Any], at: float) -> None:
-        running = self.running.pop(number, None)
-        record = self._read_record(number)
-        if record is not None and record.get("state") == state:
-            row = self._row(record)
-        else:
-            metrics = data.get("metrics") or {}
-            row = TrialRow(
-                number,
-                state,
-                running.placements if running else {},
-                label=running.label if running else "",
-                values=self._values(metrics) if state == "complete" else None,
-                reason=data.get("reason"),
-                **_costs(metrics),
-                epochs_run=running.epoch if running else 0,
-            )
-        row.finished = at
-        self.trials[number] = row
-        if state == "pruned":
-            epochs = f"epoch {row.epochs_run}/{running.epochs}" if running and running.epochs else "an early epoch"
+    def _finish(self, event: TrialEnded, at: float) -> None:
+        record = event.record
+        running = self.running.pop(record.number, None)
+        self.results = self.results.with_record(record)
+        if record.reused_from is not None:  # its record names the trial whose score it reuses
+            self.events.append(EventLine(at, "reused", record.number, event.text))
+        elif record.state == "pruned":
+            epochs = f"epoch {len(record.history)}/{running.epochs}" if running and running.epochs else "an early epoch"
             value = f" at {self.format_score(running.value)}" if running and running.value is not None else ""
-            self.events.append(EventLine(at, state, number, f"after {epochs}{value}: {row.label}"))
-        elif state in ("failed", "infeasible"):
-            self.events.append(EventLine(at, state, number, f"{row.reason or state}: {row.label}"))
+            self.events.append(EventLine(at, "pruned", record.number, f"after {epochs}{value}: {record.label}"))
+        elif record.state in ("failed", "infeasible"):
+            self.events.append(
+                EventLine(at, record.state, record.number, f"{record.reason or record.state}: {record.label}")
+            )
 
-    # -- read back from disk -------------------------------------------------------------------------------------
+    # -- read back -----------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_store(
-        cls,
-        store: ResultsStore,
-        *,
-        space: SearchSpace | None = None,
-        study: optuna.Study | None = None,
-    ) -> DashboardState:
-        """The state of a study from its folder (trial records) and, when given, its Optuna study (epoch progress).
-
-        Reads only. ``space`` defaults to the folder's ``space.yaml``. Raises ``StoreError`` or ``SpaceError``
-        (one line) for a folder that is not a study.
-
-        Example:
-            >>> state = DashboardState.from_store(ResultsStore("results/vgg16-shapes-quick"))  # doctest: +SKIP
-            >>> state.counts()["complete"]  # doctest: +SKIP
-            12
+    def from_results(cls, results: StudyResults, *, folder: Path | None = None) -> DashboardState:
+        """The state of a study read back (``watch``, ``report``): its running trials' progress comes from its
+        Optuna study when the results were read with one.
         """
-        if space is None:
-            from ..space import parse_space
-            from ..yamlfile import read_yaml
-
-            space = parse_space(read_yaml(store.space_path), check_data=False)
-        state = cls(folder=store.root)
-        state.configure(space)
-        state.target = _target(space)
-        state._absorb(list(store.trials()), study)
-        if state.trials and not state.running:  # nothing in flight: the clock stops at the last trial's end
-            state.ended = max((row.finished for row in state.trials.values() if row.finished), default=None)
-        state.version += 1
-        return state
-
-    def _read_folder(self) -> None:
-        if self.folder is None:
-            return
-        store = ResultsStore(self.folder)
-        self._absorb([r for r in store.trials() if r.get("state") != "running"], None)
-
-    def _read_record(self, number: int) -> dict[str, Any] | None:
-        if self.folder is None:
-            return None
-        try:
-            return ResultsStore(self.folder).read_trial(number)
-        except ValueError:
-            return None
-
-    def _absorb(self, records: list[dict[str, Any]], study: optuna.Study | None) -> None:
+        state = cls(results=results, folder=folder)
         progress: dict[int, tuple[int, float]] = {}
-        if study is not None:
-            for t in study.get_trials(deepcopy=False):
+        if results.study is not None:
+            for t in results.study.get_trials(deepcopy=False):
                 if t.intermediate_values:
                     step = max(t.intermediate_values)
                     progress[t.number] = (step, t.intermediate_values[step])
-        for record in records:
-            number = record["number"]
-            if record.get("state") == "running":
-                candidate = record.get("candidate") or {}
-                worker = record.get("worker") or {}
-                epoch, value = progress.get(number, (0, None))
-                self.running[number] = RunningTrial(
-                    number,
-                    self._placed(candidate),
-                    epochs=int((candidate.get("train") or {}).get("epochs") or 0),
-                    label=str(record.get("placements") or ""),
-                    epoch=epoch,
-                    value=value,
-                    device=_device(worker),
-                    host=str(worker.get("host") or ""),
-                    started=_timestamp(record.get("started")),
-                )
-            else:
-                self.trials[number] = self._row(record)
-        begun = [t for t in (_timestamp(r.get("started")) for r in records) if t is not None]
-        if begun and self.started is None:
-            self.started = min(begun)
-        self._replay_events()
+        for record in results.running():
+            epoch, value = progress.get(record.number, (0, None))
+            state.running[record.number] = RunningTrial(
+                record.number,
+                results.placed(record),
+                epochs=record.candidate.train.epochs if record.candidate is not None else 0,
+                label=record.label,
+                epoch=epoch,
+                value=value,
+                device=record.worker.describe(),
+                host=record.worker.host or "",
+                started=record.started_at,
+            )
+        begun = [t for t in (r.started_at for r in results.records.values()) if t is not None]
+        state.started = min(begun, default=None)
+        if results.finished() and not state.running:  # nothing in flight: the clock stops at the last trial's end
+            state.ended = max((t for r in results.finished() if (t := r.finished_at) is not None), default=None)
+        state._replay_events()
+        return state
+
+    @classmethod
+    def from_store(cls, store: ResultsStore) -> DashboardState:
+        """The state of the study in a results folder, from its records alone (no progress of running trials)."""
+        return cls.from_results(StudyResults.from_store(store), folder=store.root)
 
     def _replay_events(self) -> None:
         """Recent events of trials read back: pruned, failed, infeasible and each new best, in finishing order."""
         best: float | None = None
-        for row in sorted(self.trials.values(), key=lambda r: (r.finished or 0, r.number)):
-            at = row.finished or 0.0
-            if row.state == "pruned":
-                self.events.append(EventLine(at, "pruned", row.number, f"after epoch {row.epochs_run}: {row.label}"))
-            elif row.state in ("failed", "infeasible"):
-                self.events.append(EventLine(at, row.state, row.number, f"{row.reason or row.state}: {row.label}"))
-            elif self._improves(row, best):
-                best = row.score
-                text = f"{row.label}  {self.objectives[0][0]} {self.format_score(row.score)}"
-                self.events.append(EventLine(at, "best", row.number, text))
-
-    def _improves(self, row: TrialRow, best: float | None) -> bool:
-        if row.score is None or row.reused_from is not None or len(self.objectives) != 1:
-            return False
-        return best is None or self.better(row.score, best)
-
-    def _row(self, record: dict[str, Any]) -> TrialRow:
-        metrics = record.get("metrics") or {}
-        state = str(record.get("state"))
-        history = record.get("history") or []
-        return TrialRow(
-            record["number"],
-            state,
-            self._placed(record.get("candidate")),
-            label=str(record.get("placements") or ""),
-            values=self._values(metrics) if state == "complete" else None,
-            spread=metrics.get("val_acc_std") if self.objectives[0][0] == "val_acc" else None,
-            reason=record.get("reason"),
-            **_costs(metrics),
-            epochs_run=len(history),
-            reused_from=record.get("reused_from"),
-            finished=_timestamp(record.get("finished")),
-        )
-
-    def _values(self, metrics: Mapping[str, Any]) -> tuple[float, ...] | None:
-        values = [metrics.get(metric) for metric, _ in self.objectives]
-        if any(v is None for v in values):
-            return None
-        return tuple(float(v) for v in values)
-
-    def _placed(self, candidate: Any) -> dict[str, str]:
-        """Slot -> module for a Candidate or its dict; every slot of its backbone, 'none' where nothing is placed."""
-        if candidate is None:
-            return {}
-        if isinstance(candidate, Mapping):
-            backbone = (candidate.get("backbone") or {}).get("name", "")
-            placed = {p["slot"]: p["module"] for p in candidate.get("placements") or []}
-        else:
-            backbone = candidate.backbone.name
-            placed = {p.slot: p.module for p in candidate.placements}
-        slots = self.slots.get(backbone) or {}
-        return {slot: placed.get(slot, "none") for slot in slots} | placed
+        for record in sorted(self.results.finished(), key=lambda r: (r.finished_at or 0.0, r.number)):
+            at = record.finished_at or 0.0
+            score = self.results.score(record)
+            if record.state == "pruned":
+                self.events.append(
+                    EventLine(at, "pruned", record.number, f"after epoch {len(record.history)}: {record.label}")
+                )
+            elif record.state in ("failed", "infeasible"):
+                self.events.append(
+                    EventLine(at, record.state, record.number, f"{record.reason or record.state}: {record.label}")
+                )
+            elif (
+                score is not None
+                and record.reused_from is None
+                and len(self.objectives) == 1
+                and (best is None or self.results.better(score, best))
+            ):
+                best = score
+                text = f"{record.label}  {self.objectives[0][0]} {self.format_score(score)}"
+                self.events.append(EventLine(at, "best", record.number, text))
 
     # -- derived figures -----------------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
         """Trials per state, plus ``running`` and ``done`` (what counts towards the target, as the runner counts)."""
-        counts = {"complete": 0, "pruned": 0, "failed": 0, "infeasible": 0, "running": len(self.running)}
-        done = 0
-        for row in self.trials.values():
-            counts[row.state] = counts.get(row.state, 0) + 1
-            done += row.state != "failed" or row.reason not in RETRY_REASONS
-        counts["done"] = done
-        return counts
+        return self.results.counts()
+
+    def finished(self) -> list[TrialRecord]:
+        """The trials that are over, by number."""
+        return self.results.finished()
 
     def elapsed(self, now: float) -> float | None:
         """Seconds since the run began (up to its end when read back finished)."""
@@ -375,67 +256,33 @@ class DashboardState:
         return None if rate is None else 3600.0 * remaining / rate
 
     def images_per_second(self, last: int = 10) -> float | None:
-        """Mean training throughput of the last ``last`` complete trials (images per second, per trial)."""
+        """Mean training throughput of the last ``last`` trials that trained (images per second, per trial)."""
         done = sorted(
-            (r for r in self.trials.values() if r.images_per_second and r.reused_from is None),
-            key=lambda r: (r.finished or 0, r.number),
+            (r for r in self.results.finished() if r.metrics.images_per_second and r.reused_from is None),
+            key=lambda r: (r.finished_at or 0.0, r.number),
         )
-        values = [r.images_per_second for r in done[-last:] if r.images_per_second is not None]
+        values = [r.metrics.images_per_second for r in done[-last:] if r.metrics.images_per_second is not None]
         return statistics.fmean(values) if values else None
 
-    def better(self, a: float, b: float) -> bool:
-        """Whether score ``a`` beats ``b`` on the first objective."""
-        return a > b if self.objectives[0][1] == "maximize" else a < b
+    def ranked(self) -> list[TrialRecord]:
+        return self.results.ranked()
 
-    def ranked(self) -> list[TrialRow]:
-        """Complete trials best first by the first objective; duplicates that reused a score left out."""
-        sign = -1.0 if self.objectives[0][1] == "maximize" else 1.0
-        rows = [r for r in self.trials.values() if r.score is not None and r.reused_from is None]
-        return sorted(rows, key=lambda r: (sign * (r.score or 0.0), r.number))
+    def pareto(self) -> list[TrialRecord]:
+        """The Pareto front with two or more objectives; empty with one."""
+        return self.results.pareto() if len(self.objectives) > 1 else []
 
-    def placement_map(self) -> dict[str, dict[str, Cell]]:
-        """Slot -> module -> mean score and count over complete trials, modules in the space's order."""
-        scores: dict[str, dict[str, list[float]]] = {
-            slot: {m: [] for m in modules} for slot, modules in self.slot_modules().items()
-        }
-        for row in self.ranked():
-            for slot, module in row.placements.items():
-                scores.setdefault(slot, {}).setdefault(module, []).append(row.score or 0.0)
-        return {
-            slot: {m: Cell(statistics.fmean(v), len(v)) for m, v in modules.items() if v}
-            for slot, modules in scores.items()
-        }
+    def placement_map(self) -> dict[str, dict[str, SlotScore]]:
+        return self.results.slot_scores()
 
     def best_cells(self) -> dict[str, str]:
-        """Slot -> the module with the best mean score there."""
-        best: dict[str, str] = {}
-        for slot, cells in self.placement_map().items():
-            for module, cell in cells.items():
-                if slot not in best or self.better(cell.mean, cells[best[slot]].mean):
-                    best[slot] = module
-        return best
+        return self.results.best_modules()
 
     def slot_modules(self) -> dict[str, list[str]]:
-        """Slot -> modules tried there, over every backbone, in the space's order."""
-        merged: dict[str, list[str]] = {}
-        for slots in self.slots.values():
-            for slot, modules in slots.items():
-                known = merged.setdefault(slot, [])
-                known.extend(m for m in modules if m not in known)
-        return merged
+        return self.results.slot_modules()
 
-    def pareto(self) -> list[TrialRow]:
-        """The non-dominated complete trials over every objective, by the first objective; empty for one objective."""
-        if len(self.objectives) < 2:
-            return []
-        rows = [r for r in self.ranked() if r.values is not None and len(r.values) == len(self.objectives)]
-        signs = [1.0 if direction == "maximize" else -1.0 for _, direction in self.objectives]
-
-        def dominates(a: TrialRow, b: TrialRow) -> bool:
-            pairs = [(s * x, s * y) for s, x, y in zip(signs, a.values or (), b.values or (), strict=True)]
-            return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
-
-        return [r for r in rows if not any(dominates(o, r) for o in rows if o is not r)]
+    def spread(self, record: TrialRecord) -> float | None:
+        """The spread of a trial's first objective over its repeats (val_acc only), else None."""
+        return record.metrics.val_acc_std if self.objectives[0][0] == "val_acc" else None
 
     def format_score(self, value: float | None, metric: str | None = None) -> str:
         """A score as people read it: accuracies in percent, other metrics with 4 significant digits."""
@@ -443,36 +290,3 @@ class DashboardState:
             return "-"
         metric = metric or self.objectives[0][0]
         return f"{100 * value:.1f}%" if metric in PERCENT_METRICS else f"{value:.4g}"
-
-
-def _costs(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "params": metrics.get("params"),
-        "flops": metrics.get("flops"),
-        "seconds": metrics.get("train_seconds"),
-        "images_per_second": metrics.get("images_per_second"),
-    }
-
-
-def _timestamp(text: Any) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
-    except ValueError:
-        return None
-
-
-def _target(space: SearchSpace) -> int:
-    sampler = space.config.search.sampler
-    if sampler == "grid":
-        return space.size()
-    if sampler == "ablation":
-        return len(space.ablation())
-    return space.config.search.n_trials
-
-
-def _device(worker: Mapping[str, Any]) -> str:
-    """``cpu``, ``cuda:0``; under Ray the GPU ids the cluster gave the worker (its own view is always cuda:0)."""
-    gpus = worker.get("gpus") or []
-    return f"gpu {','.join(map(str, gpus))}" if gpus else str(worker.get("device") or "")

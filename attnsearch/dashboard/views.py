@@ -18,7 +18,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .state import PERCENT_METRICS, Cell, DashboardState
+from ..record import PERCENT_METRICS
+from ..results import SlotScore
+from .state import DashboardState
 
 __all__ = [
     "events_panel",
@@ -53,7 +55,9 @@ def header_panel(state: DashboardState, *, now: float | None = None, width: int 
         >>> import io
         >>> from rich.console import Console
         >>> console = Console(width=80, record=True, file=io.StringIO())
-        >>> console.print(header_panel(DashboardState(name="demo", target=12), now=0.0, width=80))
+        >>> from attnsearch.results import StudyResults
+        >>> state = DashboardState(StudyResults(name="demo", target=12))
+        >>> console.print(header_panel(state, now=0.0, width=80))
         >>> "0/12 done" in console.export_text()
         True
     """
@@ -130,25 +134,28 @@ def leaderboard_panel(state: DashboardState, *, rows: int = 10) -> Panel:
     table.add_column("params", justify="right", no_wrap=True)
     table.add_column("FLOPs", justify="right", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
-    ranked = state.ranked()
-    for rank, row in enumerate(ranked[:rows], 1):
-        score = state.format_score(row.score)
-        if state.repeats > 1 and row.spread is not None:
-            score += f" ± {100 * row.spread:.1f}" if metric in PERCENT_METRICS else f" ± {row.spread:.3g}"
-        extra = zip((row.values or ())[1:], state.objectives[1:], strict=False)
+    results = state.results
+    ranked = results.ranked()
+    for rank, record in enumerate(ranked[:rows], 1):
+        values = results.values(record) or ()
+        score = state.format_score(values[0] if values else None)
+        spread = state.spread(record)
+        if state.repeats > 1 and spread is not None:
+            score += f" ± {100 * spread:.1f}" if metric in PERCENT_METRICS else f" ± {spread:.3g}"
+        extra = zip(values[1:], state.objectives[1:], strict=False)
         others = [state.format_score(value, name) for value, (name, _) in extra]
         table.add_row(
             str(rank),
-            str(row.number),
-            row.label or _compact(row.placements),
+            str(record.number),
+            record.label or _compact(results.placed(record)),
             score,
             *others,
-            _si(row.params),
-            _si(row.flops),
-            _seconds(row.seconds),
+            _si(record.metrics.params),
+            _si(record.metrics.flops),
+            _seconds(record.metrics.train_seconds),
             style="bold" if rank == 1 else None,
         )
-    reused = sum(row.reused_from is not None for row in state.trials.values())
+    reused = results.reused
     body: RenderableType = table if ranked else Text("no complete trial yet", style="dim")
     return _panel(body, f"Leaderboard ({len(ranked)} complete{f', {reused} reused' if reused else ''})", None)
 
@@ -188,8 +195,9 @@ def pareto_panel(state: DashboardState, *, rows: int = 8) -> Panel:
         table.add_column(f"{metric} {'↑' if direction == 'maximize' else '↓'}", justify="right", no_wrap=True)
     table.add_column("placements", ratio=1, no_wrap=True, overflow="ellipsis")
     for row in front[:rows]:
-        values = [state.format_score(v, m) for v, (m, _) in zip(row.values or (), state.objectives, strict=True)]
-        table.add_row(str(row.number), *values, _compact(row.placements))
+        found = state.results.values(row) or ()
+        values = [state.format_score(v, m) for v, (m, _) in zip(found, state.objectives, strict=True)]
+        table.add_row(str(row.number), *values, _compact(state.results.placed(row)))
     body: RenderableType = table if front else Text("no complete trial yet", style="dim")
     return _panel(body, f"Pareto front ({len(front)})", None)
 
@@ -222,7 +230,7 @@ def render(state: DashboardState, width: int, height: int, *, now: float | None 
         >>> import io
         >>> from rich.console import Console
         >>> console = Console(width=80, height=24, record=True, file=io.StringIO())
-        >>> console.print(render(DashboardState(name="demo"), 80, 24))
+        >>> console.print(render(DashboardState(), 80, 24))
         >>> "Placement map" in console.export_text()
         True
     """
@@ -368,7 +376,7 @@ def _map_width(state: DashboardState, *, compact: bool) -> int:
     return slot_width + sum(w + 1 for w in widths) + 4
 
 
-def _cell(state: DashboardState, cell: Cell, means: list[float], *, best: bool, compact: bool) -> Text:
+def _cell(state: DashboardState, cell: SlotScore, means: list[float], *, best: bool, compact: bool) -> Text:
     low, high = min(means), max(means)
     share = 0.5 if high == low else (cell.mean - low) / (high - low)
     if state.objectives[0][1] == "minimize":

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..results import StudyResults
 from ..search.store import ResultsStore, StoreError
 from .state import DashboardState
 
@@ -19,21 +20,19 @@ if TYPE_CHECKING:
     import optuna
     from rich.console import Console
 
-    from ..space import SearchSpace
-
 __all__ = ["StudyReader", "watch"]
 
 
 class StudyReader:
-    """Reads a results folder (and its journal) again and again, as a fresh :class:`DashboardState` each time.
+    """Reads a results folder (and its journal) again and again, as fresh :class:`StudyResults` each time.
 
     Raises ``StoreError`` (one line) for a folder that is not a study: missing, without ``space.yaml``, with an
     unreadable space or trial record, or with a journal that holds no study of that name.
 
     Example:
-        >>> reader = StudyReader("results/vgg16-shapes-quick")  # doctest: +SKIP
-        >>> reader.read().counts()["complete"]  # doctest: +SKIP
-        12
+        >>> reader = StudyReader("tests/golden/golden")  # a tiny finished study the tests keep
+        >>> reader.results().counts()["complete"]
+        6
     """
 
     def __init__(self, folder: Path | str) -> None:
@@ -43,13 +42,18 @@ class StudyReader:
             raise StoreError(f"{root}: no such results folder")
         if not self.store.space_path.is_file():
             raise StoreError(f"{root}: not a results folder of attnsearch (no space.yaml)")
-        self.space = _read_space(self.store)
+        self.space = self.store.read_space()
+        assert self.space is not None
         self.study = _open_journal(self.store, self.space.name)
         self.read()  # a corrupt trial record is found now, not on the first tick
 
+    def results(self) -> StudyResults:
+        """The study's results as they are now on disk."""
+        return StudyResults.from_space(self.space, self.store.read_records(), study=self.study)
+
     def read(self) -> DashboardState:
-        """The study as it is now on disk."""
-        return DashboardState.from_store(self.store, space=self.space, study=self.study)
+        """The dashboard's state of the study as it is now on disk."""
+        return DashboardState.from_results(self.results(), folder=self.store.root)
 
 
 def watch(
@@ -63,7 +67,12 @@ def watch(
     ``once`` (or a console that is not a terminal): print one frame of the console's size and return.
 
     Example:
-        >>> watch("results/vgg16-shapes-quick", once=True)  # doctest: +SKIP
+        >>> import io
+        >>> from rich.console import Console
+        >>> screen = Console(file=io.StringIO(), width=100, height=30, record=True)
+        >>> watch("tests/golden/golden", once=True, console=screen)
+        >>> "6/6 done" in screen.export_text()
+        True
     """
     from rich.console import Console
 
@@ -83,16 +92,6 @@ def watch(
                 dashboard.show(reader.read())
     except KeyboardInterrupt:  # the way to leave: not an error
         return
-
-
-def _read_space(store: ResultsStore) -> SearchSpace:
-    from ..space import SpaceError, parse_space
-    from ..yamlfile import read_yaml
-
-    try:
-        return parse_space(read_yaml(store.space_path), check_data=False)
-    except SpaceError as err:
-        raise StoreError(f"{store.space_path}: not a space of attnsearch ({err})") from None
 
 
 def _open_journal(store: ResultsStore, name: str) -> optuna.Study | None:
