@@ -1,12 +1,11 @@
 """``attnsearch bench overhead``: what a trial costs besides its training steps.
 
-The trials run through the same functions as ``attnsearch run``, in the same order, on a real Optuna study with
-its JournalStorage in a temporary folder: the runner's ask (``study.ask``, ``SearchSpace.suggest``, the trial's
-attributes, its "running" record), the worker (:func:`~attnsearch.search.worker.run_candidate`: build, costs,
-training with a validation pass after each epoch the pruner looks at, and the last), the pruner's report after
-each epoch, the runner's tell (which writes the final record) and the dashboard's share of the events. Nothing in
-the runner is changed: the pieces are timed from outside, training steps through the ``should_stop`` poll that
-``train_model`` makes after every step.
+The trials run through ``attnsearch run``'s own loop (:func:`~attnsearch.search.runner.run_search`) on a real
+Optuna study with its JournalStorage in a temporary folder, and are timed from outside through two public seams:
+the executor, a :class:`~attnsearch.search.executor.LocalExecutor` whose ``should_stop`` poll (made by
+``train_model`` after every step) and epoch reports are stamped, and the event sink, the real live dashboard
+drawing off-screen, whose events mark where the runner's ask ends (a trial starts) and its tell ends (a trial
+ends). A change to the loop changes what is measured, as it changes a run.
 
 The pruner is asked after each validated epoch, as in a run, but its answer is not followed: every trial measured
 runs all its epochs, so that the medians compare like with like (a pruned trial's last look would pass for a
@@ -27,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..search.executor import LocalExecutor
 from .output import load_average
 
 __all__ = ["OverheadBench", "OverheadPart", "bench_overhead"]
@@ -115,20 +115,20 @@ def bench_overhead(
     ``epochs``, ``train_size`` and ``val_size`` override the space's, for a shorter measurement. ``threads``
     sets torch's threads for the trials, as ``execution.threads`` does.
     """
-    import optuna
     import torch
 
     from ..data import load_dataset
-    from ..search.runner import open_study
     from ..device import resolve_device
-    from ..search.worker import Constraints
+    from ..errors import AttnsearchError
+    from ..search.runner import run_search
+    from ..search.settings import TrialSettings
     from ..space import parse_space
     from ..yamlfile import read_yaml
 
     load = load_average()  # before this process adds its own
     source = read_yaml(space_file)
     if not isinstance(source, dict):
-        raise ValueError(f"{space_file}: not a space file")
+        raise AttnsearchError(f"{space_file}: not a space file")
     train = dict(source.get("train") or {})
     data = dict(source.get("data") or {})
     if epochs is not None:
@@ -141,25 +141,32 @@ def bench_overhead(
     source = {**source, "name": "bench-overhead", "train": train, "data": data, "search": search}
     space = parse_space(source)
     torch_device = resolve_device(device)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     per_run: dict[str, float] = {}
     started = time.perf_counter()
     dataset = load_dataset(space.data_spec()).to(torch_device)
     per_run["load dataset"] = _ms(time.perf_counter() - started)
-    constraints = Constraints(**space.config.search.constraints.model_dump())
-    records: list[dict[str, float]] = []
-    steps: list[int] = []
+    settings = TrialSettings(
+        constraints=space.constraints(),
+        repeats=space.config.search.repeats,
+        threads=threads,
+        first_val_epoch=space.first_val_epoch,
+    )
+    executor = _TimedExecutor(dataset, torch_device, settings)
+    probe = _EventProbe(_DashboardProbe.create())
     with tempfile.TemporaryDirectory(prefix="attnsearch-bench-") as tmp:
-        store = _TimedStore(Path(tmp) / space.name)
-        started = time.perf_counter()
-        store.create(Path(space_file).read_bytes())
-        study = open_study(space, store)
-        per_run["open study"] = _ms(time.perf_counter() - started)
-        dashboard = _DashboardProbe.create(space, store.root)
-        for _ in range(trials):
-            timed, count = _one_trial(space, study, store, dataset, torch_device, constraints, threads, dashboard)
-            records.append(timed)
-            steps.append(count)
+        called = time.perf_counter()
+        run_search(space, results=tmp, on_event=probe, executor=executor)
+        returned = time.perf_counter()
+    first, last = probe.calls[0], probe.calls[-1]
+    per_run["run start (folder, study, records)"] = _ms(first.arrived - called)
+    per_run["run end (summary)"] = _ms(returned - last.done)
+    trained = [
+        t for t in executor.trials.values() if t.outcome is not None and t.outcome.state in ("complete", "pruned")
+    ]
+    if not trained:
+        ended = ", ".join(f"{t.outcome.state} ({t.outcome.reason})" for t in executor.trials.values() if t.outcome)
+        raise RuntimeError(f"no benchmark trial trained: {ended or 'none ran'}")
+    records = [_pieces(t, probe, torch_device) for t in trained]
     names = [name for name in records[0] if name != "training steps"]
     parts = [
         OverheadPart(name, statistics.median(r[name] for r in records), [r[name] for r in records]) for name in names
@@ -170,7 +177,7 @@ def bench_overhead(
     score = next(p.milliseconds for p in parts if p.part == SCORE_PART)
     config = {
         "space": str(space_file),
-        "trials": trials,
+        "trials": len(trained),
         "load_average_before": load,
         "backbone": space.config.backbone.model_dump(),
         "epochs": space.config.train.epochs,
@@ -180,7 +187,7 @@ def bench_overhead(
         "device": str(torch_device),
         "threads": threads or torch.get_num_threads(),
         "storage": "JournalStorage (file) in a temporary folder",
-        "dashboard": dashboard is not None,
+        "dashboard": probe.dashboard is not None,
         "goal": {"share": FIXED_GOAL_SHARE, "milliseconds": FIXED_GOAL_SECONDS * 1000},
     }
     return OverheadBench(
@@ -191,126 +198,62 @@ def bench_overhead(
         fixed_share=fixed / (fixed + training),
         fixed_share_without_eval=(fixed - evaluation) / (fixed + training),
         fixed_share_score_as_work=(fixed - score) / (fixed + training),
-        steps=int(statistics.median(steps)),
+        steps=int(statistics.median(len(t.steps) for t in trained)),
         per_run_ms=per_run,
     )
 
 
-def _one_trial(
-    space: Any,
-    study: Any,
-    store: _TimedStore,
-    dataset: Any,
-    device: Any,
-    constraints: Any,
-    threads: int | None,
-    dashboard: _DashboardProbe | None,
-) -> tuple[dict[str, float], int]:
-    """One trial, the runner's way; returns milliseconds per piece and the training steps it took."""
-    import torch
-
-    from ..search.runner import ATTR, Event, counts_towards_target, judge_epoch, tell_trial, trial_record
-    from ..search.store import timestamp
-    from ..search.worker import run_candidate
-
-    emit = dashboard if dashboard is not None else _ignore
-    store.seconds = 0.0
-    if dashboard is not None:
-        dashboard.seconds = dashboard.spent = 0.0
-    # ask: what the runner's loop does from counting finished trials to submitting the job
-    t0 = time.perf_counter()
-    sum(counts_towards_target(t) for t in study.get_trials(deepcopy=False))
-    trial = study.ask()
-    candidate = space.suggest(trial)
-    trial.set_user_attr(ATTR, {"candidate": candidate.to_dict(), "key": candidate.key(), "retry_of": None})
-    started = timestamp()
-    store.write_trial(trial_record(trial.number, candidate, trial.params, "running", None, started=started))
-    emit(Event("started", trial.number, candidate.describe(), {"candidate": candidate, "worker": {}}))
-    ask = time.perf_counter() - t0 - store.seconds - _dashboard_seconds(dashboard)
-
-    # the worker, with the stamps: after every step (should_stop), before and after every epoch's report
-    stamps = _Stamps()
-
-    def report(epoch: int, value: float | None) -> bool:  # as the runner's on_report
-        stamps.report_begin.append(time.perf_counter())
-        # asked and timed, not obeyed: every trial measured is a whole one
-        judge_epoch(trial, epoch, value, single_objective=len(space.directions) == 1)
-        emit(
-            Event(
-                "epoch",
-                trial.number,
-                f"epoch {epoch}",
-                {"epoch": epoch, "epochs": candidate.train.epochs, "value": value, "worker": {}},
-            )
-        )
-        stamps.report_end.append(time.perf_counter())
-        return False
-
-    def should_stop() -> bool:
-        if device.type == "cuda":
-            # a step's kernels run after the call that queued them returns: wait, so that each step's time is
-            # its own (the real loop overlaps them, so training steps are a little slower here than in a run)
-            torch.cuda.synchronize(device)
-        stamps.steps.append(time.perf_counter())
-        return False
-
-    worker_dashboard = _dashboard_seconds(dashboard)
-    called = time.perf_counter()
-    outcome = run_candidate(
-        candidate,
-        dataset,
-        device=device,
-        constraints=constraints,
-        threads=threads,
-        report=report,
-        should_stop=should_stop,
-    )
-    returned = time.perf_counter()
-    if outcome.state not in ("complete", "pruned"):
-        raise RuntimeError(f"benchmark trial ended {outcome.state}: {outcome.reason}")
-    worker_dashboard = _dashboard_seconds(dashboard) - worker_dashboard
+def _pieces(timed: _Timed, probe: _EventProbe, device: Any) -> dict[str, float]:
+    """Milliseconds per piece of one trial, from the executor's stamps and the events' arrival times."""
+    number, outcome = timed.number, timed.outcome
+    assert outcome is not None
+    own = [c for c in probe.calls if c.event.trial == number]
+    started = next(c for c in own if c.event.kind == "started")
+    ended = next(c for c in own if c.event.kind in ("finished", "pruned"))
+    # the runner's ask: from the end of what came before (the last trial's events, or the run's start) to the
+    # trial's "started" event, which follows its running record
+    before = max(c.done for c in probe.calls if c.done <= started.arrived)
+    ask = started.arrived - before
+    epochs = [c for c in own if c.event.kind == "epoch"]  # emitted inside the runner's on_report
+    epoch_dashboard = sum(c.spent for c in epochs)
     timings = outcome.timings
-    step_times, first = stamps.split(called + timings["build"] + timings["costs"])
+    step_times, first = timed.split(timed.called + timings["build"] + timings["costs"])
     # the first step counts as training up to a typical step's time, and as warm-up beyond it (a first step that
     # a noisy machine ran faster than the median is all training: never a negative warm-up)
     first_as_training = min(first, statistics.median(step_times)) if step_times else first
-    training = sum(step_times) + first_as_training
-    warm_up = first - first_as_training
-    report_seconds = sum(e - b for b, e in zip(stamps.report_begin, stamps.report_end, strict=True))
-    report_seconds -= worker_dashboard  # the epoch events' dashboard time is the dashboard's
-    accounted = timings["build"] + timings["costs"] + first + sum(step_times) + timings["eval"] + report_seconds
-    other = returned - called - accounted - worker_dashboard
-
-    store.seconds = 0.0
-    told_dashboard = _dashboard_seconds(dashboard)
-    t0 = time.perf_counter()
-    tell_trial(space, study, store, trial, candidate, outcome, 0, emit, started=started)
-    tell = time.perf_counter() - t0 - store.seconds - (_dashboard_seconds(dashboard) - told_dashboard)
-    records = store.seconds + store.running_seconds
-    timed = {
-        "ask": ask,
+    report = sum(e - b for b, e in zip(timed.report_begin, timed.report_end, strict=True)) - epoch_dashboard
+    accounted = timings["build"] + timings["costs"] + first + sum(step_times) + timings["eval"] + report
+    last_eval = outcome.history[-1].val_seconds
+    pieces = {
+        "ask (count finished, ask, suggest, attributes, the running record)": ask,
         "build": timings["build"],
         "costs (count, latency)": timings["costs"],
-        "first-batch warm-up and set-up": warm_up,
+        "first-batch warm-up and set-up": first - first_as_training,
         # the last epoch's pass is the trial's score; the earlier ones (maybe on a subset) serve the pruner
-        "evaluation, epochs before the last": timings["eval"] - outcome.history[-1]["val_seconds"],
-        SCORE_PART: outcome.history[-1]["val_seconds"],
-        "report + prune": report_seconds,
-        "worker bookkeeping": other,
-        "tell": tell,
-        "record writing": records,
+        "evaluation, epochs before the last": timings["eval"] - last_eval,
+        SCORE_PART: last_eval,
+        "report + prune": report,
+        "worker bookkeeping": timed.returned - timed.called - accounted - epoch_dashboard,
+        "tell (tell, the final record)": ended.arrived - timed.returned,
     }
-    if dashboard is not None:
-        timed["dashboard"] = dashboard.seconds + dashboard.clock_seconds(returned - called)
-    timed["training steps"] = training
-    return {name: _ms(seconds) for name, seconds in timed.items()}, len(stamps.steps)
+    if probe.dashboard is not None:
+        frames = sum(c.frame for c in own)
+        pieces["dashboard"] = sum(c.work for c in own) + probe.clock_seconds(timed.returned - timed.called, frames)
+    pieces["training steps"] = sum(step_times) + first_as_training
+    return {name: _ms(seconds) for name, seconds in pieces.items()}
 
 
 @dataclass
-class _Stamps:
-    steps: list[float] = field(default_factory=list)  # after each step
+class _Timed:
+    """One trial as the timed executor saw it."""
+
+    number: int
+    called: float = 0.0  # wait() began: the worker starts
+    returned: float = 0.0  # wait() returned its outcome
+    steps: list[float] = field(default_factory=list)  # after each training step
     report_begin: list[float] = field(default_factory=list)  # each epoch's report, called after its validation
     report_end: list[float] = field(default_factory=list)
+    outcome: Any = None
 
     def split(self, training_began: float) -> tuple[list[float], float]:
         """Seconds of every step but the trial's first, and the first (from the end of costs, set-up included)."""
@@ -328,26 +271,74 @@ class _Stamps:
         return times, first
 
 
-class _TimedStore:
-    """The results store, with the time spent writing records counted."""
+class _TimedExecutor(LocalExecutor):
+    """The local executor, stamping each training step (its ``should_stop`` poll) and each epoch's report.
 
-    def __init__(self, root: Path) -> None:
-        from ..search.store import ResultsStore
+    The pruner is asked after each validated epoch, as in a run, and its answer not followed: every trial measured
+    is a whole one.
+    """
 
-        self._store = ResultsStore(root)
-        self.seconds = 0.0
-        self.running_seconds = 0.0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trials: dict[int, _Timed] = {}
+        self.current: _Timed | None = None
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+    def should_stop(self) -> bool:
+        if self.device.type == "cuda":
+            # a step's kernels run after the call that queued them returns: wait, so that each step's time is its
+            # own (the real loop overlaps them, so training steps are a little slower here than in a run)
+            import torch
 
-    def write_trial(self, record: dict[str, Any]) -> None:
-        t0 = time.perf_counter()
-        self._store.write_trial(record)
-        elapsed = time.perf_counter() - t0
-        if record.get("state") == "running":
-            self.running_seconds = elapsed
-        self.seconds += elapsed
+            torch.cuda.synchronize(self.device)
+        assert self.current is not None
+        self.current.steps.append(time.perf_counter())
+        return super().should_stop()
+
+    def wait(self, on_report: Any) -> list[tuple[Any, Any]]:
+        timed = self.current = self.trials.setdefault(self.queue[0].number, _Timed(self.queue[0].number))
+
+        def report(number: int, epoch: int, value: float | None, worker: Any) -> bool:
+            timed.report_begin.append(time.perf_counter())
+            on_report(number, epoch, value, worker)  # the runner's: the pruner reports and judges, an event
+            timed.report_end.append(time.perf_counter())
+            return False
+
+        timed.called = time.perf_counter()
+        done = super().wait(report)
+        timed.returned = time.perf_counter()
+        timed.outcome = done[0][1]
+        return done
+
+
+@dataclass
+class _Call:
+    """One event through the probe: when it arrived, when the probe was done with it, the dashboard's work."""
+
+    event: Any
+    arrived: float
+    done: float
+    work: float  # the dashboard's work for it (a frame drawn, the state updated)
+    spent: float  # all the time spent in the probe, its measurement of the header included
+    frame: bool  # whether a frame was drawn
+
+
+class _EventProbe:
+    """The run's event sink: notes when each event arrives and passes it to the dashboard probe."""
+
+    def __init__(self, dashboard: _DashboardProbe | None) -> None:
+        self.dashboard = dashboard
+        self.calls: list[_Call] = []
+
+    def __call__(self, event: Any) -> None:
+        arrived = time.perf_counter()
+        work, frame = self.dashboard(event) if self.dashboard is not None else (0.0, False)
+        done = time.perf_counter()
+        self.calls.append(_Call(event, arrived, done, work, done - arrived, frame))
+
+    def clock_seconds(self, trial_seconds: float, frames: int) -> float:
+        """The header-only redraws of a trial: one in each of its seconds without a frame."""
+        assert self.dashboard is not None
+        return self.dashboard.header_seconds * max(0.0, trial_seconds - frames)
 
 
 class _DashboardProbe:
@@ -357,51 +348,42 @@ class _DashboardProbe:
     (``refresh_per_second`` ticks a second) in which the state changed: the events of one tick (a trial's end, the
     best so far and the next trial's start come within milliseconds) share a frame. The probe draws a tick's
     frame when the first event of a later tick arrives, so every frame is drawn, and timed, once. Unchanged
-    panels are reused, as on screen. In each second without a frame the clock redraws the header alone:
-    :meth:`clock_seconds` counts those.
+    panels are reused, as on screen. In each second without a frame the clock redraws the header alone: its time
+    is measured after each frame (:attr:`header_seconds`).
     """
 
     def __init__(self, dashboard: Any, console: Any) -> None:
         self.dashboard = dashboard
         self.console = console
-        self.seconds = 0.0  # the dashboard's work
-        self.spent = 0.0  # all the time spent in the probe: its work and its measurement of the header
         self.tick = 1.0 / dashboard.refresh_per_second
         self.pending: int | None = None  # the tick whose changes wait for their frame
-        self.frames = 0  # frames drawn since the last clock_seconds
         self.header_seconds = 0.0  # a header-only redraw, timed after the latest frame
 
     @classmethod
-    def create(cls, space: Any, folder: Path) -> _DashboardProbe | None:
+    def create(cls) -> _DashboardProbe | None:
         try:
             from rich.console import Console
 
             from ..dashboard.live import LiveDashboard
         except ImportError:
             return None
-        from ..search.runner import Event
-
         console = Console(file=io.StringIO(), width=160, height=48, force_terminal=True, color_system="truecolor")
         # not started (no ticker thread, no terminal taken): the probe draws, and times, every frame itself
-        probe = cls(LiveDashboard(console=console, screen=False), console)
-        probe(Event("run", data={"space": space, "target": space.config.search.n_trials, "finished": 0}))
-        probe.seconds = 0.0
-        return probe
+        return cls(LiveDashboard(console=console, screen=False), console)
 
-    def __call__(self, event: Any) -> None:
-        began = t0 = time.perf_counter()
+    def __call__(self, event: Any) -> tuple[float, bool]:
+        """Take one event; returns the dashboard's work for it (seconds) and whether a frame was drawn."""
+        t0 = time.perf_counter()
+        work, frame = 0.0, False
         tick = int(t0 / self.tick)
         if self.pending is not None and self.pending != tick:  # the ticker drew the earlier tick's frame
             self._draw()
-            self.frames += 1
-            self.seconds += time.perf_counter() - t0
+            work, frame = time.perf_counter() - t0, True
             self._time_header()  # on a frame that is up to date: a measurement, not the dashboard's work
-            t0 = time.perf_counter()
+        t1 = time.perf_counter()
         self.dashboard.on_event(event)
         self.pending = tick
-        end = time.perf_counter()
-        self.seconds += end - t0
-        self.spent += end - began
+        return work + time.perf_counter() - t1, frame
 
     def _draw(self) -> None:
         self.console.print(self.dashboard._frame)  # what Live draws: the frame, its unchanged panels reused
@@ -413,20 +395,6 @@ class _DashboardProbe:
         t0 = time.perf_counter()
         self._draw()
         self.header_seconds = time.perf_counter() - t0
-
-    def clock_seconds(self, trial_seconds: float) -> float:
-        """The header-only redraws (the clock moved on a second) of the trial's seconds without a frame."""
-        redraws, self.frames = max(0.0, trial_seconds - self.frames), 0
-        return self.header_seconds * redraws
-
-
-def _dashboard_seconds(dashboard: _DashboardProbe | None) -> float:
-    """The time spent in the probe so far, taken out of the piece whose events it drew."""
-    return dashboard.spent if dashboard is not None else 0.0
-
-
-def _ignore(event: Any) -> None:
-    return None
 
 
 def _ms(seconds: float) -> float:
