@@ -241,13 +241,13 @@ def test_best_list_and_trial_choice(study: Path, copy: Path, tmp_path: Path) -> 
         "export", str(study), "--trial", "1", "--num-classes", "5", "--weights", "-o", str(tmp_path / "x.py")
     )
     assert refused.exit_code == 2 and "differs from the 10 classes" in refused.output
-    # two objectives: no single best; --list shows the Pareto trials, --trial picks one
-    summary = json.loads((copy / "summary.json").read_text())
-    summary["objectives"] = [
+    # two objectives (the study's space says which): no single best; --list shows the Pareto trials, --trial picks one
+    space = yaml.safe_load((copy / "space.yaml").read_text())
+    space["search"]["objectives"] = [
         {"metric": "val_acc", "direction": "maximize"},
         {"metric": "params", "direction": "minimize"},
     ]
-    (copy / "summary.json").write_text(json.dumps(summary))
+    (copy / "space.yaml").write_text(yaml.safe_dump(space))
     asked = invoke("export", str(copy))
     assert asked.exit_code == 2 and "--trial N" in asked.output and "--list" in asked.output
     pareto = invoke("export", str(copy), "--list")
@@ -316,7 +316,6 @@ def test_crafted_study_name_and_classes_end_up_inert(study: Path, tmp_path: Path
         path.write_text(json.dumps(record))
     summary = json.loads((folder / "summary.json").read_text())
     (folder / "summary.json").write_text(json.dumps({**summary, "name": CRAFTED}))
-    (folder / "space.yaml").write_text(yaml.safe_dump({**SPACE, "name": CRAFTED}))
     out = tmp_path / "run" / "model.py"
     done = invoke("export", str(folder), "--weights", "-o", str(out))
     assert done.exit_code == 0, done.output
@@ -324,6 +323,11 @@ def test_crafted_study_name_and_classes_end_up_inert(study: Path, tmp_path: Path
     assert "PWNED" not in code and "import os" not in code and "system" not in code
     ran = subprocess.run([sys.executable, str(out)], cwd=out.parent, capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr
+    # a crafted name in the space file is not a study's name: one line, and nothing written
+    (folder / "space.yaml").write_text(yaml.safe_dump({**SPACE, "name": CRAFTED}))
+    refused = invoke("export", str(folder), "--weights", "-o", str(tmp_path / "again" / "model.py"))
+    assert refused.exit_code == 2 and "name: must be a folder name" in refused.output
+    assert not (tmp_path / "again").exists()
     assert not list(tmp_path.rglob("PWNED"))
 
 
@@ -334,7 +338,7 @@ def test_crafted_study_name_and_classes_end_up_inert(study: Path, tmp_path: Path
         ("slot", 'block3_attn", __import__("os").system("touch PWNED"), ("', "is not a valid identifier"),
         ("params", {"reduction": '8); __import__("os").system("touch PWNED"); (1'}, "se.reduction must be a number"),
         ("params", {'reduction=8); __import__("os").system("touch PWNED"); (x': 1}, "se has no parameter"),
-        ("image_size", '32); __import__("os").system("touch PWNED"); (1', "data.image_size: must be an integer"),
+        ("image_size", '32); __import__("os").system("touch PWNED"); (1', "data.image_size: must be a valid integer"),
         ("backbone", 'vgg11_bn"); __import__("os").system("touch PWNED"); ("', "unknown backbone"),
     ],
 )

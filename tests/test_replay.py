@@ -170,7 +170,7 @@ def _damage(folder: Path, how: str, marker: Path) -> list[str]:
         ("truncated record", "not a readable trial record"),
         ("not a record", "not a trial record"),
         ("not complete", "trial 1 is failed (diverged), not complete"),
-        ("bad candidate", "no usable candidate"),
+        ("bad candidate", "trial.json: candidate.nonsense: unknown key"),
         ("code in the weights", "not a weights file that loads safely"),
         ("weights not a state_dict", "not a state_dict"),
         ("nothing asked", "nothing to replay"),

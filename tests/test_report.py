@@ -1,10 +1,8 @@
-"""`attnsearch report` and `attnsearch watch` on a small finished study; the effect intervals on known numbers."""
+"""`attnsearch report` and `attnsearch watch` on a small finished study."""
 
 from __future__ import annotations
 
-import math
 import shutil
-import statistics
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from attnsearch.cli import main
-from attnsearch.report import build_report, paired_interval, slot_effects, t_quantile, welch_interval
+from attnsearch.report import build_report
 from attnsearch.search.runner import run_search
 from attnsearch.space import parse_space
 
@@ -26,7 +24,6 @@ GRID = {  # 3 x 2 placements: each module at block3 is paired with none there tw
     "search": {"sampler": "grid", "n_trials": 1, "pruner": "none"},
     "execution": {"threads": 1},
 }
-T975 = {1: 12.706204736174705, 2: 4.302652729911275, 4: 2.7764451051977987, 10: 2.2281388519649385}
 
 
 @pytest.fixture(scope="module")
@@ -43,80 +40,6 @@ def journal(folder: Path) -> tuple[bytes, int]:
 
 def invoke(*args: str):
     return CliRunner().invoke(main, list(args))
-
-
-# ------------------------------------------------------------------------------------------------ statistics
-
-
-@pytest.mark.parametrize("df", sorted(T975))
-def test_t_quantile_matches_the_tables(df: int) -> None:
-    assert t_quantile(0.975, df) == pytest.approx(T975[df], rel=1e-9)
-    assert t_quantile(0.025, df) == pytest.approx(-T975[df], rel=1e-9)
-
-
-def test_intervals_on_hand_made_scores() -> None:
-    differences = [0.010, 0.020, 0.045]
-    mean, low, high = paired_interval(differences)
-    half = T975[2] * statistics.stdev(differences) / math.sqrt(3)
-    assert (mean, low, high) == pytest.approx((0.025, 0.025 - half, 0.025 + half))
-    # equal sizes and variances: Welch's df is 2(n-1) = 4
-    a, b = [0.80, 0.82, 0.84], [0.70, 0.72, 0.74]
-    difference, low, high = welch_interval(a, b)
-    half = T975[4] * math.sqrt(statistics.variance(a) / 3 + statistics.variance(b) / 3)
-    assert (difference, low, high) == pytest.approx((0.10, 0.10 - half, 0.10 + half))
-
-
-def record(number: int, block3: str, block5: str, lr: float = 0.05) -> dict:
-    placements = [{"slot": s, "module": m, "params": {}} for s, m in (("block3", block3), ("block5", block5))]
-    return {
-        "number": number,
-        "candidate": {
-            "backbone": {"name": "vgg11_bn"},
-            "placements": [p for p in placements if p["module"] != "none"],
-            "train": {"lr": lr},
-        },
-    }
-
-
-def test_effects_are_paired_where_trials_differ_only_at_the_slot() -> None:
-    scores = {0: 0.70, 1: 0.72, 2: 0.71, 3: 0.74, 4: 0.60, 5: 0.90, 6: 0.66}
-    records = [
-        record(0, "none", "none"),
-        record(1, "se", "none"),  # block3: pairs with 0, +0.02
-        record(2, "none", "eca", lr=0.2),
-        record(3, "se", "eca", lr=0.2),  # block3: pairs with 2, +0.03
-        record(4, "none", "none", lr=0.1),
-        record(5, "cbam", "eca", lr=0.1),  # differs from 4 at both slots: no pair anywhere
-        record(6, "none", "eca"),  # block5: pairs with 0, the only block5 pair
-    ]
-    slots = {"block3": ["none", "se", "cbam"], "block5": ["none", "eca"]}
-    effects = {(e.slot, e.module): e for e in slot_effects(records, lambda r: scores[r["number"]], slots)}
-    se = effects["block3", "se"]
-    assert se.method == "paired" and se.n == 2 and se.basis == "paired, 2 pairs"
-    half = T975[1] * statistics.stdev([0.02, 0.03]) / math.sqrt(2)
-    assert (se.difference, se.low, se.high) == pytest.approx((0.025, 0.025 - half, 0.025 + half))
-    assert se.tie  # two pairs: t(1) = 12.7, the interval is wide
-    cbam = effects["block3", "cbam"]  # one trial with cbam: too few for an interval
-    assert cbam.method == "too few" and cbam.low is None and not cbam.tie
-    assert cbam.difference == pytest.approx(0.90 - statistics.fmean([0.70, 0.71, 0.60, 0.66]))
-    eca = effects["block5", "eca"]  # one pair only: unpaired, Welch over all trials
-    assert eca.method == "unpaired" and eca.basis == "unpaired (Welch), 4 vs 3 trials"
-    difference, low, high = welch_interval([0.71, 0.74, 0.90, 0.66], [0.70, 0.72, 0.60])
-    assert (eca.difference, eca.low, eca.high) == pytest.approx((difference, low, high))
-    assert eca.tie == (low <= 0 <= high)
-
-
-def test_an_interval_without_zero_is_not_a_tie() -> None:
-    records = [
-        record(i, module, other)
-        for i, (module, other) in enumerate(
-            [("none", "none"), ("se", "none"), ("none", "eca"), ("se", "eca"), ("none", "se"), ("se", "se")]
-        )
-    ]
-    scores = [0.70, 0.75, 0.60, 0.66, 0.50, 0.55]  # se adds 0.05, 0.06, 0.05 in its three pairs
-    slots = {"block3": ["none", "se"], "block5": ["none", "eca", "se"]}
-    (effect,) = slot_effects(records, lambda r: scores[r["number"]], {"block3": slots["block3"]})
-    assert effect.method == "paired" and effect.n == 3 and effect.low > 0 and not effect.tie
 
 
 # ------------------------------------------------------------------------------------------------ the report

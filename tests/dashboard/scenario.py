@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from attnsearch.candidate import BackboneSpec, Candidate, PlacementSpec, TrainRecipe
 from attnsearch.dashboard.state import DashboardState
-from attnsearch.search.runner import Event
+from attnsearch.record import EpochRecord, Metrics, TrialRecord, WorkerInfo
+from attnsearch.search.events import EpochEnded, Event, NewBest, RunStarted, TrialEnded, TrialStarted
 from attnsearch.space import parse_space
 
 SPACE = {
@@ -21,17 +22,26 @@ def candidate(**placed: str) -> Candidate:
     return Candidate(BackboneSpec("vgg11_bn", 0.125), placements, TrainRecipe(epochs=3))
 
 
-def trial(number: int, c: Candidate, end: str, score: float | None, reason: str | None = None) -> list[Event]:
-    worker = {"host": "node-a", "pid": 1, "device": "cpu"}
-    events = [Event("started", number, c.describe(), {"candidate": c, "worker": {}})]
-    epochs = 1 if end == "pruned" else 3
-    if end != "infeasible":
-        for epoch in range(1, epochs + 1):
-            events.append(Event("epoch", number, "", {"epoch": epoch, "epochs": 3, "value": 0.3, "worker": worker}))
-    metrics = {"params": 150_000, "flops": 5.2e6, "train_seconds": 4.0, "images_per_second": 900.0}
-    if score is not None:
-        metrics["val_acc"] = score
-    events.append(Event(end, number, c.describe(), {"metrics": metrics, "reason": reason}))
+def trial(
+    number: int,
+    c: Candidate,
+    end: str,
+    score: float | None,
+    reason: str | None = None,
+    *,
+    params: int = 150_000,
+) -> list[Event]:
+    """One trial's events: started, its epochs (none when infeasible), and how it ended."""
+    worker = WorkerInfo(host="node-a", pid=1, device="cpu")
+    running = TrialRecord(number, "running", candidate=c)
+    events: list[Event] = [TrialStarted(running)]
+    epochs = 0 if end == "infeasible" else 1 if end == "pruned" else 3
+    for epoch in range(1, epochs + 1):
+        events.append(EpochEnded(number, epoch, 3, 0.3, worker))
+    history = tuple(EpochRecord(e, 1.0, 0.3, None, 1.0, 64, 0.01, 1.0, 0.1) for e in range(1, epochs + 1))
+    metrics = Metrics(val_acc=score, params=params, flops=5_200_000, train_seconds=4.0, images_per_second=900.0)
+    state = "complete" if end == "finished" else end
+    events.append(TrialEnded(TrialRecord(number, state, reason, c, metrics=metrics, history=history, worker=worker)))
     return events
 
 
@@ -40,17 +50,17 @@ def scenario(objectives: list[dict] | None = None) -> list[Event]:
     if objectives:
         source["search"] = {**SPACE["search"], "objectives": objectives, "pruner": "none"}
     space = parse_space(source, check_data=False)
-    events = [Event("run", text="demo", data={"space": space, "target": 8, "finished": 0, "folder": None})]
+    events: list[Event] = [RunStarted(space, target=8, finished=0)]
     events += trial(0, candidate(), "finished", 0.50)
-    events.append(Event("best", 0, "baseline (nothing placed)  val_acc 50.00%"))
+    events.append(NewBest(events[-1].record))
     events += trial(1, candidate(block3="se", block5="eca"), "finished", 0.75)
-    events.append(Event("best", 1, "block3=se block5=eca  val_acc 75.00%"))
+    events.append(NewBest(events[-1].record))
     events += trial(2, candidate(block3="cbam"), "pruned", 0.10)
     events += trial(3, candidate(block5="eca"), "failed", None, "diverged")
     events += trial(4, candidate(block3="cbam", block5="eca"), "infeasible", None, "params 2e+05 > max_params 1e+05")
     c = candidate(block3="se")
-    events.append(Event("started", 5, c.describe(), {"candidate": c, "worker": {}}))
-    events.append(Event("epoch", 5, "", {"epoch": 2, "epochs": 3, "value": 0.625, "worker": {"device": "cpu"}}))
+    events.append(TrialStarted(TrialRecord(5, "running", candidate=c)))
+    events.append(EpochEnded(5, 2, 3, 0.625, WorkerInfo(device="cpu")))
     return events
 
 

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from attnsearch.dashboard.live import LiveDashboard
 from attnsearch.dashboard.state import RECENT, DashboardState
-from attnsearch.search.runner import Event
+from attnsearch.search.events import Note
 
 
 def test_counts_running_and_finished_trials(state: DashboardState) -> None:
@@ -21,11 +21,13 @@ def test_counts_running_and_finished_trials(state: DashboardState) -> None:
     (running,) = state.running.values()
     assert (running.number, running.epoch, running.epochs, running.value, running.device) == (5, 2, 3, 0.625, "cpu")
     assert running.placements == {"block3": "se", "block5": "none"}
-    failed = state.trials[3]
-    assert failed.state == "failed" and failed.reason == "diverged" and failed.score is None
-    assert state.trials[2].epochs_run == 1  # pruned after its first epoch
-    assert [row.number for row in state.ranked()] == [1, 0]
-    assert state.trials[1].placements == {"block3": "se", "block5": "eca"} and state.trials[1].params == 150_000
+    records = state.results.records
+    failed = records[3]
+    assert failed.state == "failed" and failed.reason == "diverged" and state.results.score(failed) is None
+    assert len(records[2].history) == 1  # pruned after its first epoch
+    assert [record.number for record in state.ranked()] == [1, 0]
+    assert state.results.placed(records[1]) == {"block3": "se", "block5": "eca"}
+    assert records[1].metrics.params == 150_000
 
 
 def test_placement_map_means_counts_and_best_cells(state: DashboardState) -> None:
@@ -55,7 +57,7 @@ def test_recent_events_name_reasons_and_stay_bounded(state: DashboardState) -> N
     assert any(kind == "pruned" and "epoch 1/3" in text for kind, _, text in lines)
     assert any(kind == "infeasible" and "max_params" in text for kind, _, text in lines)
     for i in range(3 * RECENT):
-        state.apply(Event("note", text=f"note {i}"))
+        state.apply(Note(f"note {i}"))
     assert len(state.events) == RECENT and state.events[-1].text == f"note {3 * RECENT - 1}"
 
 
@@ -63,12 +65,11 @@ def test_pareto_front_with_two_objectives() -> None:
     events = scenario([{"metric": "val_acc", "direction": "maximize"}, {"metric": "params", "direction": "minimize"}])
     state = state_of(events)
     assert [row.number for row in state.pareto()] == [1]  # same params as trial 0, better accuracy: dominates
-    more = trial(6, candidate(block5="eca"), "finished", 0.60)
-    more[-1].data["metrics"]["params"] = 100_000  # worse accuracy, fewer parameters: on the front too
-    for event in more:
+    # worse accuracy, fewer parameters: on the front too
+    for event in trial(6, candidate(block5="eca"), "finished", 0.60, params=100_000):
         state.apply(event)
     assert [row.number for row in state.pareto()] == [1, 6]
-    assert state.trials[6].values == (0.60, 100_000.0)
+    assert state.results.values(state.results.records[6]) == (0.60, 100_000.0)
 
 
 def test_one_objective_has_no_front(state: DashboardState) -> None:
@@ -80,9 +81,9 @@ def test_events_from_many_threads_are_all_taken() -> None:
     events = scenario()
     dashboard.on_event(events[0])
     before = dashboard.state.version
-    notes = [Event("note", text=f"{i}") for i in range(400)]
+    notes = [Note(f"{i}") for i in range(400)]
 
-    def send(part: list[Event]) -> None:
+    def send(part: list[Note]) -> None:
         for event in part:
             dashboard.on_event(event)
 

@@ -13,7 +13,7 @@ from scenario import scenario, state_of
 from attnsearch.dashboard.live import LiveDashboard
 from attnsearch.dashboard.state import DashboardState
 from attnsearch.dashboard.views import BEST, placement_map_panel, render
-from attnsearch.search.runner import Event
+from attnsearch.search.events import Note, RunStarted
 from attnsearch.space import parse_space
 
 
@@ -55,7 +55,7 @@ def test_a_map_taller_than_the_screen_says_what_it_hides() -> None:
     slots = {name: ["none", "se", "eca"] for name in convs}  # 13 slots: more than 24 lines can show
     source = {"name": "tall", "backbone": {"name": "vgg16_bn", "width": 0.125}, "slots": slots}
     space = parse_space(source, check_data=False)
-    state = state_of([Event("run", data={"space": space, "target": 4, "finished": 0, "folder": None})])
+    state = state_of([RunStarted(space, target=4, finished=0)])
     text = "\n".join(screen(state, 80, 24))
     assert "Placement map" in text and re.search(r"\+\d+ slots", text)
     assert len(screen(state, 80, 24)) == 24
@@ -78,7 +78,7 @@ def test_live_dashboard_leaves_the_alternate_screen_and_shows_the_cursor(state: 
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=100, height=30, color_system="standard")
     with LiveDashboard(state, console=console, refresh_per_second=20) as dashboard:
-        dashboard.on_event(Event("note", text="hello from a test"))
+        dashboard.on_event(Note("hello from a test"))
         time.sleep(0.5)  # a few ticks: the ticker redraws
     written = out.getvalue()
     assert written.index("\x1b[?1049h") < written.index("hello from a test") < written.rindex("\x1b[?1049l")

@@ -60,26 +60,26 @@ def faulty_ray():
 def test_module_faults_in_actors_fail_their_trials_and_an_oom_retires_a_gpu_actor(tmp_path: Path) -> None:
     result = run_search(parse_space(json.loads(json.dumps(SPACE))), results=tmp_path)
     assert result.ran == len(ORDER)  # the study reached its trial count
-    records = sorted(ResultsStore(tmp_path / "rayfaults").trials(), key=lambda t: t["number"])
-    assert [t["placements"] for t in records] == ORDER  # one at a time, in this order
-    trials = {t["placements"]: t for t in records}
+    records = ResultsStore(tmp_path / "rayfaults").read_records()
+    assert [t.label for t in records] == ORDER  # one at a time, in this order
+    trials = {t.label: t for t in records}
     baseline, broken, oom, after = (trials[name] for name in ORDER)
 
-    assert broken["state"] == "failed", hook_in_workers()
-    assert f"RuntimeError: {hook.BUG}" in broken["reason"]
-    assert baseline["state"] == "complete"
-    assert oom["state"] == "failed" and oom["reason"] == "oom"
-    assert after["state"] == "complete"  # the study goes on after the OOM
+    assert broken.state == "failed", hook_in_workers()
+    assert f"RuntimeError: {hook.BUG}" in broken.reason
+    assert baseline.state == "complete"
+    assert oom.state == "failed" and oom.reason == "oom"
+    assert after.state == "complete"  # the study goes on after the OOM
     for failed in (broken, oom):  # met in training, after the cost pass timed the candidate on its device
-        assert failed["metrics"]["latency_ms"] > 0 and failed["history"] == []
-    assert [(r["state"], r["epochs_run"]) for r in oom["repeats"]] == [("failed", 0)]  # the trainer caught it
+        assert failed.metrics.latency_ms > 0 and failed.history == ()
+    assert [(r.state, r.epochs_run) for r in oom.repeats] == [("failed", 0)]  # the trainer caught it
 
     # all of it in actors; the one that raised a plain error went on, the one that ran out of memory was retired
-    pid = [t["worker"]["pid"] for t in records]
+    pid = [t.worker.pid for t in records]
     assert os.getpid() not in pid
-    assert oom["worker"]["gpus"] == ["0"]
+    assert oom.worker.gpus == ("0",)
     assert pid[0] == pid[1] == pid[2] != pid[3]
-    assert after["worker"]["actor"] != oom["worker"]["actor"]
+    assert after.worker.actor != oom.worker.actor
     for _ in range(40):  # ray.kill ended its process
         if not running(pid[2]):
             break

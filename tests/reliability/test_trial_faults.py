@@ -42,9 +42,9 @@ def test_a_raising_module_and_an_out_of_memory_fail_their_trials_only(tmp_path: 
         EfficientChannelAttention, "forward", lambda self, x: original_eca(self, x) if x.is_meta else exhausted(self, x)
     )
     run_search(parse_space(SPACE), results=tmp_path)
-    trials = {t["placements"]: t for t in ResultsStore(tmp_path / "faults").trials()}
-    assert trials["baseline (nothing placed)"]["state"] == "complete"
+    trials = {t.label: t for t in ResultsStore(tmp_path / "faults").read_records()}
+    assert trials["baseline (nothing placed)"].state == "complete"
     broken_trial, oom_trial = trials["block3=cbam"], trials["block3=eca"]
-    assert broken_trial["state"] == "failed" and "RuntimeError: a bug inside the module" in broken_trial["reason"]
-    assert oom_trial["state"] == "failed" and oom_trial["reason"] == "oom"
+    assert broken_trial.state == "failed" and "RuntimeError: a bug inside the module" in broken_trial.reason
+    assert oom_trial.state == "failed" and oom_trial.reason == "oom"
     assert calls["cbam"] >= 1

@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attnsearch.candidate import Candidate, TrainRecipe
-from attnsearch.search.executor import Job, TrialSettings
-from attnsearch.search.runner import Event, run_search
+from attnsearch.candidate import Candidate, PlacementSpec, TrainRecipe
+from attnsearch.search.executor import Job
+from attnsearch.record import TrialRecord
+from attnsearch.search.events import EpochEnded, Event
+from attnsearch.search.runner import run_search
+from attnsearch.search.settings import TrialSettings
 from attnsearch.search.store import ResultsStore
 from attnsearch.space import parse_space
 
@@ -52,28 +55,28 @@ def ray_cluster():
     stop_ray()
 
 
-def records(folder: Path) -> list[dict]:
-    return list(ResultsStore(folder).trials())
+def records(folder: Path) -> list[TrialRecord]:
+    return ResultsStore(folder).read_records()
 
 
 def test_two_workers_run_the_study_like_the_local_executor(tmp_path: Path) -> None:
     events = []
     run_search(parse_space(space()), results=tmp_path / "ray", keep_weights=3, on_event=events.append)
     # pruner none: epoch 1 is not validated, yet reaches the driver as progress (without a wait for an answer)
-    epochs = sorted((e.trial, e.data["epoch"], e.data["value"] is None) for e in events if e.kind == "epoch")
+    epochs = sorted((e.trial, e.epoch, e.value is None) for e in events if isinstance(e, EpochEnded))
     assert epochs == [(n, epoch, epoch == 1) for n in range(3) for epoch in (1, 2)]
     local = space(execution={"executor": "local"})
     run_search(parse_space(local), results=tmp_path / "local", keep_weights=3)
     on_ray, here = records(tmp_path / "ray" / "rayt"), records(tmp_path / "local" / "rayt")
     assert len(on_ray) == len(here) == 3
-    pids = {t["worker"]["pid"] for t in on_ray}
+    pids = {t.worker.pid for t in on_ray}
     assert os.getpid() not in pids and len(pids) == 2  # two actors, neither of them this process
-    assert all(t["worker"]["node"] and t["worker"]["gpus"] == [] for t in on_ray)
+    assert all(t.worker.node and t.worker.gpus == () for t in on_ray)
     # the same record on disk, and (deterministic on CPU) the same scores for the same candidates
     layout = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())  # noqa: E731
     assert layout(tmp_path / "ray" / "rayt") == layout(tmp_path / "local" / "rayt")
-    by_candidate = {t["placements"]: t["metrics"]["val_acc"] for t in here}
-    assert {t["placements"]: t["metrics"]["val_acc"] for t in on_ray} == by_candidate
+    by_candidate = {t.label: t.metrics.val_acc for t in here}
+    assert {t.label: t.metrics.val_acc for t in on_ray} == by_candidate
 
 
 def test_pruning_works_under_ray(tmp_path: Path) -> None:
@@ -84,14 +87,14 @@ def test_pruning_works_under_ray(tmp_path: Path) -> None:
         execution={"executor": "ray", "cpus_per_trial": 1, "threads": 1, "max_concurrent": 1},
     )
     run_search(parse_space(data), results=tmp_path)
-    pruned = [t for t in records(tmp_path / "rayt") if t["state"] == "pruned"]
-    assert pruned and all(len(t["history"]) < 3 for t in pruned)  # stopped within the epoch it was judged on
+    pruned = [t for t in records(tmp_path / "rayt") if t.state == "pruned"]
+    assert pruned and all(len(t.history) < 3 for t in pruned)  # stopped within the epoch it was judged on
 
 
 def test_failing_trials_fail_alone(tmp_path: Path) -> None:
     data = space(train={"epochs": 1, "lr": [0.05, 1.0e12], "label_smoothing": 0.0}, slots={"block3": ["none"]})
     run_search(parse_space(data), results=tmp_path)
-    states = {t["candidate"]["train"]["lr"]: (t["state"], t["reason"]) for t in records(tmp_path / "rayt")}
+    states = {t.candidate.train.lr: (t.state, t.reason) for t in records(tmp_path / "rayt")}
     assert states == {0.05: ("complete", None), 1.0e12: ("failed", "diverged")}
 
 
@@ -102,13 +105,20 @@ def test_an_exception_in_a_worker_fails_that_trial_and_the_worker_goes_on() -> N
     executor = RayExecutor(config.data_spec(), TrialSettings(threads=1), max_concurrent=1)
     try:
         good = config.suggest(__import__("optuna").trial.FixedTrial({"block3": "se"}))
-        bad = Candidate(good.backbone, good.placements, TrainRecipe(epochs=1, optimizer="rmsprop"), good.data)
+        # CBAM's spatial kernel is 3 or 7: the module raises when the worker builds it
+        broken = (PlacementSpec("block3", "cbam", (("kernel_size", 5),)),)
+        bad = Candidate(good.backbone, broken, TrainRecipe(epochs=1), good.data)
         executor.submit(Job(0, bad))
         ((_, failed),) = executor.wait(lambda *args: False)
-        assert failed.state == "failed" and "ValueError" in failed.reason and "rmsprop" in failed.reason
+        assert failed.state == "failed" and "kernel_size must be 3 or 7" in failed.reason
+        # a candidate the worker cannot even read fails its trial too, on the same actor
+        unreadable = Candidate(good.backbone, good.placements, TrainRecipe(epochs=1, optimizer="rmsprop"), good.data)
+        executor.submit(Job(2, unreadable))
+        ((_, refused),) = executor.wait(lambda *args: False)
+        assert refused.state == "failed" and "optimizer" in refused.reason and refused.worker.pid == failed.worker.pid
         executor.submit(Job(1, good))
         ((_, fine),) = executor.wait(lambda *args: False)
-        assert fine.state == "complete" and fine.worker["pid"] == failed.worker["pid"]  # the same, living actor
+        assert fine.state == "complete" and fine.worker.pid == failed.worker.pid  # the same, living actor
     finally:
         executor.close()
 
@@ -117,8 +127,8 @@ def test_a_worker_killed_mid_trial_is_replaced_and_its_candidate_retried(tmp_pat
     killed: list[int] = []
 
     def kill_first_worker(event: Event) -> None:
-        if event.kind == "epoch" and not killed:
-            killed.append(event.data["worker"]["pid"])
+        if isinstance(event, EpochEnded) and not killed:
+            killed.append(event.worker.pid)
             os.kill(killed[0], signal.SIGKILL)
 
     data = space(
@@ -126,12 +136,12 @@ def test_a_worker_killed_mid_trial_is_replaced_and_its_candidate_retried(tmp_pat
     )
     run_search(parse_space(data), results=tmp_path, on_event=kill_first_worker)
     trials = records(tmp_path / "rayt")
-    lost = [t for t in trials if t["reason"] == "worker_lost"]
+    lost = [t for t in trials if t.reason == "worker_lost"]
     assert len(lost) == 1
-    retried = [t for t in trials if t.get("retry_of") == lost[0]["number"]]
-    assert len(retried) == 1 and retried[0]["state"] == "complete" and retried[0]["params"] == lost[0]["params"]
-    assert retried[0]["worker"]["pid"] != killed[0]  # a fresh actor took the lost one's place
-    assert sum(t["state"] == "complete" for t in trials) == 3  # the study still reaches n_trials
+    retried = [t for t in trials if t.retry_of == lost[0].number]
+    assert len(retried) == 1 and retried[0].state == "complete" and retried[0].params == lost[0].params
+    assert retried[0].worker.pid != killed[0]  # a fresh actor took the lost one's place
+    assert sum(t.state == "complete" for t in trials) == 3  # the study still reaches n_trials
 
 
 def test_a_killed_driver_leaves_no_ray_process_and_the_run_resumes(tmp_path: Path) -> None:
@@ -157,5 +167,5 @@ def test_a_killed_driver_leaves_no_ray_process_and_the_run_resumes(tmp_path: Pat
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     trials = records(tmp_path / "r" / "rayt")
-    assert any(t["reason"] == "killed" for t in trials)
-    assert sum(t["state"] == "complete" for t in trials) == 3
+    assert any(t.reason == "killed" for t in trials)
+    assert sum(t.state == "complete" for t in trials) == 3

@@ -46,8 +46,19 @@ def run(*args: str):
     return CliRunner().invoke(main, ["run", *args, "--no-dashboard"])
 
 
+def strict_json(text: str) -> object:
+    """JSON as the standard has it: NaN, Infinity and -Infinity are not JSON (Python's parser takes them)."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} written: not standard JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def records(folder: Path) -> list[dict]:
-    return list(ResultsStore(folder).trials())
+    """Every trial.json of a study as the file holds it (standard JSON), by trial number."""
+    numbers = ResultsStore(folder).trial_numbers()
+    return [strict_json((folder / "trials" / str(n) / "trial.json").read_text()) for n in numbers]
 
 
 def test_tiny_space_end_to_end(tmp_path: Path) -> None:
@@ -64,14 +75,14 @@ def test_tiny_space_end_to_end(tmp_path: Path) -> None:
         assert 0 <= t["metrics"]["val_acc"] <= 1 and t["metrics"]["params"] > 0 and t["metrics"]["flops"] > 0
         assert len(t["history"]) == 2 and t["candidate"]["backbone"]["name"] == "vgg11_bn"
         # no pruner looks at epoch 1 (pruner: none): only the last epoch, the score, is validated
-        assert t["candidate"]["train"]["first_val_epoch"] == 2
+        assert t["schema"] == 1 and "first_val_epoch" not in t["candidate"]["train"]
         assert [h["val_images"] for h in t["history"]] == [0, 64] and t["history"][0]["val_acc"] is None
         assert t["versions"]["torch"] == torch.__version__ and t["worker"]["device"] == "cpu"
         assert set(t["timings"]) >= {"build", "costs", "train", "eval"}
     # the log: one plain line per event, and the leaderboard at the end
     assert done.output.count(" started: ") == 3 and done.output.count(" finished: ") == 3
     assert "Leaderboard" in done.output and "Best module per slot" in done.output
-    summary = json.loads((folder / "summary.json").read_text())
+    summary = strict_json((folder / "summary.json").read_text())
     best = max(trials, key=lambda t: t["metrics"]["val_acc"])
     assert summary["best"]["number"] == best["number"]
     # --keep-weights 1: the best trial's weights, a plain state_dict that loads strictly into its model
@@ -169,7 +180,8 @@ def test_divergence_fails_the_trial_not_the_study(tmp_path: Path) -> None:
     )
     done = run(str(path), "--results", str(tmp_path / "r"))
     assert done.exit_code == 0, done.output
-    states = {t["candidate"]["train"]["lr"]: (t["state"], t["reason"]) for t in records(tmp_path / "r" / "tiny")}
+    trials = records(tmp_path / "r" / "tiny")  # standard JSON even where the loss went to infinity or NaN
+    states = {t["candidate"]["train"]["lr"]: (t["state"], t["reason"]) for t in trials}
     assert states[1.0e12] == ("failed", "diverged") and states[0.05] == ("complete", None)
 
 
@@ -257,7 +269,7 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     _wait_for(process, "trial 1 epoch: epoch 1")  # trial 0 finished, trial 1 running
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    before = ResultsStore(results / "tiny").read_trial(0)
+    before = records(results / "tiny")[0]
     assert before["state"] == "complete"
     again = subprocess.run(
         [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(results), "--no-dashboard"],

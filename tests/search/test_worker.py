@@ -36,13 +36,13 @@ def test_counts_are_shared_by_candidates_that_differ_only_in_training(monkeypatc
     assert first.state == second.state == other.state == "complete"
     # the shared counts are the model's own: params and FLOPs of the built network
     model = worker.build_candidate(candidate(0.01), dataset, seed=0)
-    assert second.metrics["params"] == first.metrics["params"] == count_params(model)
-    assert second.metrics["flops"] == count_flops(model, (1, 3, 32, 32))
-    assert other.metrics["params"] != first.metrics["params"]
+    assert second.metrics.params == first.metrics.params == count_params(model)
+    assert second.metrics.flops == count_flops(model, (1, 3, 32, 32))
+    assert other.metrics.params != first.metrics.params
     # measured per trial: latency on the device, training memory from the first step
     for outcome in (first, second, other):
-        assert outcome.metrics["latency_ms"] > 0
-        assert outcome.metrics["train_memory_bytes"] > 32 * 8 * 32 * 32 * 4  # the first conv's output alone
-    # a copy each: one trial's metrics never leak into another's
-    first.metrics["params"] = -1
-    assert worker.run_candidate(candidate(0.05), dataset, device=cpu).metrics["params"] == second.metrics["params"]
+        assert outcome.metrics.latency_ms > 0
+        assert outcome.metrics.train_memory_bytes > 32 * 8 * 32 * 32 * 4  # the first conv's output alone
+    # the cache's counts are copied into each trial's metrics: a trial's own figures never change the cache's
+    worker._COUNTS[next(iter(worker._COUNTS))]["params"] = -1
+    assert first.metrics.params == second.metrics.params == count_params(model)
