@@ -77,7 +77,10 @@ def measure_costs(
     ``batch_size`` (tensors saved for backward on any device, and the allocator's peak on CUDA).
 
     Example:
-        >>> measure_costs(build_model("vgg16", num_classes=1000), image_size=224)["flops"] / 1e9
+        >>> from attnsearch import build_model
+        >>> with torch.device("meta"):  # counting runs nothing: no need to allocate VGG16's 138M weights
+        ...     model = build_model("vgg16", num_classes=1000)
+        >>> measure_costs(model, image_size=224)["flops"] / 1e9
         30.9...
     """
     if device is not None:

@@ -108,6 +108,7 @@ def create_module(key: str, channels: int, **params: Any) -> nn.Module:
     """Build the attention module ``key`` for a feature map with ``channels`` channels.
 
     Example:
+        >>> import torch
         >>> create_module("cbam", 64, reduction=8)(torch.randn(2, 64, 8, 8)).shape
         torch.Size([2, 64, 8, 8])
     """

@@ -25,6 +25,7 @@ class Slot:
     """One place a module can go, with the feature map it sees there.
 
     Example:
+        >>> from attnsearch import list_slots
         >>> list_slots("vgg16_bn", image_size=32)[0]
         Slot(name='block1', channels=64, height=32, width=32, block_level=True)
     """
