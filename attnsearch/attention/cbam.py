@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .registry import register_module
+from .registry import at_least, register_module
 
 __all__ = ["CBAM"]
 
@@ -50,10 +50,7 @@ class CBAM(nn.Module):
 
     def __init__(self, channels: int, *, reduction: int = 16, kernel_size: int = 7) -> None:
         super().__init__()
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
-        if reduction < 1:
-            raise ValueError(f"reduction must be >= 1, got {reduction}")
+        at_least(1, channels=channels, reduction=reduction)
         if kernel_size not in (3, 7):
             raise ValueError(f"kernel_size must be 3 or 7, got {kernel_size}")
         self.channels = channels

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .registry import register_module
+from .registry import at_least, register_module
 
 __all__ = ["CoordAttention"]
 
@@ -50,10 +50,7 @@ class CoordAttention(nn.Module):
 
     def __init__(self, channels: int, *, reduction: int = 32) -> None:
         super().__init__()
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
-        if reduction < 1:
-            raise ValueError(f"reduction must be >= 1, got {reduction}")
+        at_least(1, channels=channels, reduction=reduction)
         self.channels = channels
         self.reduction = reduction
         self.mip = max(8, channels // reduction)  # the paper's floor keeps thin layers from a tiny bottleneck

@@ -27,7 +27,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .registry import register_module
+from .registry import at_least, register_module
 
 __all__ = ["EfficientChannelAttention", "eca_kernel_size"]
 
@@ -71,12 +71,8 @@ class EfficientChannelAttention(nn.Module):
 
     def __init__(self, channels: int, *, kernel_size: int | None = None, gamma: int = 2, beta: int = 1) -> None:
         super().__init__()
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
-        if gamma < 1:
-            raise ValueError(f"gamma must be >= 1, got {gamma}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        at_least(1, channels=channels, gamma=gamma)
+        at_least(0, beta=beta)
         if kernel_size is not None and (kernel_size < 1 or kernel_size % 2 == 0):
             raise ValueError(f"kernel_size must be an odd integer >= 1 or null (adaptive), got {kernel_size}")
         self.channels = channels

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import register_module
+from .registry import at_least, register_module
 
 __all__ = ["LinearAttention"]
 
@@ -71,12 +71,7 @@ class LinearAttention(nn.Module):
 
     def __init__(self, channels: int, *, reduction: int = 8, heads: int = 1) -> None:
         super().__init__()
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
-        if reduction < 1:
-            raise ValueError(f"reduction must be >= 1, got {reduction}")
-        if heads < 1:
-            raise ValueError(f"heads must be >= 1, got {heads}")
+        at_least(1, channels=channels, reduction=reduction, heads=heads)
         inner = max(1, channels // reduction)
         common = math.gcd(inner, channels)
         self.heads = max(h for h in range(1, min(heads, common) + 1) if common % h == 0)

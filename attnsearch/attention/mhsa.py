@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import register_module
+from .registry import at_least, register_module
 
 __all__ = ["MHSA"]
 
@@ -78,10 +78,7 @@ class MHSA(nn.Module):
 
     def __init__(self, channels: int, *, heads: int = 4, mlp_ratio: float = 2.0) -> None:
         super().__init__()
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
-        if heads < 1:
-            raise ValueError(f"heads must be >= 1, got {heads}")
+        at_least(1, channels=channels, heads=heads)
         if not (math.isfinite(mlp_ratio) and mlp_ratio > 0):
             raise ValueError(f"mlp_ratio must be > 0 and finite, got {mlp_ratio}")
         self.channels = channels

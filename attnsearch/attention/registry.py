@@ -18,7 +18,15 @@ from torch import nn
 
 from ..errors import AttnsearchError
 
-__all__ = ["ModuleInfo", "NoAttention", "create_module", "list_modules", "module_info", "register_module"]
+__all__ = [
+    "ModuleInfo",
+    "NoAttention",
+    "at_least",
+    "create_module",
+    "list_modules",
+    "module_info",
+    "register_module",
+]
 
 _M = TypeVar("_M", bound=type[nn.Module])
 
@@ -41,6 +49,20 @@ class ModuleInfo:
 
 
 _REGISTRY: dict[str, ModuleInfo] = {}
+
+
+def at_least(minimum: int, **values: float) -> None:
+    """A module's own check of its sizes: ValueError naming the first of ``values`` below ``minimum``.
+
+    Example:
+        >>> at_least(1, channels=64, reduction=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: reduction must be >= 1, got 0
+    """
+    for name, value in values.items():
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _accepted_types(annotation: Any) -> tuple[type, ...]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .registry import register_module
+from .registry import at_least, register_module
 
 __all__ = ["SqueezeExcite"]
 
@@ -39,10 +39,7 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, channels: int, *, reduction: int = 16) -> None:
         super().__init__()
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
-        if reduction < 1:
-            raise ValueError(f"reduction must be >= 1, got {reduction}")
+        at_least(1, channels=channels, reduction=reduction)
         self.channels = channels
         self.reduction = reduction
         hidden = max(1, channels // reduction)  # floor of 1 so that C < r still gives a working bottleneck

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import register_module
+from .registry import at_least, register_module
 
 __all__ = ["SelfAttention"]
 
@@ -51,10 +51,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int, *, reduction: int = 8, downsample: bool = False) -> None:
         super().__init__()
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
-        if reduction < 1:
-            raise ValueError(f"reduction must be >= 1, got {reduction}")
+        at_least(1, channels=channels, reduction=reduction)
         inner = max(1, channels // reduction)
         self.downsample = bool(downsample)
         self.query = nn.Conv2d(channels, inner, kernel_size=1)

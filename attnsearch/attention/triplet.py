@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import register_module
+from .registry import at_least, register_module
 
 __all__ = ["TripletAttention"]
 
@@ -80,8 +80,7 @@ class TripletAttention(nn.Module):
 
     def __init__(self, channels: int, *, kernel_size: int = 7) -> None:
         super().__init__()
-        if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
+        at_least(1, channels=channels)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be an odd integer >= 1, got {kernel_size}")
         self.channels = channels

@@ -76,18 +76,7 @@ def bench_executor_command(trials: int, steps: int, as_json: bool) -> None:
 @bench_device_option
 @save_option
 @json_option
-def bench_trainer_command(
-    backbone: str,
-    width: float,
-    batch_size: int,
-    steps: int,
-    rounds: int,
-    workers: int,
-    threads: int | None,
-    device: str,
-    save: bool,
-    as_json: bool,
-) -> None:
+def bench_trainer_command(save: bool, as_json: bool, **options: Any) -> None:
     """Images per second of train_model against a hand-written loop, and against a DataLoader pipeline.
 
     Same model and initial weights, data, batch size, optimizer, precision and threads, in one process; rounds
@@ -100,17 +89,7 @@ def bench_trainer_command(
     """
     from ..bench import bench_trainer
 
-    result = bench_trainer(
-        backbone=backbone,
-        width=width,
-        batch_size=batch_size,
-        steps=steps,
-        rounds=rounds,
-        workers=workers,
-        threads=threads,
-        device=device,
-    )
-    _bench_output("trainer", result, as_json, save)
+    _bench_output("trainer", bench_trainer(**options), as_json, save)
 
 
 @bench.command("overhead")
@@ -130,17 +109,7 @@ def bench_trainer_command(
 @bench_device_option
 @save_option
 @json_option
-def bench_overhead_command(
-    space_file: str,
-    trials: int,
-    epochs: int | None,
-    train_size: int | None,
-    val_size: int | None,
-    threads: int | None,
-    device: str,
-    save: bool,
-    as_json: bool,
-) -> None:
+def bench_overhead_command(save: bool, as_json: bool, **options: Any) -> None:
     """Fixed cost per trial (ask, build, costs, warm-up, evaluation, tell, records, dashboard) against training.
 
     The trials run through the runner's and the worker's own functions on a real study in a temporary folder;
@@ -153,16 +122,7 @@ def bench_overhead_command(
     """
     from ..bench import bench_overhead
 
-    result = bench_overhead(
-        space_file=space_file,
-        trials=trials,
-        epochs=epochs,
-        train_size=train_size,
-        val_size=val_size,
-        threads=threads,
-        device=device,
-    )
-    _bench_output("overhead", result, as_json, save)
+    _bench_output("overhead", bench_overhead(**options), as_json, save)
 
 
 @bench.command("search")

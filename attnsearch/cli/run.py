@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -35,18 +36,7 @@ __all__ = ["run", "validate"]
 )
 @click.option("--force", is_flag=True, help="Run a grid larger than the grid limit.")
 @click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
-def run(
-    space_file: str,
-    results: str,
-    n_trials: int | None,
-    timeout: float | None,
-    device: str | None,
-    fresh: bool,
-    storage: str | None,
-    keep_weights: int,
-    force: bool,
-    no_dashboard: bool,
-) -> None:
+def run(space_file: str, no_dashboard: bool, **options: Any) -> None:
     """Run (or continue) the search of SPACE.yaml: every trial is built, briefly trained, scored and recorded.
 
     Running it again continues the same study under RESULTS/<name>/. Ctrl-C stops cleanly (exit code 130).
@@ -72,18 +62,12 @@ def run(
         dashboard = LiveDashboard()
     try:
         with dashboard if dashboard is not None else nullcontext():
+            # every other option is run_search's keyword of the same name (--trials: n_trials)
             outcome = run_search(
                 space,
-                results=results,
-                storage=storage,
-                n_trials=n_trials,
-                timeout=timeout,
-                device=device,
-                fresh=fresh,
-                keep_weights=keep_weights,
-                force=force,
                 space_text=Path(space_file).read_bytes(),
                 on_event=dashboard.on_event if dashboard is not None else plain_log(),
+                **options,
             )
     except RunInterrupted as stop:
         click.echo(f"attnsearch: {stop}", err=True)
