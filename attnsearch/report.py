@@ -11,21 +11,22 @@ objective's score with a 95% confidence interval (computed by :meth:`attnsearch.
 An interval that contains zero is flagged as a tie. The terminal gets the leaderboard, the placement map, the
 effects and Optuna's parameter importances; ``--out`` gets ``report.html`` (one self-contained page: plotly's
 JavaScript inlined, Optuna's plots, our heatmap and effect plot), ``heatmap.png`` and ``history.png``
-(matplotlib) and ``summary.md``.
+(matplotlib) and ``summary.md``. This module computes the report and writes its text; the plots are drawn in
+:mod:`attnsearch.report_figures`.
 """
 
 from __future__ import annotations
 
 import html
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .dashboard.state import DashboardState
 from .dashboard.watch import StudyReader
 from .record import PERCENT_METRICS
+from .report_figures import heatmap_png, history_png, html_figures, placement_grid
 from .results import Effect, StudyResults
 
 if TYPE_CHECKING:
@@ -162,36 +163,10 @@ def write_report(report: Report, out: Path | str) -> list[Path]:
     written = [folder / "report.html", folder / "heatmap.png", folder / "history.png", folder / "summary.md"]
     state = report.state
     written[0].write_text(_html(report), encoding="utf-8")
-    _heatmap_png(state, written[1])
-    _history_png(state, written[2])
+    heatmap_png(state, written[1])
+    history_png(state, written[2])
     written[3].write_text(_markdown(report), encoding="utf-8")
     return written
-
-
-def _grid(state: DashboardState) -> tuple[list[str], list[str], list[list[float | None]], list[list[str]]]:
-    """Slots, modules ('none' first), the mean scores (None: no trial) and each cell's label (★ on the best)."""
-    slots = state.slot_modules()
-    modules = list(dict.fromkeys(m for ms in slots.values() for m in ms))
-    if "none" in modules:
-        modules.remove("none")
-        modules.insert(0, "none")
-    found, best = state.placement_map(), state.best_cells()
-    percent = state.objectives[0][0] in PERCENT_METRICS
-    means: list[list[float | None]] = []
-    labels: list[list[str]] = []
-    for slot in slots:
-        row_means, row_labels = [], []
-        for module in modules:
-            cell = found.get(slot, {}).get(module)
-            row_means.append(None if cell is None else (100 * cell.mean if percent else cell.mean))
-            if cell is None:
-                row_labels.append("")
-            else:
-                value = f"{100 * cell.mean:.1f}" if percent else f"{cell.mean:.3g}"
-                row_labels.append(("★" if best.get(slot) == module else "") + f"{value} ({cell.count})")
-        means.append(row_means)
-        labels.append(row_labels)
-    return list(slots), modules, means, labels
 
 
 # -- the document: one list of sections, written as Markdown and as HTML -------------------------------------------
@@ -240,7 +215,7 @@ def _document(report: Report) -> tuple[str, list[_Section]]:
             for rank, record in enumerate(results.ranked()[:10], 1)
         ],
     )
-    slots, modules, _, labels = _grid(state)
+    slots, modules, _, labels = placement_grid(state)
     placement = _Table(["slot", *modules], [[slot, *row] for slot, row in zip(slots, labels, strict=True)])
     effects = _Table(
         ["slot", "module", "difference", "95% CI", "tie", "basis"],
@@ -310,7 +285,7 @@ def _html(report: Report) -> str:
         for block in section.blocks:
             parts.append(_html_table(block) if isinstance(block, _Table) else f"<p>{html.escape(block)}</p>")
     parts.append("<h2>Plots</h2>")
-    for title, figure in _figures(report):
+    for title, figure in html_figures(report):
         div = figure.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True})
         parts.append(f'<section class="plot"><h3>{html.escape(title)}</h3>{div}</section>')
     return (
@@ -328,127 +303,3 @@ def _html_table(table: _Table) -> str:
     head = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table.header) + "</tr>"
     rows = ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table.rows]
     return "\n".join([head, *rows, "</table>"])
-
-
-def _figures(report: Report) -> list[tuple[str, Any]]:
-    import plotly.graph_objects as go
-
-    state, study = report.state, report.study
-    metric = state.objectives[0][0]
-    figures: list[tuple[str, Any]] = []
-    slots, modules, means, labels = _grid(state)
-    heatmap = go.Figure(
-        go.Heatmap(
-            z=means,
-            x=modules,
-            y=slots,
-            text=labels,
-            texttemplate="%{text}",
-            colorscale="RdYlGn" if state.objectives[0][1] == "maximize" else "RdYlGn_r",
-            colorbar={"title": {"text": metric}},
-            hoverongaps=False,
-        )
-    )
-    heatmap.update_layout(title=f"Placement map: mean {metric} per (slot, module), ★ best per slot")
-    heatmap.update_yaxes(autorange="reversed")
-    figures.append(("Placement map", heatmap))
-    effects = [e for e in report.effects if e.difference is not None]
-    scale = 100.0 if metric in PERCENT_METRICS else 1.0
-    effect_plot = go.Figure()
-    for tie in (True, False):
-        chosen = [e for e in effects if e.tie == tie]
-        if not chosen:
-            continue
-        effect_plot.add_trace(
-            go.Scatter(
-                x=[scale * (e.difference or 0.0) for e in chosen],
-                y=[f"{e.slot}: {e.module}" for e in chosen],
-                mode="markers",
-                name="tie (CI contains 0)" if tie else "differs",
-                marker={"color": "#999999" if tie else "#2a7ab0", "size": 10},
-                error_x={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": [scale * ((e.high or 0.0) - (e.difference or 0.0)) for e in chosen],
-                    "arrayminus": [scale * ((e.difference or 0.0) - (e.low or 0.0)) for e in chosen],
-                },
-                text=[e.basis for e in chosen],
-            )
-        )
-    effect_plot.add_vline(x=0.0, line_dash="dash", line_color="#666666")
-    effect_plot.update_layout(
-        title="Effect of each module against none at its slot (95% CI)",
-        xaxis_title=f"difference in {metric}" + (" (percentage points)" if scale == 100.0 else ""),
-    )
-    figures.append(("Effect per slot", effect_plot))
-    if study is None:
-        return figures
-    import optuna.visualization as ov
-
-    target = lambda t: t.values[0]  # noqa: E731  (the first objective, for multi-objective studies too)
-    plots: list[tuple[str, Callable[[], Any]]] = [
-        ("Optimization history", lambda: ov.plot_optimization_history(study, target=target, target_name=metric)),
-        ("Parameter importances", lambda: ov.plot_param_importances(study, target=target, target_name=metric)),
-    ]
-    if len(state.objectives) > 1:
-        names = [m for m, _ in state.objectives]
-        plots.append(("Pareto front", lambda: ov.plot_pareto_front(study, target_names=names)))
-    plots.append(("Intermediate values", lambda: ov.plot_intermediate_values(study)))
-    for title, make in plots:
-        if title == "Parameter importances" and not report.importances:
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                figures.append((title, make()))
-        except (ValueError, RuntimeError) as err:  # too few trials for that plot
-            figures.append((title, go.Figure(layout={"title": f"{title}: not available ({err})"})))
-    return figures
-
-
-# -- png ---------------------------------------------------------------------------------------------------------
-
-
-def _heatmap_png(state: DashboardState, path: Path) -> None:
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    slots, modules, means, labels = _grid(state)
-    values = np.ma.masked_invalid(np.array([[np.nan if v is None else v for v in row] for row in means], dtype=float))
-    figure = Figure(figsize=(1.4 * len(modules) + 2.5, 0.6 * len(slots) + 1.8), dpi=150, layout="constrained")
-    axes = figure.add_subplot()
-    colours = "RdYlGn" if state.objectives[0][1] == "maximize" else "RdYlGn_r"
-    image = axes.imshow(values, cmap=colours, aspect="auto")
-    axes.set_xticks(range(len(modules)), modules, rotation=30, ha="right")
-    axes.set_yticks(range(len(slots)), slots)
-    for i, row in enumerate(labels):
-        for j, label in enumerate(row):
-            if label:
-                axes.text(j, i, label.replace("★", "* "), ha="center", va="center", fontsize=8)
-    metric = state.objectives[0][0]
-    figure.colorbar(image, ax=axes, label=f"mean {metric}" + (" (%)" if metric in PERCENT_METRICS else ""))
-    axes.set_title(f"{state.name}: mean {metric} per placement (* best per slot)")
-    figure.savefig(path)
-
-
-def _history_png(state: DashboardState, path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    metric, direction = state.objectives[0]
-    scale = 100.0 if metric in PERCENT_METRICS else 1.0
-    scored = [(r.number, score) for r in state.finished() if (score := state.results.score(r)) is not None]
-    figure = Figure(figsize=(7, 4), dpi=150, layout="constrained")
-    axes = figure.add_subplot()
-    numbers = [number for number, _ in scored]
-    scores = [scale * score for _, score in scored]
-    axes.scatter(numbers, scores, s=18, label=f"{metric} of a complete trial")
-    best: list[float] = []
-    for value in scores:
-        best.append(value if not best else (max if direction == "maximize" else min)(best[-1], value))
-    if best:
-        axes.step(numbers, best, where="post", color="tab:red", label="best so far")
-    axes.set_xlabel("trial")
-    axes.set_ylabel(metric + (" (%)" if scale == 100.0 else ""))
-    axes.set_title(f"{state.name}: optimization history")
-    axes.legend(loc="best")
-    figure.savefig(path)
