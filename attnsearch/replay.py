@@ -315,15 +315,8 @@ def _save(
 ) -> Path:
     record = TrialRecord(
         number,
-        outcome.state,  # type: ignore[arg-type]
-        outcome.reason,
-        candidate,
-        metrics=outcome.metrics,
-        history=outcome.history,
-        repeats=outcome.repeats,
-        timings=outcome.timings,
-        worker=outcome.worker,
-        classes=tuple(dataset.classes),
+        candidate=candidate,
+        **{**outcome.record_fields(), "classes": tuple(dataset.classes)},
         started=started,
         finished=timestamp(),
         versions=versions(),

@@ -55,16 +55,22 @@ class RunStarted(Event):
 
 
 @dataclass(frozen=True)
-class TrialStarted(Event):
-    """A trial was asked, its candidate drawn and its ``running`` record written; it goes to a worker."""
+class _RecordEvent(Event):
+    """An event about one trial, carrying its record."""
 
-    kind: ClassVar[str] = "started"
-    record: TrialRecord  # state "running"
-    worker: WorkerInfo = field(default_factory=WorkerInfo)  # where it runs, when known before it starts
+    record: TrialRecord
 
     @property
     def trial(self) -> int:
         return self.record.number
+
+
+@dataclass(frozen=True)
+class TrialStarted(_RecordEvent):
+    """A trial was asked, its candidate drawn and its ``running`` record written; it goes to a worker."""
+
+    kind: ClassVar[str] = "started"
+    worker: WorkerInfo = field(default_factory=WorkerInfo)  # where it runs, when known before it starts
 
     @property
     def text(self) -> str:
@@ -98,20 +104,14 @@ class EpochEnded(Event):
 
 
 @dataclass(frozen=True)
-class TrialEnded(Event):
+class TrialEnded(_RecordEvent):
     """A trial is over and its final record written: complete, pruned, failed, infeasible, or reused."""
-
-    record: TrialRecord
 
     @property
     def kind(self) -> str:  # type: ignore[override]
         if self.record.reused_from is not None:
             return "reused"
         return "finished" if self.record.state == "complete" else self.record.state
-
-    @property
-    def trial(self) -> int:
-        return self.record.number
 
     @property
     def text(self) -> str:
@@ -124,15 +124,10 @@ class TrialEnded(Event):
 
 
 @dataclass(frozen=True)
-class NewBest(Event):
+class NewBest(_RecordEvent):
     """A complete trial beat every earlier one on the (single) objective."""
 
     kind: ClassVar[str] = "best"
-    record: TrialRecord
-
-    @property
-    def trial(self) -> int:
-        return self.record.number
 
     @property
     def text(self) -> str:

@@ -397,19 +397,7 @@ class _Run:
         trial = entry.trial
         attrs = {**trial.user_attrs.get(ATTR, {}), "state": outcome.state, "reason": outcome.reason}
         trial.set_user_attr(ATTR, {**attrs, "metrics": outcome.metrics.to_dict()})
-        record = replace(
-            entry.record,
-            state=outcome.state,
-            reason=outcome.reason,
-            metrics=outcome.metrics,
-            history=outcome.history,
-            repeats=outcome.repeats,
-            timings=outcome.timings,
-            worker=outcome.worker,
-            classes=outcome.classes,
-            finished=timestamp(),
-            versions=versions(),
-        )
+        record = replace(entry.record, **outcome.record_fields(), finished=timestamp(), versions=versions())
         values = self.results.values(record)
         if record.state == "complete" and values is None:
             record = replace(record, state="failed", reason="no score: the run produced no validation result")

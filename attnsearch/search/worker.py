@@ -12,7 +12,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -41,6 +41,10 @@ class TrialOutcome:
     worker: WorkerInfo = field(default_factory=WorkerInfo)  # host, pid, device; node and gpus under Ray
     classes: tuple[str, ...] = ()  # what each output of the trained model means
     state_dict: dict[str, torch.Tensor] | None = None  # first repeat's trained weights, on the CPU
+
+    def record_fields(self) -> dict[str, Any]:
+        """What a :class:`~attnsearch.record.TrialRecord` takes from it: everything but the weights."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "state_dict"}
 
 
 def build_candidate(candidate: Candidate, dataset: Dataset, seed: int) -> torch.nn.Module:
