@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..record import TrialRecord
 from ..results import StudyResults
 from ..search.store import ResultsStore, StoreError
 from .state import DashboardState
@@ -45,11 +46,25 @@ class StudyReader:
         self.space = self.store.read_space()
         assert self.space is not None
         self.study = _open_journal(self.store, self.space.name)
+        self._records: dict[int, tuple[tuple[int, int], TrialRecord]] = {}  # number -> (file's mtime and size, it)
         self.read()  # a corrupt trial record is found now, not on the first tick
 
     def results(self) -> StudyResults:
-        """The study's results as they are now on disk."""
-        return StudyResults.from_space(self.space, self.store.read_records(), study=self.study)
+        """The study's results as they are now on disk (a record is read again only when its file changed: the
+        runner replaces a record's file whole, so a new write is a new mtime)."""
+        records = []
+        for number in self.store.trial_numbers():
+            try:
+                stat = self.store.record_path(number).stat()
+            except FileNotFoundError:  # moved aside since it was listed
+                continue
+            key = (stat.st_mtime_ns, stat.st_size)
+            known = self._records.get(number)
+            if known is None or known[0] != key:
+                known = (key, self.store.read_record(number))
+                self._records[number] = known
+            records.append(known[1])
+        return StudyResults.from_space(self.space, records, study=self.study)
 
     def read(self) -> DashboardState:
         """The dashboard's state of the study as it is now on disk."""
