@@ -46,19 +46,19 @@ class StudyReader:
         self.space = self.store.read_space()
         assert self.space is not None
         self.study = _open_journal(self.store, self.space.name)
-        self._records: dict[int, tuple[tuple[int, int], TrialRecord]] = {}  # number -> (file's mtime and size, it)
+        self._records: dict[int, tuple[tuple[int, ...], TrialRecord]] = {}  # number -> (its file's identity, it)
         self.read()  # a corrupt trial record is found now, not on the first tick
 
     def results(self) -> StudyResults:
         """The study's results as they are now on disk (a record is read again only when its file changed: the
-        runner replaces a record's file whole, so a new write is a new mtime)."""
+        store replaces a record's file whole, so a new write is a new inode and mtime)."""
         records = []
         for number in self.store.trial_numbers():
             try:
                 stat = self.store.record_path(number).stat()
             except FileNotFoundError:  # moved aside since it was listed
                 continue
-            key = (stat.st_mtime_ns, stat.st_size)
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
             known = self._records.get(number)
             if known is None or known[0] != key:
                 known = (key, self.store.read_record(number))
