@@ -216,6 +216,13 @@ class StudyResults:
         counts["done"] = self.done
         return counts
 
+    def states(self) -> dict[str, int]:
+        """Trials per state, the states in the order they first occur by trial number (``summary.json``'s)."""
+        states: dict[str, int] = {}
+        for _, record in sorted(self.records.items()):
+            states[record.state] = states.get(record.state, 0) + 1
+        return states
+
     @property
     def done(self) -> int:
         """Trials that count towards the target (see :func:`attnsearch.record.counts_towards_target`)."""
@@ -300,9 +307,6 @@ class StudyResults:
         trials per state, and the mean score of each (slot, module). ``kept``: the trials whose weights are kept.
         """
         weights = set(kept)
-        states: dict[str, int] = {}
-        for record in sorted(self.records.values(), key=lambda r: r.number):
-            states[record.state] = states.get(record.state, 0) + 1
 
         def row(record: TrialRecord) -> dict[str, Any]:
             metrics = record.metrics
@@ -322,7 +326,7 @@ class StudyResults:
         summary: dict[str, Any] = {
             "name": self.name,
             "objectives": [{"metric": metric, "direction": direction} for metric, direction in self.objectives],
-            "states": states,
+            "states": self.states(),
             "leaderboard": [row(r) for r in self._ranked[:top]],
             "best": row(best) if best is not None else None,
             "slots": {

@@ -47,7 +47,7 @@ def print_summary(results: StudyResults, console: Any = None, *, top: int = 10) 
     from rich.table import Table
 
     console = console or Console()
-    states = ", ".join(f"{n} {s}" for s, n in sorted(results.summary()["states"].items()))
+    states = ", ".join(f"{n} {s}" for s, n in sorted(results.states().items()))
     console.print(f"[bold]{results.name}[/bold]: {states or 'no trials yet'}", highlight=False)
     ranked = results.ranked()
     if not ranked:
