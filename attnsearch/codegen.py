@@ -134,7 +134,7 @@ def _template(name: str) -> string.Template:
 
 
 def _title(backbone: str, attention: bool, trial: int | None, score: tuple[str, float] | None) -> str:
-    from .space import METRICS
+    from .record import METRICS
 
     text = f"{backbone} with attention modules" if attention else f"{backbone}, no attention module placed"
     if trial is not None:
