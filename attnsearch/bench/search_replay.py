@@ -83,7 +83,7 @@ def simulate_search(
     import optuna
     from optuna.trial import TrialState
 
-    from ..search.runner import make_pruner, make_sampler
+    from ..search.study import make_pruner, make_sampler
     from ..space import parse_space
     from ..train import validates
 

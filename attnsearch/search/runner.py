@@ -3,6 +3,7 @@
 Ask a trial, turn it into a Candidate, hand it to the worker, tell the outcome, record it. Pruning decisions are
 made here from the epoch scores the worker reports. Duplicate candidates reuse their recorded score. A run that
 is started again continues the same study; a trial that was running when a process died is failed and retried.
+The study itself (sampler, pruner, storage, judging an epoch) is :mod:`attnsearch.search.study`'s.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -29,6 +29,7 @@ from .events import EpochEnded, Event, NewBest, Note, RunStarted, TrialEnded, Tr
 from .executor import Executor, Job, LocalExecutor
 from .settings import TrialSettings
 from .store import ResultsStore, StoreError
+from .study import judge_epoch, make_pruner, make_sampler, open_study
 from .worker import TrialOutcome
 
 __all__ = [
@@ -56,66 +57,6 @@ class RunResult:
     results: StudyResults  # the study's trials in this folder, the ones before this run included
     summary: dict[str, Any]  # what summary.json holds
     ran: int  # trials this run finished
-
-
-# ------------------------------------------------------------------------------------------------ the study
-
-
-def make_sampler(space: SearchSpace, offset: int = 0) -> optuna.samplers.BaseSampler:
-    search = space.config.search
-    seed = offset + (search.seed if search.seed is not None else space.config.train.seed)
-    if search.sampler == "tpe":
-        # multivariate + group: module parameters exist only when their module is chosen (conditional)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
-                seed=seed, multivariate=True, group=True, n_startup_trials=min(10, max(2, search.n_trials // 4))
-            )
-    if search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)  # random, and grid/ablation (whose trials are all enqueued)
-
-
-def judge_epoch(trial: optuna.Trial, epoch: int, value: float | None, *, single_objective: bool) -> bool:
-    """Report a trial's epoch to its pruner and ask whether to stop it; an epoch without a score (``None``, not
-    validated) is neither reported nor judged. Optuna reports and prunes single-objective studies only (``report``
-    raises NotImplementedError in a multi-objective one)."""
-    if value is None or not single_objective:
-        return False
-    trial.report(value, epoch)
-    return trial.should_prune()
-
-
-def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
-    search = space.config.search
-    if search.pruner == "median":
-        # trials validate from the first epoch the pruner may judge (SearchSpace.first_val_epoch)
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=space.pruner_warmup)
-    if search.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.config.train.epochs)
-    return optuna.pruners.NopPruner()
-
-
-def _storage(store: ResultsStore, url: str | None) -> optuna.storages.BaseStorage | str:
-    if url:
-        return url
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    return JournalStorage(JournalFileBackend(str(store.journal_path)))
-
-
-def open_study(space: SearchSpace, store: ResultsStore, storage: str | None = None) -> optuna.Study:
-    study = optuna.create_study(
-        storage=_storage(store, storage),
-        study_name=space.name,
-        pruner=make_pruner(space),
-        directions=space.directions,
-        load_if_exists=True,
-    )
-    # a resumed study must not replay the random stream its first run drew: offset the seed by the trials so far
-    study.sampler = make_sampler(space, offset=len(study.get_trials(deepcopy=False)))
-    return study
 
 
 # ------------------------------------------------------------------------------------------------ the run

@@ -1,0 +1,74 @@
+"""The Optuna study a run asks and tells: its sampler, its pruner, its storage, and how an epoch is judged.
+
+The sampler and the pruner are made from the space's ``search`` section (``attnsearch bench search`` replays
+searches with the same ones). The study lives in the results folder's journal unless a storage URL is given; a
+study opened again continues, its sampler's seed offset by the trials so far.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+
+from ..space import SearchSpace
+from .store import ResultsStore
+
+__all__ = ["judge_epoch", "make_pruner", "make_sampler", "open_study"]
+
+
+def make_sampler(space: SearchSpace, offset: int = 0) -> optuna.samplers.BaseSampler:
+    search = space.config.search
+    seed = offset + (search.seed if search.seed is not None else space.config.train.seed)
+    if search.sampler == "tpe":
+        # multivariate + group: module parameters exist only when their module is chosen (conditional)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, n_startup_trials=min(10, max(2, search.n_trials // 4))
+            )
+    if search.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)  # random, and grid/ablation (whose trials are all enqueued)
+
+
+def judge_epoch(trial: optuna.Trial, epoch: int, value: float | None, *, single_objective: bool) -> bool:
+    """Report a trial's epoch to its pruner and ask whether to stop it; an epoch without a score (``None``, not
+    validated) is neither reported nor judged. Optuna reports and prunes single-objective studies only (``report``
+    raises NotImplementedError in a multi-objective one)."""
+    if value is None or not single_objective:
+        return False
+    trial.report(value, epoch)
+    return trial.should_prune()
+
+
+def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
+    search = space.config.search
+    if search.pruner == "median":
+        # trials validate from the first epoch the pruner may judge (SearchSpace.first_val_epoch)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=space.pruner_warmup)
+    if search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.config.train.epochs)
+    return optuna.pruners.NopPruner()
+
+
+def _storage(store: ResultsStore, url: str | None) -> optuna.storages.BaseStorage | str:
+    if url:
+        return url
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(store.journal_path)))
+
+
+def open_study(space: SearchSpace, store: ResultsStore, storage: str | None = None) -> optuna.Study:
+    study = optuna.create_study(
+        storage=_storage(store, storage),
+        study_name=space.name,
+        pruner=make_pruner(space),
+        directions=space.directions,
+        load_if_exists=True,
+    )
+    # a resumed study must not replay the random stream its first run drew: offset the seed by the trials so far
+    study.sampler = make_sampler(space, offset=len(study.get_trials(deepcopy=False)))
+    return study
