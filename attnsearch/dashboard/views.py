@@ -2,13 +2,14 @@
 
 Nothing here keeps state or touches the terminal; :class:`attnsearch.dashboard.live.LiveDashboard` shows what
 :func:`render` returns. Every panel takes the number of rows it may use, so :func:`render` can fit an 80x24
-terminal (smaller panels, the least useful ones dropped) and fill a 160x48 one.
+terminal (smaller panels, the least useful ones dropped) and fill a 160x48 one. How a value is written (a
+duration, a count, placements) is :mod:`attnsearch.dashboard.formatting`'s.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -20,6 +21,7 @@ from rich.text import Text
 
 from ..record import PERCENT_METRICS
 from ..results import SlotScore
+from .formatting import format_duration, format_placements, format_seconds, format_si, spread_line
 from .state import DashboardState
 
 __all__ = [
@@ -75,17 +77,17 @@ def header_panel(state: DashboardState, *, now: float | None = None, width: int 
     rate, images, eta = state.trials_per_hour(now), state.images_per_second(), state.eta(now)
     clock = Text.assemble(
         "elapsed ",
-        (_duration(state.elapsed(now)), "bold"),
+        (format_duration(state.elapsed(now)), "bold"),
         "  ETA ",
-        (("done" if eta == 0 and not state.running else _duration(eta)) if state.target else "-", "bold"),
+        (("done" if eta == 0 and not state.running else format_duration(eta)) if state.target else "-", "bold"),
     )
     speed = Text("- trials/h" if rate is None else f"{rate:.{0 if rate >= 100 else 1}f} trials/h")
     speed.append(f" · {images:,.0f} img/s" if images is not None else " · - img/s")
     inner = max(width - 4, 10)  # inside the border and its padding
     if width >= WIDE:
-        lines = [_spread(setup, clock, inner), _spread(tally, speed, inner)]
+        lines = [spread_line(setup, clock, inner), spread_line(tally, speed, inner)]
     else:  # one line each, the clock and the speed sharing the last
-        lines = [setup, tally, _spread(clock, speed, inner)]
+        lines = [setup, tally, spread_line(clock, speed, inner)]
     for line in lines:
         line.truncate(inner, overflow="ellipsis")
     body = Text("\n").join(lines)
@@ -110,7 +112,7 @@ def running_panel(state: DashboardState, *, rows: int = 8, bar_width: int = 12) 
         table.add_row(
             str(trial.number),
             worker,
-            _compact(trial.placements),
+            format_placements(trial.placements),
             ProgressBar(total=max(trial.epochs, 1), completed=trial.epoch, width=bar_width),
             f"{trial.epoch}/{trial.epochs or '?'}",
             state.format_score(trial.value, "val_acc"),
@@ -147,12 +149,12 @@ def leaderboard_panel(state: DashboardState, *, rows: int = 10) -> Panel:
         table.add_row(
             str(rank),
             str(record.number),
-            record.label or _compact(results.placed(record)),
+            record.label or format_placements(results.placed(record)),
             score,
             *others,
-            _si(record.metrics.params),
-            _si(record.metrics.flops),
-            _seconds(record.metrics.train_seconds),
+            format_si(record.metrics.params),
+            format_si(record.metrics.flops),
+            format_seconds(record.metrics.train_seconds),
             style="bold" if rank == 1 else None,
         )
     reused = results.reused
@@ -197,7 +199,7 @@ def pareto_panel(state: DashboardState, *, rows: int = 8) -> Panel:
     for row in front[:rows]:
         found = state.results.values(row) or ()
         values = [state.format_score(v, m) for v, (m, _) in zip(found, state.objectives, strict=True)]
-        table.add_row(str(row.number), *values, _compact(state.results.placed(row)))
+        table.add_row(str(row.number), *values, format_placements(state.results.placed(row)))
     body: RenderableType = table if front else Text("no complete trial yet", style="dim")
     return _panel(body, f"Pareto front ({len(front)})", None)
 
@@ -337,13 +339,6 @@ def _panel(body: RenderableType, title: str, subtitle: str | None) -> Panel:
     )
 
 
-def _spread(left: Text, right: Text, width: int) -> Text:
-    gap = width - left.cell_len - right.cell_len
-    if gap < 1:
-        return Text.assemble(left, "  ", right)
-    return Text.assemble(left, " " * gap, right)
-
-
 def _map_cells(state: DashboardState, *, compact: bool) -> tuple[list[str], dict[str, dict[str, Text]]]:
     """Module columns ('none' first) and slot -> module -> the cell's text."""
     slots = state.slot_modules()
@@ -388,28 +383,3 @@ def _cell(state: DashboardState, cell: SlotScore, means: list[float], *, best: b
     text.append(value, style=("bold " if best else "") + colour)
     text.append(f" {cell.count}" if compact else f" ({cell.count})", style="dim")
     return text
-
-
-def _compact(placements: Mapping[str, str]) -> str:
-    return " ".join(f"{slot}={module}" for slot, module in placements.items() if module != "none") or "baseline"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    hours, rest = divmod(round(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def _seconds(value: float | None) -> str:
-    return _duration(value) if value is None or value >= 60 else f"{value:.1f}s"
-
-
-def _si(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= size:
-            return f"{value / size:.2f}{unit}"
-    return f"{value:.0f}"
