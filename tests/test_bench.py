@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,15 +25,12 @@ from attnsearch.bench.search import (
 )
 from attnsearch.cli import main
 
-TINY_SPACE = """\
-name: tiny
-backbone: {name: vgg11_bn, width: 0.125, head: compact}
-slots:
-  block3: [none, se]
-data: {dataset: shapes, image_size: 32, train_size: 64, val_size: 32}
-train: {epochs: 2, batch_size: 32, optimizer: adamw, lr: 0.003}
-search: {sampler: tpe, pruner: median}
-"""
+# the overhead benchmark's study: 2 epochs of 64 images in batches of 32 (4 steps), TPE with the median pruner
+OVERHEAD = {
+    "data": {"train_size": 64, "val_size": 32},
+    "train": {"optimizer": "adamw", "lr": 0.003},
+    "search": {"sampler": "tpe", "pruner": "median"},
+}
 
 
 def test_trainer_reports_positive_rates_and_sane_ratios() -> None:
@@ -58,10 +56,8 @@ def test_trainer_reports_positive_rates_and_sane_ratios() -> None:
     json.dumps(bench.to_dict())
 
 
-def test_overhead_times_every_piece_of_a_real_trial(tmp_path: Path) -> None:
-    space = tmp_path / "tiny.yaml"
-    space.write_text(TINY_SPACE)
-    bench = bench_overhead(space_file=space, trials=2, epochs=2)
+def test_overhead_times_every_piece_of_a_real_trial(tiny_space_file: Callable[..., Path]) -> None:
+    bench = bench_overhead(space_file=tiny_space_file(**OVERHEAD), trials=2, epochs=2)
     names = [p.part for p in bench.parts]
     assert names[0].startswith("ask") and names[1:4] == [
         "build",
@@ -90,10 +86,8 @@ def test_overhead_times_every_piece_of_a_real_trial(tmp_path: Path) -> None:
     assert bench.config["trials"] == 2 and bench.config["storage"].startswith("JournalStorage")
 
 
-def test_overhead_dashboard_probe_draws_a_frame_per_tick_with_changes(tmp_path: Path) -> None:
+def test_overhead_dashboard_probe_draws_a_frame_per_tick_with_changes(tiny_space: Callable[..., dict]) -> None:
     import time
-
-    import yaml
 
     from attnsearch.bench.overhead import _DashboardProbe, _EventProbe
     from attnsearch.search.events import Note, RunStarted
@@ -107,7 +101,7 @@ def test_overhead_dashboard_probe_draws_a_frame_per_tick_with_changes(tmp_path: 
     def next_tick() -> None:
         time.sleep(dashboard.tick - time.perf_counter() % dashboard.tick + 0.02)
 
-    probe(RunStarted(parse_space(yaml.safe_load(TINY_SPACE)), target=2, finished=0))
+    probe(RunStarted(parse_space(tiny_space(**OVERHEAD)), target=2, finished=0))
     next_tick()
     probe(Note("first"))  # the run event's tick is over: its frame is drawn now
     assert [c.frame for c in probe.calls] == [False, True] and dashboard.header_seconds > 0
@@ -123,14 +117,14 @@ def test_overhead_dashboard_probe_draws_a_frame_per_tick_with_changes(tmp_path: 
     assert probe.clock_seconds(10.0, frames=3) == pytest.approx(7 * dashboard.header_seconds)
 
 
-def test_overhead_measures_whole_trials_even_when_the_pruner_says_stop(tmp_path: Path, monkeypatch) -> None:
+def test_overhead_measures_whole_trials_even_when_the_pruner_says_stop(
+    tiny_space_file: Callable[..., Path], monkeypatch
+) -> None:
     import optuna
 
     asked = []
     monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: asked.append(1) or True)
-    space = tmp_path / "tiny.yaml"
-    space.write_text(TINY_SPACE)
-    bench = bench_overhead(space_file=space, trials=2, epochs=2)
+    bench = bench_overhead(space_file=tiny_space_file(**OVERHEAD), trials=2, epochs=2)
     assert len(asked) == 4  # asked after both epochs of both trials (2 epochs: the pruner judges from epoch 1)
     before_last = next(p for p in bench.parts if p.part == "evaluation, epochs before the last")
     assert all(ms > 0 for ms in before_last.per_trial)  # both trials went on past epoch 1
@@ -139,15 +133,11 @@ def test_overhead_measures_whole_trials_even_when_the_pruner_says_stop(tmp_path:
 
 # ------------------------------------------------------------------------------------------------ search
 
-FAKE_SPACE = {
-    "name": "fake",
-    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
-    "slots": {"block2": ["none", "se"], "block3": ["none", "se"], "block4": ["none", "se"]},
-    "train": {"epochs": 3},
-}
+FAKE = {"slots": {"block2": ["none", "se"], "block3": ["none", "se"], "block4": ["none", "se"]}, "train": {"epochs": 3}}
 
 
-def _fake_grid() -> SearchGrid:
+@pytest.fixture
+def fake_grid(tiny_space: Callable[..., dict]) -> SearchGrid:
     # 8 candidates; each 'se' adds to the score, and block4=se most: the best is se everywhere (0.90 at the end).
     # Curves rise by epoch and keep their order, so a median pruner can tell the weak ones early.
     points = []
@@ -155,7 +145,7 @@ def _fake_grid() -> SearchGrid:
         final = 0.5 + 0.05 * (combo[0] == "se") + 0.1 * (combo[1] == "se") + 0.25 * (combo[2] == "se")
         curve = (final - 0.2, final - 0.1, final)
         points.append(GridPoint(dict(zip(["block2", "block3", "block4"], combo, strict=True)), curve))
-    return SearchGrid(FAKE_SPACE, points)
+    return SearchGrid(tiny_space(**FAKE), points)
 
 
 def test_trace_regret_and_compute_to_reach() -> None:
@@ -175,8 +165,8 @@ def test_trace_regret_and_compute_to_reach() -> None:
     assert trace.compute_to_reach(0.95) == math.inf
 
 
-def test_simulated_search_charges_pruned_trials_only_their_epochs() -> None:
-    grid = _fake_grid()
+def test_simulated_search_charges_pruned_trials_only_their_epochs(fake_grid: SearchGrid) -> None:
+    grid = fake_grid
     assert grid.best == pytest.approx(0.9) and grid.compute == 24
     trace = simulate_search(
         grid, sampler="random", pruner="median", seed=0, n_trials=8, max_compute=grid.compute, max_trials=40
@@ -203,16 +193,16 @@ def test_simulated_search_charges_pruned_trials_only_their_epochs() -> None:
     assert trace.regret(grid.best, 12) == pytest.approx((grid.best - found) * 100)
 
 
-def test_simulated_search_without_pruning_trains_every_trial_in_full() -> None:
-    grid = _fake_grid()
+def test_simulated_search_without_pruning_trains_every_trial_in_full(fake_grid: SearchGrid) -> None:
+    grid = fake_grid
     trace = simulate_search(grid, sampler="tpe", pruner="none", seed=1, n_trials=4, max_compute=12, max_trials=40)
     assert {t.state for t in trace.trials} <= {"complete", "reused"}
     assert all(t.epochs == 3 for t in trace.trials if t.state == "complete")
     assert trace.compute >= 12 or len(trace.trials) == 40
 
 
-def test_bench_search_on_a_hand_made_grid() -> None:
-    bench = bench_search(grid=_fake_grid(), seeds=3)
+def test_bench_search_on_a_hand_made_grid(fake_grid: SearchGrid) -> None:
+    bench = bench_search(grid=fake_grid, seeds=3)
     assert [m.method for m in bench.methods] == ["tpe + median pruning", "tpe", "random", "random + median pruning"]
     assert bench.grid["candidates"] == 8 and bench.grid["compute"] == 24 and bench.grid["within_target"] == 1
     for method in bench.methods:
@@ -287,9 +277,8 @@ def test_bench_commands_print_json_and_save(tmp_path: Path, monkeypatch: pytest.
     assert bad.exit_code == 2
 
 
-def test_bench_overhead_table_weighs_the_goal_both_ways(tmp_path: Path) -> None:
-    space = tmp_path / "tiny.yaml"
-    space.write_text(TINY_SPACE)
+def test_bench_overhead_table_weighs_the_goal_both_ways(tiny_space_file: Callable[..., Path]) -> None:
+    space = tiny_space_file(**OVERHEAD)
     runner = CliRunner(env={"COLUMNS": "200"})
     result = runner.invoke(main, ["bench", "overhead", "--space", str(space), "--trials", "1", "--no-save"])
     assert result.exit_code == 0, result.output

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,14 +16,6 @@ from click.testing import CliRunner, Result
 import attnsearch as a
 from attnsearch.cli import main
 from attnsearch.errors import AttnsearchError
-
-TINY_SPACE = """\
-name: tiny
-backbone: {name: vgg11_bn, width: 0.125, head: compact}
-slots:
-  block3: [none, se]
-data: {dataset: shapes, image_size: 32, train_size: 64, val_size: 32}
-"""
 
 
 def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
@@ -133,7 +126,7 @@ def boom(*args: object, **kwargs: object) -> None:
 
 
 @pytest.fixture
-def broken_build_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def broken_build_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_space_file: Callable[..., Path]) -> Path:
     """build_model raises a RuntimeError (a bug, not bad input); temporary files go to tmp_path; returns a space."""
     import attnsearch.model
     import attnsearch.search.survey
@@ -142,9 +135,7 @@ def broken_build_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setattr(attnsearch.search.survey, "build_model", boom)  # validate's survey imported it by name
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    space = tmp_path / "tiny.yaml"
-    space.write_text(TINY_SPACE)
-    return space
+    return tiny_space_file()
 
 
 def test_a_bug_is_exit_1_with_a_summary_and_the_traceback_in_a_file(broken_build_model: Path, tmp_path: Path) -> None:

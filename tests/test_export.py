@@ -20,22 +20,11 @@ import attnsearch as a
 from attnsearch.candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec
 from attnsearch.cli import main
 from attnsearch.export import generate_code
-from attnsearch.search.runner import run_search
-from attnsearch.space import parse_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE_PACKAGES = str(Path(torch.__file__).resolve().parents[1])
-SPACE = {
-    "name": "tiny-export",
-    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
-    "slots": {"block3": ["none", "se", "cbam"]},
-    "data": {"dataset": "shapes", "image_size": 32, "train_size": 128, "val_size": 64},
-    "train": {"epochs": 1, "batch_size": 32, "lr": 0.05},
-    "search": {"sampler": "grid", "pruner": "none"},
-    "execution": {"threads": 1},
-}
 DATA = DataSpec(image_size=32)
 
 
@@ -147,19 +136,7 @@ def scramble(model: torch.nn.Module) -> None:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    results = tmp_path_factory.mktemp("results")
-    run_search(parse_space(SPACE), results=results, keep_weights=3, on_event=None)
-    return results / SPACE["name"]
-
-
-@pytest.fixture
-def copy(study: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(study, tmp_path / "study"))
-
-
-@pytest.fixture(scope="module")
-def exported(study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def exported(finished_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Each case's code, weights and (input, expected output); and the study's best trial exported by the CLI."""
     folder = tmp_path_factory.mktemp("exported")
     torch.manual_seed(0)
@@ -173,13 +150,13 @@ def exported(study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.save(model.state_dict(), folder / f"{name}.pt")
         torch.save({"x": x, "expected": expected}, folder / f"{name}_io.pt")
         (folder / f"{name}.py").write_text(generate_code(candidate, num_classes=10))
-    done = invoke("export", str(study), "--weights", "-o", str(folder / "cli.py"))
+    done = invoke("export", str(finished_study), "--weights", "-o", str(folder / "cli.py"))
     assert done.exit_code == 0, done.output
-    best = json.loads((study / "summary.json").read_text())["best"]["number"]
+    best = json.loads((finished_study / "summary.json").read_text())["best"]["number"]
     assert f"Trial {best}: " in done.output
-    record = json.loads((study / "trials" / str(best) / "trial.json").read_text())
+    record = json.loads((finished_study / "trials" / str(best) / "trial.json").read_text())
     model = build(Candidate.from_dict(record["candidate"]), num_classes=len(record["classes"]))
-    model.load_state_dict(torch.load(study / "trials" / str(best) / "model.pt", weights_only=True))
+    model.load_state_dict(torch.load(finished_study / "trials" / str(best) / "model.pt", weights_only=True))
     model.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -229,30 +206,31 @@ def test_generated_code_reads_like_a_model_file(exported: Path) -> None:
     assert "attn=_denseblock2_attn" in dense and "class _DenseLayer(nn.Module):" in dense
 
 
-def test_best_list_and_trial_choice(study: Path, copy: Path, tmp_path: Path) -> None:
-    listed = invoke("export", str(study), "--list")
+def test_best_list_and_trial_choice(finished_study: Path, study_copy: Path, tmp_path: Path) -> None:
+    listed = invoke("export", str(finished_study), "--list")
     assert listed.exit_code == 0, listed.output
     assert "Complete trials, best first" in listed.output and "block3=cbam" in listed.output
-    done = invoke("export", str(study), "--trial", "1", "--num-classes", "5", "-o", str(tmp_path / "five.py"))
+    five = str(tmp_path / "five.py")
+    done = invoke("export", str(finished_study), "--trial", "1", "--num-classes", "5", "-o", five)
     assert done.exit_code == 0, done.output
     code = (tmp_path / "five.py").read_text()
     assert "NUM_CLASSES = 5\n" in code and "trial 1 of an attnsearch study" in code
     refused = invoke(
-        "export", str(study), "--trial", "1", "--num-classes", "5", "--weights", "-o", str(tmp_path / "x.py")
+        "export", str(finished_study), "--trial", "1", "--num-classes", "5", "--weights", "-o", str(tmp_path / "x.py")
     )
     assert refused.exit_code == 2 and "differs from the 10 classes" in refused.output
     # two objectives (the study's space says which): no single best; --list shows the Pareto trials, --trial picks one
-    space = yaml.safe_load((copy / "space.yaml").read_text())
+    space = yaml.safe_load((study_copy / "space.yaml").read_text())
     space["search"]["objectives"] = [
         {"metric": "val_acc", "direction": "maximize"},
         {"metric": "params", "direction": "minimize"},
     ]
-    (copy / "space.yaml").write_text(yaml.safe_dump(space))
-    asked = invoke("export", str(copy))
+    (study_copy / "space.yaml").write_text(yaml.safe_dump(space))
+    asked = invoke("export", str(study_copy))
     assert asked.exit_code == 2 and "--trial N" in asked.output and "--list" in asked.output
-    pareto = invoke("export", str(copy), "--list")
+    pareto = invoke("export", str(study_copy), "--list")
     assert pareto.exit_code == 0 and "Pareto trials" in pareto.output and "params (min)" in pareto.output
-    assert invoke("export", str(copy), "--trial", "0", "-o", str(tmp_path / "zero.py")).exit_code == 0
+    assert invoke("export", str(study_copy), "--trial", "0", "-o", str(tmp_path / "zero.py")).exit_code == 0
 
 
 def _evil_pickle(path: Path, marker: Path) -> None:
@@ -265,9 +243,9 @@ def _evil_pickle(path: Path, marker: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["missing", "evil", "not_a_state_dict", "truncated", "wrong_keys"])
 def test_bad_weights_write_nothing(
-    copy: Path, tmp_path: Path, damage: str, snapshot: Callable[[Path], dict[str, bytes]]
+    study_copy: Path, tmp_path: Path, damage: str, snapshot: Callable[[Path], dict[str, bytes]]
 ) -> None:
-    weights = copy / "trials" / "0" / "model.pt"
+    weights = study_copy / "trials" / "0" / "model.pt"
     marker = tmp_path / "PWNED"
     if damage == "missing":
         weights.unlink()
@@ -280,7 +258,7 @@ def test_bad_weights_write_nothing(
     else:
         torch.save({"nonsense": torch.zeros(1)}, weights)
     before = snapshot(tmp_path)
-    done = invoke("export", str(copy), "--trial", "0", "--weights", "-o", str(tmp_path / "out" / "m.py"))
+    done = invoke("export", str(study_copy), "--trial", "0", "--weights", "-o", str(tmp_path / "out" / "m.py"))
     assert done.exit_code == 2, done.output
     assert done.output.startswith("attnsearch: error:") and done.output.count("\n") == 1
     assert snapshot(tmp_path) == before and not marker.exists()
@@ -288,17 +266,17 @@ def test_bad_weights_write_nothing(
         assert "--keep-weights" in done.output and "replay" in done.output
 
 
-def test_onnx_needs_the_extra(study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onnx_needs_the_extra(finished_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = __import__("importlib.util").util.find_spec
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *args: None if name == "onnx" else real(name, *args))
-    done = invoke("export", str(study), "--format", "onnx", "-o", str(tmp_path / "m.py"))
+    done = invoke("export", str(finished_study), "--format", "onnx", "-o", str(tmp_path / "m.py"))
     assert done.exit_code == 2 and 'pip install "attnsearch[onnx]"' in done.output
     assert not list(tmp_path.iterdir())
 
 
-def test_onnx_file(study: Path, tmp_path: Path) -> None:
+def test_onnx_file(finished_study: Path, tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
-    done = invoke("export", str(study), "--format", "onnx", "-o", str(tmp_path / "m.py"))
+    done = invoke("export", str(finished_study), "--format", "onnx", "-o", str(tmp_path / "m.py"))
     assert done.exit_code == 0, done.output
     onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")))
     assert (tmp_path / "m.py").exists() and not (tmp_path / "m.pt").exists()
@@ -307,8 +285,8 @@ def test_onnx_file(study: Path, tmp_path: Path) -> None:
 CRAFTED = 'x"); import os; os.system("touch PWNED"); ("'
 
 
-def test_crafted_study_name_and_classes_end_up_inert(study: Path, tmp_path: Path) -> None:
-    folder = Path(shutil.copytree(study, tmp_path / CRAFTED))
+def test_crafted_study_name_and_classes_end_up_inert(finished_study: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(finished_study, tmp_path / CRAFTED))
     for path in folder.glob("trials/*/trial.json"):
         record = json.loads(path.read_text())
         record["classes"] = [CRAFTED] * len(record["classes"])
@@ -324,7 +302,8 @@ def test_crafted_study_name_and_classes_end_up_inert(study: Path, tmp_path: Path
     ran = subprocess.run([sys.executable, str(out)], cwd=out.parent, capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr
     # a crafted name in the space file is not a study's name: one line, and nothing written
-    (folder / "space.yaml").write_text(yaml.safe_dump({**SPACE, "name": CRAFTED}))
+    space = yaml.safe_load((folder / "space.yaml").read_text())
+    (folder / "space.yaml").write_text(yaml.safe_dump({**space, "name": CRAFTED}))
     refused = invoke("export", str(folder), "--weights", "-o", str(tmp_path / "again" / "model.py"))
     assert refused.exit_code == 2 and "name: must be a folder name" in refused.output
     assert not (tmp_path / "again").exists()
@@ -343,9 +322,14 @@ def test_crafted_study_name_and_classes_end_up_inert(study: Path, tmp_path: Path
     ],
 )
 def test_crafted_record_values_are_rejected(
-    copy: Path, tmp_path: Path, field: str, value: object, message: str, snapshot: Callable[[Path], dict[str, bytes]]
+    study_copy: Path,
+    tmp_path: Path,
+    field: str,
+    value: object,
+    message: str,
+    snapshot: Callable[[Path], dict[str, bytes]],
 ) -> None:
-    path = copy / "trials" / "1" / "trial.json"  # block3=se
+    path = study_copy / "trials" / "2" / "trial.json"  # block3=se (the grid's trial 1 is block5=eca)
     record = json.loads(path.read_text())
     candidate = record["candidate"]
     if field in ("module", "slot", "params"):
@@ -356,7 +340,7 @@ def test_crafted_record_values_are_rejected(
         candidate["backbone"]["name"] = value
     path.write_text(json.dumps(record))
     before = snapshot(tmp_path)
-    done = invoke("export", str(copy), "--trial", "1", "--weights", "-o", str(tmp_path / "out" / "m.py"))
+    done = invoke("export", str(study_copy), "--trial", "2", "--weights", "-o", str(tmp_path / "out" / "m.py"))
     assert done.exit_code == 2, done.output
     assert done.output.startswith("attnsearch: error:") and done.output.count("\n") == 1
     assert message in done.output, done.output
@@ -373,11 +357,11 @@ def test_values_outside_the_checks_never_reach_the_code() -> None:
         generate_code(CASES["vgg_classic"], num_classes=True)  # type: ignore[arg-type]
 
 
-def test_missing_folder_and_unfinished_trial(copy: Path, tmp_path: Path) -> None:
+def test_missing_folder_and_unfinished_trial(study_copy: Path, tmp_path: Path) -> None:
     missing = invoke("export", str(tmp_path / "nowhere"))
     assert missing.exit_code == 2 and "no such results folder" in missing.output
-    path = copy / "trials" / "2" / "trial.json"
+    path = study_copy / "trials" / "2" / "trial.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "state": "pruned", "reason": "pruned"}))
-    done = invoke("export", str(copy), "--trial", "2")
+    done = invoke("export", str(study_copy), "--trial", "2")
     assert done.exit_code == 2 and "trial 2 is pruned (pruned), not complete" in done.output
-    assert not (copy / "exports").exists()
+    assert not (study_copy / "exports").exists()

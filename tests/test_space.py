@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -12,25 +12,13 @@ import pytest
 from attnsearch.candidate import Candidate
 from attnsearch.space import SpaceError, load_space, parse_space
 
-BASE = {
-    "name": "tiny",
-    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
-    "slots": {"block3": ["none", "se", "cbam"], "block5": ["none", "eca"]},
-    "modules": {"cbam": {"kernel_size": [3, 7]}, "se": {"reduction": 4}},
-    "data": {"dataset": "shapes", "image_size": 32, "train_size": 64, "val_size": 32},
-    "train": {"epochs": 1, "batch_size": 32, "lr": 0.05},
-    "search": {"sampler": "random", "n_trials": 4, "pruner": "none"},
-}
+MODULES = {"cbam": {"kernel_size": [3, 7]}, "se": {"reduction": 4}}  # a searched and a fixed module parameter
 
 
-def patched(**sections) -> dict:
-    data = copy.deepcopy(BASE)
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key].update(value)
-        else:
-            data[key] = value
-    return data
+@pytest.fixture
+def patched(tiny_space: Callable[..., dict]) -> Callable[..., dict]:
+    """The tiny space with MODULES, then ``changes`` (tiny_space's rules: slots and modules are replaced)."""
+    return lambda **changes: tiny_space(**{"modules": MODULES, **changes})
 
 
 @pytest.mark.parametrize(
@@ -87,14 +75,14 @@ def patched(**sections) -> dict:
         ({"slots": None}, "slots: must be a valid dictionary"),
     ],
 )
-def test_errors_name_the_yaml_path(patch: dict, message: str) -> None:
+def test_errors_name_the_yaml_path(patched: Callable[..., dict], patch: dict, message: str) -> None:
     with pytest.raises(SpaceError) as caught:
         parse_space(patched(**patch), check_data=False)
     assert str(caught.value).startswith(message), str(caught.value)
     assert "\n" not in str(caught.value)
 
 
-def test_missing_name_and_slots() -> None:
+def test_missing_name_and_slots(patched: Callable[..., dict]) -> None:
     data = patched()
     del data["name"]
     with pytest.raises(SpaceError, match=r"^name: required key is missing$"):
@@ -139,9 +127,8 @@ def test_huge_file_is_refused(tmp_path: Path) -> None:
         load_space(write(tmp_path, "# x\n" * 400_000))
 
 
-def test_all_expands_to_block_slots_and_named_slots_override() -> None:
-    data = patched()
-    data["slots"] = {"all": ["none", "se"], "block5": ["none", "eca"]}
+def test_all_expands_to_block_slots_and_named_slots_override(patched: Callable[..., dict]) -> None:
+    data = patched(slots={"all": ["none", "se"], "block5": ["none", "eca"]})
     space = parse_space(data, check_data=False)
     assert space.slots["vgg11_bn"] == {
         "block1": ["none", "se"],
@@ -153,7 +140,7 @@ def test_all_expands_to_block_slots_and_named_slots_override() -> None:
     assert space.size() == 2**5
 
 
-def test_size_grid_and_ablation() -> None:
+def test_size_grid_and_ablation(patched: Callable[..., dict]) -> None:
     space = parse_space(patched(), check_data=False)
     # block3: none, se, cbam(k=3), cbam(k=7); block5: none, eca
     assert space.size() == 8
@@ -168,13 +155,13 @@ def test_size_grid_and_ablation() -> None:
         assert len(placed) == 1
 
 
-def test_suggest_makes_a_candidate_from_a_trial() -> None:
+def test_suggest_makes_a_candidate_from_a_trial(patched: Callable[..., dict]) -> None:
     space = parse_space(patched(train={"lr": {"low": 0.01, "high": 0.1, "log": True}}), check_data=False)
     trial = optuna.trial.FixedTrial({"block3": "cbam", "block3.cbam.kernel_size": 7, "block5": "none", "lr": 0.03})
     candidate = space.suggest(trial)
     assert candidate.describe() == "block3=cbam(kernel_size=7)"
     assert candidate.train.lr == 0.03 and candidate.backbone.width == 0.125
-    assert candidate.data.train_size == 64
+    assert candidate.data.train_size == 128
     se = space.suggest(optuna.trial.FixedTrial({"block3": "se", "block5": "eca", "lr": 0.05}))
     assert se.describe() == "block3=se(reduction=4) block5=eca"  # a scalar module parameter is fixed, not searched
     assert Candidate.from_dict(se.to_dict()) == se
@@ -196,7 +183,9 @@ def test_suggest_makes_a_candidate_from_a_trial() -> None:
         ({"epochs": 4}, {"pruner": "none"}, 4),  # nothing looks before the score
     ],
 )
-def test_first_val_epoch_is_the_first_the_pruner_can_act_on(train: dict, search: dict, first: int) -> None:
+def test_first_val_epoch_is_the_first_the_pruner_can_act_on(
+    patched: Callable[..., dict], train: dict, search: dict, first: int
+) -> None:
     from attnsearch.search.runner import make_pruner
 
     space = parse_space(patched(train=train, search=search), check_data=False)

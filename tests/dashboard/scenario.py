@@ -1,4 +1,4 @@
-"""A run told as Events: two complete trials, one pruned, one failed, one infeasible, one running."""
+"""A run of the tiny space told as Events: two complete trials, one pruned, one failed, one infeasible, one running."""
 
 from __future__ import annotations
 
@@ -8,13 +8,7 @@ from attnsearch.record import EpochRecord, Metrics, TrialRecord, WorkerInfo
 from attnsearch.search.events import EpochEnded, Event, NewBest, RunStarted, TrialEnded, TrialStarted
 from attnsearch.space import parse_space
 
-SPACE = {
-    "name": "demo-study",
-    "backbone": {"name": "vgg11_bn", "width": 0.125},
-    "slots": {"block3": ["none", "se", "cbam"], "block5": ["none", "eca"]},
-    "train": {"epochs": 3},
-    "search": {"sampler": "random", "n_trials": 8, "pruner": "median"},
-}
+import tiny  # tests/tiny.py: the tiny space (a fixture cannot reach a module like this one)
 
 
 def candidate(**placed: str) -> Candidate:
@@ -46,10 +40,8 @@ def trial(
 
 
 def scenario(objectives: list[dict] | None = None) -> list[Event]:
-    source = dict(SPACE)
-    if objectives:
-        source["search"] = {**SPACE["search"], "objectives": objectives, "pruner": "none"}
-    space = parse_space(source, check_data=False)
+    search = {"objectives": objectives, "pruner": "none"} if objectives else {"pruner": "median"}
+    space = parse_space(tiny.space(train={"epochs": 3}, search=search), check_data=False)
     events: list[Event] = [RunStarted(space, target=8, finished=0)]
     events += trial(0, candidate(), "finished", 0.50)
     events.append(NewBest(events[-1].record))

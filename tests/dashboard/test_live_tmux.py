@@ -14,22 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
 ]
 
-SPACE = {
-    "name": "tiny",
-    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
-    "slots": {"block3": ["none", "se", "cbam"], "block5": ["none", "eca"]},
-    "data": {"dataset": "shapes", "image_size": 32, "train_size": 128, "val_size": 64},
-    "train": {"epochs": 2, "batch_size": 32, "lr": 0.05},
-    "search": {"sampler": "random", "n_trials": 4, "pruner": "none"},
-    "execution": {"threads": 1},
-}
 DONE = re.compile(r"(\d+)/(\d+) done")
 
 
@@ -62,8 +52,8 @@ class Pane:
 
 
 @pytest.fixture
-def pane(tmp_path: Path) -> Iterator[Pane]:
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(SPACE))
+def pane(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> Iterator[Pane]:
+    tiny_space_file(search={"n_trials": 4})  # tiny.yaml, where the pane starts
     name = f"attnsearch-test-{os.getpid()}-{time.monotonic_ns()}"
     env = {"PS1": "PROMPT$ ", "TERM": "xterm-256color", "HOME": os.environ.get("HOME", "/tmp")}
     subprocess.run(
@@ -111,10 +101,9 @@ def test_dashboard_appears_updates_and_leaves_the_terminal_clean(pane: Pane) -> 
     pane.wait(lambda t: re.search(r"^DONE-MARKER$", t, re.MULTILINE))
 
 
-def test_ctrl_c_leaves_the_terminal_clean_with_exit_130(pane: Pane, tmp_path: Path) -> None:
+def test_ctrl_c_leaves_the_terminal_clean_with_exit_130(pane: Pane, tiny_space_file: Callable[..., Path]) -> None:
     # long epochs, so that the run is surely still training when the test presses Ctrl-C on a fast machine
-    slow = {**SPACE, "data": {**SPACE["data"], "train_size": 4096}, "train": {**SPACE["train"], "epochs": 20}}
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(slow))
+    tiny_space_file(data={"train_size": 4096}, train={"epochs": 20})
     start(pane, "--fresh")
     # a trial has finished an epoch (not validated: with no pruner, only the last epoch is, so its score shows "-")
     pane.wait(lambda t: re.search(r"\b[1-9]\d*/20\s+-", t))

@@ -14,7 +14,7 @@ from attnsearch.search.events import Note
 
 
 def test_counts_running_and_finished_trials(state: DashboardState) -> None:
-    assert state.name == "demo-study" and state.backbones == ["vgg11_bn"] and state.target == 8
+    assert state.name == "tiny" and state.backbones == ["vgg11_bn"] and state.target == 8
     assert (state.sampler, state.pruner) == ("random", "median")
     counts = state.counts()
     assert counts == {"complete": 2, "pruned": 1, "failed": 1, "infeasible": 1, "running": 1, "done": 5}

@@ -28,7 +28,7 @@ def test_every_panel_fits_and_reads(state: DashboardState, width: int, height: i
     lines = screen(state, width, height)
     assert len(lines) == height and max(len(line) for line in lines) <= width
     text = "\n".join(lines)
-    for title in ("attnsearch · demo-study", "Running (1)", "Placement map", "Leaderboard (2 complete)"):
+    for title in ("attnsearch · tiny", "Running (1)", "Placement map", "Leaderboard (2 complete)"):
         assert title in text
     assert "5/8 done: 2 complete, 1 running, 1 pruned, 1 failed, 1 infeasible" in text
     assert "vgg11_bn · sampler random · pruner median" in text

@@ -13,20 +13,9 @@ import torch
 from click.testing import CliRunner
 
 from attnsearch.cli import main
-from attnsearch.search.runner import run_search
-from attnsearch.space import parse_space
 
 pytestmark = [pytest.mark.reliability, pytest.mark.usefixtures("one_thread")]
 
-SPACE = {
-    "name": "sound",
-    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
-    "slots": {"block3": ["none", "se"]},
-    "data": {"dataset": "shapes", "image_size": 32, "train_size": 64, "val_size": 32},
-    "train": {"epochs": 1, "batch_size": 32, "lr": 0.05},
-    "search": {"sampler": "grid", "n_trials": 1, "pruner": "none"},
-    "execution": {"threads": 1},
-}
 COMMANDS = {
     "watch": ["watch", "{folder}", "--once"],
     "report": ["report", "{folder}", "--out", "{out}"],
@@ -101,18 +90,11 @@ READS = {
 }
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    results = tmp_path_factory.mktemp("results")
-    run_search(parse_space(SPACE), results=results, keep_weights=2)
-    return results / "sound"
-
-
 @pytest.mark.parametrize(("command", "damage"), [(c, d) for c in sorted(COMMANDS) for d in sorted(READS[c])])
 def test_damaged_folder(
-    study: Path, tmp_path: Path, command: str, damage: str, snapshot: Callable[[Path], dict[str, bytes]]
+    study_copy: Path, tmp_path: Path, command: str, damage: str, snapshot: Callable[[Path], dict[str, bytes]]
 ) -> None:
-    folder = Path(shutil.copytree(study, tmp_path / "sound"))
+    folder = study_copy
     marker = tmp_path / "PWNED"
     DAMAGE[damage](folder, marker)
     out = tmp_path / "out"

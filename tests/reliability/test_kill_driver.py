@@ -7,22 +7,14 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
-SPACE = {
-    "name": "killed",
-    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
-    "slots": {"block3": ["none", "se", "eca", "cbam"], "block5": ["none", "se"]},
-    "data": {"dataset": "shapes", "image_size": 32, "train_size": 128, "val_size": 64},
-    "train": {"epochs": 1, "batch_size": 32, "lr": [0.05, 0.02, 0.01]},
-    "search": {"sampler": "random", "n_trials": 8, "pruner": "none"},
-    "execution": {"threads": 1},
-}
+CHANGES = {"train": {"epochs": 1, "lr": [0.05, 0.02, 0.01]}, "search": {"n_trials": 8}}  # 18 candidates, 8 trials
 
 
 def read_all(folder: Path) -> dict[int, dict]:
@@ -30,11 +22,10 @@ def read_all(folder: Path) -> dict[int, dict]:
     return {int(p.parent.name): json.loads(p.read_text()) for p in sorted(folder.glob("trials/*/trial.json"))}
 
 
-def test_random_kills_then_resume(tmp_path: Path) -> None:
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(SPACE))
+def test_random_kills_then_resume(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
+    path = tiny_space_file(**CHANGES)
     command = [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(tmp_path), "--no-dashboard"]
-    folder = tmp_path / "killed"
+    folder = tmp_path / "tiny"
     finished: dict[int, dict] = {}
     rng = random.Random(7)
     for _ in range(4):
@@ -55,6 +46,6 @@ def test_random_kills_then_resume(tmp_path: Path) -> None:
     for number, record in finished.items():
         assert records[number] == record
     outcomes = [r for r in records.values() if r["state"] in ("complete", "pruned")]
-    assert len(outcomes) == SPACE["search"]["n_trials"]  # the study reaches n_trials
+    assert len(outcomes) == CHANGES["search"]["n_trials"]  # the study reaches n_trials
     assert all(r["state"] != "running" for r in records.values())
     json.loads((folder / "summary.json").read_text())

@@ -8,9 +8,9 @@ tells actors they hold a GPU, so an OOM takes the executor's CUDA path: the acto
 
 from __future__ import annotations
 
-import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,14 +26,11 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.usefixtures
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]  # where attnsearch is
 
-SPACE = {
-    "name": "rayfaults",
-    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
+CHANGES = {
     "slots": {"block3": ["none", "cbam", "eca", "se"]},  # run in this order, one at a time: se comes after the OOM
-    "data": {"dataset": "shapes", "image_size": 32, "train_size": 64, "val_size": 32},
-    "train": {"epochs": 1, "batch_size": 32, "lr": 0.05},
-    "search": {"sampler": "grid", "n_trials": 1, "pruner": "none"},
-    "execution": {"executor": "ray", "cpus_per_trial": 1, "threads": 1, "max_concurrent": 1},
+    "train": {"epochs": 1},
+    "search": {"sampler": "grid"},
+    "execution": {"executor": "ray", "cpus_per_trial": 1, "max_concurrent": 1},
 }
 ORDER = ["baseline (nothing placed)", "block3=cbam", "block3=eca", "block3=se"]
 
@@ -57,10 +54,12 @@ def faulty_ray():
         stop_ray()  # Ray and its reaper
 
 
-def test_module_faults_in_actors_fail_their_trials_and_an_oom_retires_a_gpu_actor(tmp_path: Path) -> None:
-    result = run_search(parse_space(json.loads(json.dumps(SPACE))), results=tmp_path)
+def test_module_faults_in_actors_fail_their_trials_and_an_oom_retires_a_gpu_actor(
+    tmp_path: Path, tiny_space: Callable[..., dict]
+) -> None:
+    result = run_search(parse_space(tiny_space(**CHANGES)), results=tmp_path)
     assert result.ran == len(ORDER)  # the study reached its trial count
-    records = ResultsStore(tmp_path / "rayfaults").read_records()
+    records = ResultsStore(tmp_path / "tiny").read_records()
     assert [t.label for t in records] == ORDER  # one at a time, in this order
     trials = {t.label: t for t in records}
     baseline, broken, oom, after = (trials[name] for name in ORDER)

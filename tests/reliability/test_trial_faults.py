@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,17 +16,12 @@ from attnsearch.space import parse_space
 
 pytestmark = [pytest.mark.reliability, pytest.mark.usefixtures("one_thread")]
 
-SPACE = {
-    "name": "faults",
-    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
-    "slots": {"block3": ["none", "cbam", "eca"]},
-    "data": {"dataset": "shapes", "image_size": 32, "train_size": 64, "val_size": 32},
-    "train": {"epochs": 1, "batch_size": 32, "lr": 0.05},
-    "search": {"sampler": "grid", "n_trials": 1, "pruner": "none"},
-}
+CHANGES = {"slots": {"block3": ["none", "cbam", "eca"]}, "train": {"epochs": 1}, "search": {"sampler": "grid"}}
 
 
-def test_a_raising_module_and_an_out_of_memory_fail_their_trials_only(tmp_path: Path, monkeypatch) -> None:
+def test_a_raising_module_and_an_out_of_memory_fail_their_trials_only(
+    tmp_path: Path, monkeypatch, tiny_space: Callable[..., dict]
+) -> None:
     calls = {"cbam": 0}
 
     def broken(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,8 +37,8 @@ def test_a_raising_module_and_an_out_of_memory_fail_their_trials_only(tmp_path: 
     monkeypatch.setattr(
         EfficientChannelAttention, "forward", lambda self, x: original_eca(self, x) if x.is_meta else exhausted(self, x)
     )
-    run_search(parse_space(SPACE), results=tmp_path)
-    trials = {t.label: t for t in ResultsStore(tmp_path / "faults").read_records()}
+    run_search(parse_space(tiny_space(**CHANGES)), results=tmp_path)
+    trials = {t.label: t for t in ResultsStore(tmp_path / "tiny").read_records()}
     assert trials["baseline (nothing placed)"].state == "complete"
     broken_trial, oom_trial = trials["block3=cbam"], trials["block3=eca"]
     assert broken_trial.state == "failed" and "RuntimeError: a bug inside the module" in broken_trial.reason

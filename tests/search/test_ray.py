@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,25 +24,17 @@ from attnsearch.space import parse_space
 
 pytestmark = pytest.mark.slow
 
-SPACE = {
-    "name": "rayt",
-    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
+RAY = {  # block3 alone (3 candidates), as a grid, on Ray
     "slots": {"block3": ["none", "se", "eca"]},
-    "data": {"dataset": "shapes", "image_size": 32, "train_size": 128, "val_size": 64},
-    "train": {"epochs": 2, "batch_size": 32, "lr": 0.05},
-    "search": {"sampler": "grid", "n_trials": 1, "pruner": "none"},
-    "execution": {"executor": "ray", "cpus_per_trial": 1, "threads": 1},
+    "search": {"sampler": "grid"},
+    "execution": {"executor": "ray", "cpus_per_trial": 1},
 }
 
 
-def space(**changes) -> dict:
-    data = json.loads(json.dumps(SPACE))
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict) and key != "slots":
-            data[key].update(value)
-        else:
-            data[key] = value
-    return data
+@pytest.fixture
+def space(tiny_space: Callable[..., dict]) -> Callable[..., dict]:
+    """``make(**changes)``: the tiny space with RAY, then ``changes`` (a section in changes takes RAY's place)."""
+    return lambda **changes: tiny_space(**{**RAY, **changes})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,7 +51,7 @@ def records(folder: Path) -> list[TrialRecord]:
     return ResultsStore(folder).read_records()
 
 
-def test_two_workers_run_the_study_like_the_local_executor(tmp_path: Path) -> None:
+def test_two_workers_run_the_study_like_the_local_executor(tmp_path: Path, space: Callable[..., dict]) -> None:
     events = []
     run_search(parse_space(space()), results=tmp_path / "ray", keep_weights=3, on_event=events.append)
     # pruner none: epoch 1 is not validated, yet reaches the driver as progress (without a wait for an answer)
@@ -67,19 +59,19 @@ def test_two_workers_run_the_study_like_the_local_executor(tmp_path: Path) -> No
     assert epochs == [(n, epoch, epoch == 1) for n in range(3) for epoch in (1, 2)]
     local = space(execution={"executor": "local"})
     run_search(parse_space(local), results=tmp_path / "local", keep_weights=3)
-    on_ray, here = records(tmp_path / "ray" / "rayt"), records(tmp_path / "local" / "rayt")
+    on_ray, here = records(tmp_path / "ray" / "tiny"), records(tmp_path / "local" / "tiny")
     assert len(on_ray) == len(here) == 3
     pids = {t.worker.pid for t in on_ray}
     assert os.getpid() not in pids and len(pids) == 2  # two actors, neither of them this process
     assert all(t.worker.node and t.worker.gpus == () for t in on_ray)
     # the same record on disk, and (deterministic on CPU) the same scores for the same candidates
     layout = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())  # noqa: E731
-    assert layout(tmp_path / "ray" / "rayt") == layout(tmp_path / "local" / "rayt")
+    assert layout(tmp_path / "ray" / "tiny") == layout(tmp_path / "local" / "tiny")
     by_candidate = {t.label: t.metrics.val_acc for t in here}
     assert {t.label: t.metrics.val_acc for t in on_ray} == by_candidate
 
 
-def test_pruning_works_under_ray(tmp_path: Path) -> None:
+def test_pruning_works_under_ray(tmp_path: Path, space: Callable[..., dict]) -> None:
     data = space(
         train={"epochs": 3, "lr": [0.003, 1.0e-9], "optimizer": "adamw", "weight_decay": 0.05},
         data={"train_size": 2048, "val_size": 512},
@@ -87,18 +79,18 @@ def test_pruning_works_under_ray(tmp_path: Path) -> None:
         execution={"executor": "ray", "cpus_per_trial": 1, "threads": 1, "max_concurrent": 1},
     )
     run_search(parse_space(data), results=tmp_path)
-    pruned = [t for t in records(tmp_path / "rayt") if t.state == "pruned"]
+    pruned = [t for t in records(tmp_path / "tiny") if t.state == "pruned"]
     assert pruned and all(len(t.history) < 3 for t in pruned)  # stopped within the epoch it was judged on
 
 
-def test_failing_trials_fail_alone(tmp_path: Path) -> None:
+def test_failing_trials_fail_alone(tmp_path: Path, space: Callable[..., dict]) -> None:
     data = space(train={"epochs": 1, "lr": [0.05, 1.0e12], "label_smoothing": 0.0}, slots={"block3": ["none"]})
     run_search(parse_space(data), results=tmp_path)
-    states = {t.candidate.train.lr: (t.state, t.reason) for t in records(tmp_path / "rayt")}
+    states = {t.candidate.train.lr: (t.state, t.reason) for t in records(tmp_path / "tiny")}
     assert states == {0.05: ("complete", None), 1.0e12: ("failed", "diverged")}
 
 
-def test_an_exception_in_a_worker_fails_that_trial_and_the_worker_goes_on() -> None:
+def test_an_exception_in_a_worker_fails_that_trial_and_the_worker_goes_on(space: Callable[..., dict]) -> None:
     from attnsearch.search.ray_executor import RayExecutor
 
     config = parse_space(space())
@@ -123,7 +115,9 @@ def test_an_exception_in_a_worker_fails_that_trial_and_the_worker_goes_on() -> N
         executor.close()
 
 
-def test_a_worker_killed_mid_trial_is_replaced_and_its_candidate_retried(tmp_path: Path) -> None:
+def test_a_worker_killed_mid_trial_is_replaced_and_its_candidate_retried(
+    tmp_path: Path, space: Callable[..., dict]
+) -> None:
     killed: list[int] = []
 
     def kill_first_worker(event: Event) -> None:
@@ -135,7 +129,7 @@ def test_a_worker_killed_mid_trial_is_replaced_and_its_candidate_retried(tmp_pat
         execution={"executor": "ray", "cpus_per_trial": 1, "threads": 1, "max_concurrent": 1}, train={"epochs": 3}
     )
     run_search(parse_space(data), results=tmp_path, on_event=kill_first_worker)
-    trials = records(tmp_path / "rayt")
+    trials = records(tmp_path / "tiny")
     lost = [t for t in trials if t.reason == "worker_lost"]
     assert len(lost) == 1
     retried = [t for t in trials if t.retry_of == lost[0].number]
@@ -144,7 +138,7 @@ def test_a_worker_killed_mid_trial_is_replaced_and_its_candidate_retried(tmp_pat
     assert sum(t.state == "complete" for t in trials) == 3  # the study still reaches n_trials
 
 
-def test_a_killed_driver_leaves_no_ray_process_and_the_run_resumes(tmp_path: Path) -> None:
+def test_a_killed_driver_leaves_no_ray_process_and_the_run_resumes(tmp_path: Path, space: Callable[..., dict]) -> None:
     from attnsearch.search.reaper import descendants
 
     path = tmp_path / "space.yaml"
@@ -166,6 +160,6 @@ def test_a_killed_driver_leaves_no_ray_process_and_the_run_resumes(tmp_path: Pat
     assert not alive, f"left behind: {alive}"
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    trials = records(tmp_path / "r" / "rayt")
+    trials = records(tmp_path / "r" / "tiny")
     assert any(t.reason == "killed" for t in trials)
     assert sum(t.state == "complete" for t in trials) == 3

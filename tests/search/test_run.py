@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,28 +19,6 @@ from click.testing import CliRunner
 import attnsearch as a
 from attnsearch.cli import main
 from attnsearch.search.store import ResultsStore
-
-TINY = {
-    "name": "tiny",
-    "backbone": {"name": "vgg11_bn", "width": 0.125, "head": "compact"},
-    "slots": {"block3": ["none", "se", "cbam"], "block5": ["none", "eca"]},
-    "data": {"dataset": "shapes", "image_size": 32, "train_size": 128, "val_size": 64},
-    "train": {"epochs": 2, "batch_size": 32, "lr": 0.05},
-    "search": {"sampler": "random", "n_trials": 3, "pruner": "none"},
-    "execution": {"threads": 1},
-}
-
-
-def space_file(tmp_path: Path, **changes) -> Path:
-    data = json.loads(json.dumps(TINY))
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict) and key != "slots":  # slots: replaced
-            data[key].update(value)
-        else:
-            data[key] = value
-    path = tmp_path / f"{data['name']}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def run(*args: str):
@@ -61,9 +40,9 @@ def records(folder: Path) -> list[dict]:
     return [strict_json((folder / "trials" / str(n) / "trial.json").read_text()) for n in numbers]
 
 
-def test_tiny_space_end_to_end(tmp_path: Path) -> None:
+def test_tiny_space_end_to_end(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
     results = tmp_path / "results"
-    done = run(str(space_file(tmp_path)), "--results", str(results), "--keep-weights", "1")
+    done = run(str(tiny_space_file()), "--results", str(results), "--keep-weights", "1")
     assert done.exit_code == 0, done.output
     folder = results / "tiny"
     assert {p.name for p in folder.iterdir()} >= {"space.yaml", "journal.log", "trials", "summary.json"}
@@ -95,8 +74,8 @@ def test_tiny_space_end_to_end(tmp_path: Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def test_running_again_continues_the_study(tmp_path: Path) -> None:
-    path, results = space_file(tmp_path), tmp_path / "results"
+def test_running_again_continues_the_study(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
+    path, results = tiny_space_file(), tmp_path / "results"
     assert run(str(path), "--results", str(results), "--trials", "2").exit_code == 0
     first = records(results / "tiny")
     again = run(str(path), "--results", str(results), "--trials", "3")
@@ -106,7 +85,7 @@ def test_running_again_continues_the_study(tmp_path: Path) -> None:
     assert "trial 2 " in again.output  # trained, or reused when the sampler proposed a finished candidate again
     assert "trial 0 " not in again.output and "trial 1 " not in again.output  # nothing finished runs again
     # a different space under the same name is refused, nothing touched
-    changed = space_file(tmp_path, train={"epochs": 1})
+    changed = tiny_space_file(train={"epochs": 1})
     refused = run(str(changed), "--results", str(results))
     assert refused.exit_code == 2 and "different space" in refused.output
     assert records(results / "tiny") == after
@@ -117,8 +96,8 @@ def test_running_again_continues_the_study(tmp_path: Path) -> None:
     assert len(list(results.glob("tiny.old-*"))) == 1
 
 
-def test_duplicate_candidates_reuse_the_recorded_score(tmp_path: Path) -> None:
-    path = space_file(tmp_path, slots={"block3": ["se"]})  # one candidate only
+def test_duplicate_candidates_reuse_the_recorded_score(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
+    path = tiny_space_file(slots={"block3": ["se"]})  # one candidate only
     done = run(str(path), "--results", str(tmp_path / "r"))
     assert done.exit_code == 0, done.output
     first, *others = records(tmp_path / "r" / "tiny")
@@ -128,9 +107,8 @@ def test_duplicate_candidates_reuse_the_recorded_score(tmp_path: Path) -> None:
     assert done.output.count(" started: ") == 1 and done.output.count(" reused: ") == 2
 
 
-def test_ablation_runs_baseline_and_each_single_placement(tmp_path: Path) -> None:
-    path = space_file(
-        tmp_path,
+def test_ablation_runs_baseline_and_each_single_placement(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
+    path = tiny_space_file(
         slots={"block3": ["none", "se", "eca"], "block5": ["none", "cbam"]},
         search={"sampler": "ablation", "n_trials": 1, "pruner": "none"},
         train={"epochs": 1},
@@ -141,8 +119,10 @@ def test_ablation_runs_baseline_and_each_single_placement(tmp_path: Path) -> Non
     assert placed == sorted(["baseline (nothing placed)", "block3=se", "block3=eca", "block5=cbam"])
 
 
-def test_grid_enumerates_and_refuses_above_the_limit(tmp_path: Path, monkeypatch) -> None:
-    path = space_file(tmp_path, search={"sampler": "grid", "n_trials": 1, "pruner": "none"}, train={"epochs": 1})
+def test_grid_enumerates_and_refuses_above_the_limit(
+    tmp_path: Path, monkeypatch, tiny_space_file: Callable[..., Path]
+) -> None:
+    path = tiny_space_file(search={"sampler": "grid", "n_trials": 1, "pruner": "none"}, train={"epochs": 1})
     monkeypatch.setattr("attnsearch.space.GRID_LIMIT", 4)
     refused = run(str(path), "--results", str(tmp_path / "r"))
     assert refused.exit_code == 2 and "grid of 6 candidates is above 4; pass --force" in refused.output
@@ -153,12 +133,11 @@ def test_grid_enumerates_and_refuses_above_the_limit(tmp_path: Path, monkeypatch
     assert len(placed) == 6
 
 
-def test_infeasible_candidates_cost_no_training(tmp_path: Path) -> None:
+def test_infeasible_candidates_cost_no_training(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
     plain = a.measure_costs(
         a.build_model("vgg11_bn", num_classes=10, width=0.125, head="compact", image_size=32), image_size=32
     )["params"]
-    path = space_file(
-        tmp_path,
+    path = tiny_space_file(
         slots={"block3": ["none", "cbam"]},
         search={"sampler": "grid", "n_trials": 1, "pruner": "none", "constraints": {"max_params": plain + 1}},
     )
@@ -171,9 +150,8 @@ def test_infeasible_candidates_cost_no_training(tmp_path: Path) -> None:
     assert by_placement["baseline (nothing placed)"]["state"] == "complete"
 
 
-def test_divergence_fails_the_trial_not_the_study(tmp_path: Path) -> None:
-    path = space_file(
-        tmp_path,
+def test_divergence_fails_the_trial_not_the_study(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
+    path = tiny_space_file(
         train={"epochs": 1, "lr": [0.05, 1.0e12], "label_smoothing": 0.0},
         slots={"block3": ["none"]},
         search={"sampler": "grid", "n_trials": 1, "pruner": "none"},
@@ -185,11 +163,10 @@ def test_divergence_fails_the_trial_not_the_study(tmp_path: Path) -> None:
     assert states[1.0e12] == ("failed", "diverged") and states[0.05] == ("complete", None)
 
 
-def test_pruning_stops_bad_trials_early(tmp_path: Path) -> None:
+def test_pruning_stops_bad_trials_early(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
     # three good trials first (grid order: lr outermost), then three that cannot learn (lr ~ 0): after their first
     # epoch they are below the median of the good ones, and the median pruner stops them
-    path = space_file(
-        tmp_path,
+    path = tiny_space_file(
         train={"epochs": 3, "lr": [0.003, 1.0e-9], "optimizer": "adamw", "weight_decay": 0.05},
         data={"train_size": 2048, "val_size": 512},
         slots={"block3": ["none", "se", "eca"]},
@@ -211,7 +188,9 @@ def test_pruning_stops_bad_trials_early(tmp_path: Path) -> None:
         ({"data": {"dataset": "imagefolder", "root": None}}, "data: "),
     ],
 )
-def test_bad_space_writes_nothing(tmp_path: Path, changes: dict, message: str) -> None:
+def test_bad_space_writes_nothing(
+    tmp_path: Path, changes: dict, message: str, tiny_space_file: Callable[..., Path]
+) -> None:
     results = tmp_path / "results"
     done = subprocess.run(
         [
@@ -219,7 +198,7 @@ def test_bad_space_writes_nothing(tmp_path: Path, changes: dict, message: str) -
             "-m",
             "attnsearch",
             "run",
-            str(space_file(tmp_path, **changes)),
+            str(tiny_space_file(**changes)),
             "--results",
             str(results),
             "--no-dashboard",
@@ -257,9 +236,8 @@ def _wait_for(process: subprocess.Popen, needle: str, timeout: float = 120) -> s
 
 
 @pytest.mark.slow
-def test_resume_after_kill_9(tmp_path: Path) -> None:
-    path = space_file(
-        tmp_path,
+def test_resume_after_kill_9(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
+    path = tiny_space_file(
         train={"epochs": 3},
         data={"train_size": 256},
         search={"n_trials": 4, "sampler": "random", "pruner": "none"},
@@ -288,9 +266,8 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_records_the_running_trial_as_interrupted(tmp_path: Path) -> None:
-    path = space_file(
-        tmp_path,
+def test_ctrl_c_records_the_running_trial_as_interrupted(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
+    path = tiny_space_file(
         train={"epochs": 4},
         data={"train_size": 512},
         search={"n_trials": 3, "sampler": "random", "pruner": "none"},
@@ -316,9 +293,10 @@ def test_ctrl_c_records_the_running_trial_as_interrupted(tmp_path: Path) -> None
     assert os.path.exists(results / "tiny" / "summary.json")
 
 
-def test_repeats_average_seeds_and_any_optuna_storage_works(tmp_path: Path) -> None:
-    path = space_file(
-        tmp_path,
+def test_repeats_average_seeds_and_any_optuna_storage_works(
+    tmp_path: Path, tiny_space_file: Callable[..., Path]
+) -> None:
+    path = tiny_space_file(
         slots={"block3": ["none", "se"]},
         train={"epochs": 1},
         search={"sampler": "grid", "n_trials": 1, "pruner": "none", "repeats": 2},
@@ -337,10 +315,11 @@ def test_repeats_average_seeds_and_any_optuna_storage_works(tmp_path: Path) -> N
     assert summary["states"] == {"complete": 2}
 
 
-def test_self_attention_on_a_large_map_is_judged_by_its_cost(tmp_path: Path) -> None:
+def test_self_attention_on_a_large_map_is_judged_by_its_cost(
+    tmp_path: Path, tiny_space_file: Callable[..., Path]
+) -> None:
     # conv1_1 at 224x224: 50,176 positions, ~10 GB for one N x N matrix in fp32; counted, never run
-    path = space_file(
-        tmp_path,
+    path = tiny_space_file(
         slots={"conv1_1": ["self_attention"]},
         data={"image_size": 224, "train_size": 32, "val_size": 16},
         search={"sampler": "random", "n_trials": 1, "pruner": "none", "constraints": {"max_flops": 1.0e10}},
@@ -354,9 +333,9 @@ def test_self_attention_on_a_large_map_is_judged_by_its_cost(tmp_path: Path) -> 
     assert time.monotonic() - started < 60
 
 
-def test_two_objectives_train_and_give_a_pareto_front(tmp_path: Path) -> None:
+def test_two_objectives_train_and_give_a_pareto_front(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
     objectives = [{"metric": "val_acc", "direction": "maximize"}, {"metric": "params", "direction": "minimize"}]
-    path = space_file(tmp_path, search={"sampler": "nsga2", "n_trials": 2, "pruner": "none", "objectives": objectives})
+    path = tiny_space_file(search={"sampler": "nsga2", "n_trials": 2, "pruner": "none", "objectives": objectives})
     done = run(str(path), "--results", str(tmp_path / "r"))
     assert done.exit_code == 0, done.output
     trials = records(tmp_path / "r" / "tiny")

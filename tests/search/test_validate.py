@@ -3,36 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-import yaml
 from click.testing import CliRunner
 
 import attnsearch as a
 from attnsearch.cli import main
 
-SPACE = {
-    "name": "survey",
-    "backbone": {"name": "vgg11_bn", "width": 0.25, "head": "compact"},
+SURVEY = {
     "slots": {"block3": ["none", "se", "cbam"], "block5": ["none", "self_attention"]},
     "modules": {"cbam": {"kernel_size": [3, 7]}},
-    "data": {"dataset": "shapes", "image_size": 32},
 }
 
 
-def write(tmp_path: Path, space: dict) -> Path:
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
-    return path
-
-
 def costs(placements: dict) -> dict:
-    model = a.build_model("vgg11_bn", placements, num_classes=10, width=0.25, head="compact", image_size=32)
+    model = a.build_model("vgg11_bn", placements, num_classes=10, width=0.125, head="compact", image_size=32)
     return a.measure_costs(model, image_size=32)
 
 
-def test_validate_reports_size_table_and_exact_ranges(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["validate", str(write(tmp_path, SPACE)), "--json"])
+def test_validate_reports_size_table_and_exact_ranges(tiny_space_file: Callable[..., Path]) -> None:
+    result = CliRunner().invoke(main, ["validate", str(tiny_space_file(**SURVEY)), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["size"] == 4 * 2  # block3: none, se, cbam(3), cbam(7); block5: none, self_attention
@@ -42,17 +33,17 @@ def test_validate_reports_size_table_and_exact_ranges(tmp_path: Path) -> None:
     assert report["flops"] == [smallest["flops"], largest["flops"]]
 
 
-def test_validate_lists_candidates_that_break_a_constraint(tmp_path: Path) -> None:
+def test_validate_lists_candidates_that_break_a_constraint(tiny_space_file: Callable[..., Path]) -> None:
     limit = costs({"block5": "self_attention"})["params"]  # anything with self_attention plus more breaks it
-    space = {**SPACE, "search": {"constraints": {"max_params": limit}}}
-    result = CliRunner().invoke(main, ["validate", str(write(tmp_path, space))])
+    space = tiny_space_file(**SURVEY, search={"constraints": {"max_params": limit}})
+    result = CliRunner().invoke(main, ["validate", str(space)])
     assert result.exit_code == 0, result.output
-    assert "survey: valid. 8 distinct candidates on vgg11_bn." in result.output
+    assert "tiny: valid. 8 distinct candidates on vgg11_bn." in result.output
     assert "constraints: 3 candidates break them" in result.output  # self_attention with se, cbam(3), cbam(7)
     assert "block3=cbam(kernel_size=7) block5=self_attention" in result.output
 
 
-def test_validate_rejects_a_bad_space(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["validate", str(write(tmp_path, {**SPACE, "slots": {"block9": ["se"]}}))])
+def test_validate_rejects_a_bad_space(tiny_space_file: Callable[..., Path]) -> None:
+    result = CliRunner().invoke(main, ["validate", str(tiny_space_file(slots={"block9": ["se"]}))])
     assert result.exit_code == 2
     assert "slots.block9: unknown slot for vgg11_bn" in result.output

@@ -8,7 +8,9 @@ import torch
 import attnsearch.search.worker as worker
 from attnsearch.candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec, TrainRecipe
 from attnsearch.costs import count_flops, count_params
-from attnsearch.data import load_dataset
+from attnsearch.data import Dataset
+
+import tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,12 +20,14 @@ def candidate(lr: float, module: str = "se") -> Candidate:
         backbone=BackboneSpec("vgg11_bn", 0.125, "compact"),
         placements=(PlacementSpec("block3", module),),
         train=TrainRecipe(epochs=1, batch_size=32, lr=lr, augment=()),
-        data=DataSpec(dataset="shapes", image_size=32, train_size=64, val_size=32),
+        data=DataSpec(**tiny.SPACE["data"]),  # what tiny_dataset holds
     )
 
 
-def test_counts_are_shared_by_candidates_that_differ_only_in_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    dataset = load_dataset(candidate(0.1).data)
+def test_counts_are_shared_by_candidates_that_differ_only_in_training(
+    monkeypatch: pytest.MonkeyPatch, tiny_dataset: Dataset
+) -> None:
+    dataset = tiny_dataset
     monkeypatch.setattr(worker, "_COUNTS", {})
     calls = []
     original = worker.measure_costs
