@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -31,23 +30,6 @@ def paper_gates(m: CBAM, x: torch.Tensor, use_max: bool = True) -> tuple[torch.T
     k = m.spatial.weight.shape[-1]
     ms = torch.sigmoid(F.conv2d(desc, m.spatial.weight, m.spatial.bias, padding=k // 2))[:, 0]  # (B, H, W)
     return mc, ms
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("train", [True, False])
-def test_shape_finite_gradients(shape: tuple[int, int, int, int], train: bool) -> None:
-    torch.manual_seed(0)
-    m = CBAM(shape[1]).train(train)
-    x = torch.randn(shape, requires_grad=True)
-    y = m(x)
-    assert y.shape == x.shape and y.dtype == x.dtype
-    assert torch.isfinite(y).all()
-    (y * torch.randn_like(y)).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    for name, p in m.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        if shape[1] == 64:  # wide enough that the ReLU bottleneck is not dead at this seed
-            assert p.grad.abs().sum() > 0, name
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -86,17 +68,6 @@ def test_hidden_width_clamped() -> None:
     assert CBAM(64, reduction=16).mlp[0].out_features == 4
     assert CBAM(8, reduction=16).mlp[0].out_features == 1
     assert CBAM(1).mlp[0].weight.shape == (1, 1)
-
-
-def test_bfloat16() -> None:
-    torch.manual_seed(4)
-    m = CBAM(24, reduction=4)
-    mb = copy.deepcopy(m).to(torch.bfloat16)
-    x = torch.randn(2, 24, 5, 3)
-    for train in (True, False):
-        yb = mb.train(train)(x.to(torch.bfloat16))
-        assert yb.dtype == torch.bfloat16 and yb.shape == x.shape and torch.isfinite(yb).all()
-        torch.testing.assert_close(yb.float(), m(x), rtol=5e-2, atol=5e-2)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")

@@ -53,10 +53,10 @@ def test_mip(channels: int, reduction: int, mip: int) -> None:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("train", [True, False])
-def test_shape_finite_gradients(shape: tuple[int, int, int, int], train: bool) -> None:
+def test_shape_finite_gradients_in_eval_mode(shape: tuple[int, int, int, int]) -> None:
+    # BatchNorm on its running statistics (training mode: the registry's contract test)
     torch.manual_seed(0)
-    m = CoordAttention(shape[1]).train(train)
+    m = CoordAttention(shape[1]).eval()
     x = torch.randn(shape, requires_grad=True)
     y = m(x)
     assert y.shape == x.shape and y.dtype == x.dtype
@@ -65,7 +65,6 @@ def test_shape_finite_gradients(shape: tuple[int, int, int, int], train: bool) -
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        # (for a 1x1 map in training, BN sees two equal values, so conv1 and the BN scale get zero grads)
         if shape[1] == 64:
             assert p.grad.abs().sum() > 0, name
 

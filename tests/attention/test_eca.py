@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -55,21 +54,6 @@ def test_kernel_size_override() -> None:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("train", [True, False])
-def test_shape_finite_gradients(shape: tuple[int, int, int, int], train: bool) -> None:
-    torch.manual_seed(0)
-    m = EfficientChannelAttention(shape[1]).train(train)
-    x = torch.randn(shape, requires_grad=True)
-    y = m(x)
-    assert y.shape == x.shape and y.dtype == x.dtype
-    assert torch.isfinite(y).all()
-    (y * torch.randn_like(y)).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    for name, p in m.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
-
-
-@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kernel_size", [None, 5])
 def test_matches_paper_formula(shape: tuple[int, int, int, int], kernel_size: int | None) -> None:
     torch.manual_seed(1)
@@ -85,17 +69,6 @@ def test_gate_constant_over_positions() -> None:
     ratio = m(x) / x
     torch.testing.assert_close(ratio, ratio[:, :, :1, :1].expand_as(ratio))
     assert ((ratio > 0) & (ratio < 1)).all()
-
-
-def test_bfloat16() -> None:
-    torch.manual_seed(3)
-    m = EfficientChannelAttention(24)
-    mb = copy.deepcopy(m).to(torch.bfloat16)
-    x = torch.randn(2, 24, 5, 3)
-    for train in (True, False):
-        yb = mb.train(train)(x.to(torch.bfloat16))
-        assert yb.dtype == torch.bfloat16 and yb.shape == x.shape and torch.isfinite(yb).all()
-        torch.testing.assert_close(yb.float(), m(x), rtol=5e-2, atol=5e-2)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")

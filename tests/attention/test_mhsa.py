@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -132,37 +131,6 @@ def test_identity_when_output_projections_are_zero(shape: tuple[int, int, int, i
 @pytest.mark.parametrize(("channels", "heads", "expected"), [(3, 4, 3), (1, 4, 1), (24, 5, 4), (64, 4, 4), (7, 4, 1)])
 def test_effective_heads(channels: int, heads: int, expected: int) -> None:
     assert MHSA(channels, heads=heads).heads == expected  # largest divisor of C not above heads
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-def test_shape_finite_gradients(shape: tuple[int, int, int, int]) -> None:
-    torch.manual_seed(0)
-    m = MHSA(shape[1])
-    _randomise_norms(m)
-    x = torch.randn(shape, requires_grad=True)
-    y = m(x)
-    assert y.shape == x.shape and y.dtype == x.dtype and y.is_contiguous()
-    assert torch.isfinite(y).all()
-    (y * torch.randn_like(y)).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    for name, p in m.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        # one channel: LayerNorm outputs its bias whatever the input; one position: softmax is 1 whatever q, k are
-        if shape[1] > 1 and shape[2] * shape[3] > 1:
-            assert p.grad.abs().sum() > 0, name
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-def test_bfloat16(shape: tuple[int, int, int, int]) -> None:
-    torch.manual_seed(0)
-    m = MHSA(shape[1])
-    x = torch.randn(shape)
-    with torch.no_grad():
-        ref = m(x)
-        y = copy.deepcopy(m).to(torch.bfloat16)(x.to(torch.bfloat16))
-    assert y.dtype == torch.bfloat16 and y.shape == x.shape
-    assert torch.isfinite(y).all()
-    torch.testing.assert_close(y.float(), ref, atol=0.1, rtol=0.05)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")

@@ -36,11 +36,16 @@ def test_shape_finite_and_gradients(key: str, shape: tuple[int, int, int, int]) 
     module = _switch_on(a.create_module(key, shape[1]))
     x = torch.randn(shape, requires_grad=True)
     y = module(x)
-    assert y.shape == x.shape and y.dtype == x.dtype
+    assert y.shape == x.shape and y.dtype == x.dtype and y.is_contiguous()
     assert torch.isfinite(y).all()
     (y * torch.randn_like(y)).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
+    for name, p in module.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        # every parameter takes part, checked from 24 channels on: at 1 or 3 channels a one-unit ReLU bottleneck can
+        # be dead, and at one position a softmax is 1 and a BatchNorm sees equal values, whatever the input
+        if shape[1] > 3:
+            assert p.grad.abs().sum() > 0, name
 
 
 @pytest.mark.parametrize("key", KEYS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -19,23 +18,6 @@ def paper_se(m: SqueezeExcite, x: torch.Tensor) -> torch.Tensor:
     hidden = torch.relu(z @ m.fc1.weight.T + m.fc1.bias)
     s = torch.sigmoid(hidden @ m.fc2.weight.T + m.fc2.bias)
     return x * s[:, :, None, None]
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("train", [True, False])
-def test_shape_finite_gradients(shape: tuple[int, int, int, int], train: bool) -> None:
-    torch.manual_seed(0)
-    m = SqueezeExcite(shape[1]).train(train)
-    x = torch.randn(shape, requires_grad=True)
-    y = m(x)
-    assert y.shape == x.shape and y.dtype == x.dtype
-    assert torch.isfinite(y).all()
-    (y * torch.randn_like(y)).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    for name, p in m.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        if shape[1] == 64:  # wide enough that the ReLU bottleneck is not dead at this seed
-            assert p.grad.abs().sum() > 0, name
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -61,17 +43,6 @@ def test_hidden_width_clamped(channels: int, reduction: int, hidden: int) -> Non
     assert m.fc1.weight.shape == (hidden, channels) and m.fc2.weight.shape == (channels, hidden)
     assert m.fc1.bias is not None and m.fc2.bias is not None  # FC layers with bias, as in the paper
     assert sum(p.numel() for p in m.parameters()) == 2 * channels * hidden + hidden + channels
-
-
-def test_bfloat16() -> None:
-    torch.manual_seed(3)
-    m = SqueezeExcite(24, reduction=4)
-    mb = copy.deepcopy(m).to(torch.bfloat16)
-    x = torch.randn(2, 24, 5, 3)
-    for train in (True, False):
-        yb = mb.train(train)(x.to(torch.bfloat16))
-        assert yb.dtype == torch.bfloat16 and yb.shape == x.shape and torch.isfinite(yb).all()
-        torch.testing.assert_close(yb.float(), m(x), rtol=5e-2, atol=5e-2)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")

@@ -130,23 +130,6 @@ def test_training_memory_stays_linear_on_cpu() -> None:
     assert 3.5 < saved[1] / saved[0] < 4.5 and 3.5 < saved[2] / saved[1] < 4.5, saved
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_shape_finite_gradients(shape: tuple[int, int, int, int]) -> None:
-    torch.manual_seed(0)
-    m = _gated(shape[1], gamma=0.5)
-    x = torch.randn(shape, requires_grad=True)
-    y = m(x)
-    assert y.shape == x.shape and y.dtype == x.dtype
-    assert torch.isfinite(y).all()
-    (y * torch.randn_like(y)).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    for name, p in m.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        # with one position the softmax is 1 whatever q and k are, so their gradient is exactly 0 there
-        if shape[2] * shape[3] > 1:
-            assert p.grad.abs().sum() > 0, name
-
-
 def test_gradients_with_downsample() -> None:
     torch.manual_seed(0)
     m = _gated(8, gamma=0.5, downsample=True)
@@ -158,10 +141,10 @@ def test_gradients_with_downsample() -> None:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("downsample", [False, True])
-def test_bfloat16(shape: tuple[int, int, int, int], downsample: bool) -> None:
+def test_bfloat16_with_downsample(shape: tuple[int, int, int, int]) -> None:
+    # the pooled keys and values in bf16 (without downsample: the registry's contract test)
     torch.manual_seed(0)
-    m = _gated(shape[1], gamma=0.5, downsample=downsample)
+    m = _gated(shape[1], gamma=0.5, downsample=True)
     x = torch.randn(shape)
     with torch.no_grad():
         ref = m(x)
