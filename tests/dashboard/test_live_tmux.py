@@ -53,7 +53,9 @@ class Pane:
 
 @pytest.fixture
 def pane(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> Iterator[Pane]:
-    tiny_space_file(search={"n_trials": 4})  # tiny.yaml, where the pane starts
+    # tiny.yaml, where the pane starts: trials of about a second each, so that the screen is seen between two
+    # trials (at 128 images a trial takes 0.1 s, and a quiet machine finished the run between two looks)
+    tiny_space_file(data={"train_size": 1024}, search={"n_trials": 4})
     name = f"attnsearch-test-{os.getpid()}-{time.monotonic_ns()}"
     env = {"PS1": "PROMPT$ ", "TERM": "xterm-256color", "HOME": os.environ.get("HOME", "/tmp")}
     subprocess.run(
