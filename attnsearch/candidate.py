@@ -32,7 +32,7 @@ __all__ = [
 
 # Each list of valid values has its home here; the space file, the trainer, the data sources and the backbones
 # read it from here.
-Head = Literal["compact", "classic"]  # compact: global pool + one linear layer; classic: torchvision's
+Head = Literal["classic", "compact"]  # classic: torchvision's; compact: global pool + one linear layer
 DatasetName = Literal["shapes", "digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder"]
 Optimizer = Literal["sgd", "adamw"]  # sgd: nesterov momentum 0.9
 Schedule = Literal["cosine", "onecycle"]

@@ -10,14 +10,13 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
+from ..candidate import HEADS
 from ..errors import AttnsearchError
 from .densenet import DENSENET_CONFIGS, DenseNet, build_densenet
 from .slots import SlotSite
 from .vgg import VGG, VGG_CONFIGS, build_vgg
 
 __all__ = ["HEADS", "BackboneInfo", "backbone_info", "build_backbone", "list_backbones"]
-
-HEADS = ("classic", "compact")
 
 
 @dataclass(frozen=True)

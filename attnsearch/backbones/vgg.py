@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import vgg as tv_vgg
 
+from ..candidate import HEADS
 from ..errors import AttnsearchError
 from .slots import SlotSite
 
@@ -53,7 +54,7 @@ class VGG(nn.Module):
             self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
             self.classifier = nn.Linear(channels, num_classes)
         else:
-            raise AttnsearchError(f"unknown head {head!r}; valid: classic, compact")
+            raise AttnsearchError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..candidate import DataSpec
+from ..candidate import DATASETS, DataSpec
 from ..errors import AttnsearchError
 from .dataset import Dataset
 from .imagefolder import plan_imagefolder
@@ -29,7 +29,6 @@ from .shapes import SHAPE_CLASSES, make_shapes
 
 __all__ = ["DATASETS", "check_data", "load_dataset"]
 
-DATASETS: tuple[str, ...] = ("shapes", "digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder")
 
 _SHAPES_TRAIN = 10_000  # default split sizes of the generated dataset
 _SHAPES_VAL = 2_000
