@@ -109,10 +109,15 @@ def run_search(
             emit(Note(f"moved the previous results to {moved}"))
     elif store.space_path.exists() and store.read_space_source() != space.source:
         raise StoreError(f"{store.root} holds a study of a different space; use --fresh to start over or change `name`")
+    previous = store.read_records()  # a record this version cannot read is refused before anything is written
     # the local executor loads the data here, before any folder exists: a data error writes nothing
     dataset = load_dataset(space.data_spec()) if local else None
-    store.create(text)
-    study = open_study(space, store, storage)
+    if storage:  # the user's storage is opened (its URL checked) before the folder is made
+        study = open_study(space, store, storage)
+        store.create(text)
+    else:  # the journal lives in the folder
+        store.create(text)
+        study = open_study(space, store)
     settings = TrialSettings(
         constraints=space.constraints(),
         repeats=search.repeats,
@@ -123,7 +128,7 @@ def run_search(
     owned = executor is None
     if executor is None:
         executor = _make_executor(space, settings, dataset, torch_device, device)
-    run = _Run(space, study, store, executor, StudyResults.from_space(space, store.read_records(), target=target))
+    run = _Run(space, study, store, executor, StudyResults.from_space(space, previous, target=target))
     try:
         run.recover(emit)
         if design is not None and not study.user_attrs.get("enqueued"):

@@ -12,7 +12,7 @@ import warnings
 import optuna
 
 from ..space import SearchSpace
-from .store import ResultsStore
+from .store import ResultsStore, StoreError
 
 __all__ = ["judge_epoch", "make_pruner", "make_sampler", "open_study"]
 
@@ -52,9 +52,13 @@ def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def _storage(store: ResultsStore, url: str | None) -> optuna.storages.BaseStorage | str:
+def _storage(store: ResultsStore, url: str | None) -> optuna.storages.BaseStorage:
     if url:
-        return url
+        try:
+            return optuna.storages.get_storage(url)
+        except Exception as err:  # a URL Optuna cannot open (its scheme, driver, server or file): the user's to fix
+            reason = " ".join(str(err).split())[:200] or type(err).__name__
+            raise StoreError(f"--storage {url}: cannot open it ({type(err).__name__}: {reason})") from None
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 

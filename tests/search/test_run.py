@@ -343,3 +343,33 @@ def test_two_objectives_train_and_give_a_pareto_front(tmp_path: Path, tiny_space
     assert [t["state"] for t in trials] == ["complete", "complete"], [t["reason"] for t in trials]
     summary = json.loads((tmp_path / "r" / "tiny" / "summary.json").read_text())
     assert summary["pareto"] and all(len(row["values"]) == 2 for row in summary["pareto"])
+
+
+def test_a_record_it_cannot_read_refuses_the_run_before_anything_is_written(
+    finished_study: Path, tmp_path: Path, snapshot: Callable[[Path], dict[str, bytes]]
+) -> None:
+    import shutil
+
+    results = tmp_path / "results"
+    folder = Path(shutil.copytree(finished_study, results / "tiny"))
+    path = folder / "trials" / "2" / "trial.json"
+    record = json.loads(path.read_text())
+    record["candidate"]["train"]["epochs"] = "3"  # hand-edited: a string where a number belongs
+    path.write_text(json.dumps(record))
+    space = folder / "space.yaml"
+    before = snapshot(folder)
+    done = run(str(space), "--results", str(results), "--trials", "8")
+    assert done.exit_code == 2 and done.output.count("\n") == 1, done.output
+    assert "trials/2/trial.json: candidate.train.epochs: must be a valid integer" in done.output
+    assert snapshot(folder) == before  # not a line appended to the journal, not a file rewritten
+
+
+def test_a_storage_it_cannot_open_is_one_line_and_writes_nothing(
+    tmp_path: Path, tiny_space_file: Callable[..., Path]
+) -> None:
+    results = tmp_path / "results"
+    for url in ("nonsense://nowhere", f"sqlite:///{tmp_path / 'no' / 'such' / 'folder' / 'x.db'}"):
+        done = run(str(tiny_space_file()), "--results", str(results), "--storage", url)
+        assert done.exit_code == 2 and done.output.count("\n") == 1, done.output
+        assert done.output.startswith(f"attnsearch: error: --storage {url}: cannot open it")
+        assert not results.exists()
