@@ -156,9 +156,15 @@ class Candidate:
         A candidate written before the pruner's settings left the recipe (its ``train.first_val_epoch``) is read
         as the same candidate without it.
         """
+        return from_json(cls, cls.upgrade(d), where)  # where: the key path it sits under
+
+    @staticmethod
+    def upgrade(d: Any) -> Any:
+        """A candidate's JSON as written before the pruner's settings left the recipe, without its
+        ``train.first_val_epoch`` (the same candidate); anything else as it is."""
         if isinstance(d, dict) and isinstance(d.get("train"), dict) and "first_val_epoch" in d["train"]:
-            d = {**d, "train": {k: v for k, v in d["train"].items() if k != "first_val_epoch"}}
-        return from_json(cls, d, where)  # where: the key path it sits under
+            return {**d, "train": {k: v for k, v in d["train"].items() if k != "first_val_epoch"}}
+        return d
 
     def key(self, *, with_seed: bool = False) -> str:
         """A stable hash of what is trained: equal candidates (seed aside, unless asked) share it."""

@@ -260,9 +260,14 @@ class TrialRecord:
     def reuse(self, number: int, params: dict[str, Any], *, retry_of: int | None, finished: str) -> TrialRecord:
         """This trial's outcome, recorded for trial ``number``, a duplicate of its candidate that reuses it."""
         return replace(
-            self, number=number, params=params, reused_from=self.number, retry_of=retry_of, started=None,
+            self,
+            number=number,
+            params=params,
+            reused_from=self.number,
+            retry_of=retry_of,
+            started=None,
             finished=finished,
-        )  # fmt: skip
+        )
 
     # -- JSON ----------------------------------------------------------------------------------------------------
 
@@ -307,9 +312,7 @@ class TrialRecord:
         data.pop("placements", None)  # written from the candidate, for people; not read back
         if version == 0:
             data["schema"] = SCHEMA
-            candidate = data.get("candidate")
-            if isinstance(candidate, dict) and isinstance(candidate.get("train"), dict):
-                candidate["train"].pop("first_val_epoch", None)  # the pruner's setting, no longer the recipe's
+            data["candidate"] = Candidate.upgrade(data.get("candidate"))
         return from_json(cls, data, file=where)
 
     @classmethod

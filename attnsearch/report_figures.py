@@ -158,7 +158,7 @@ def history_png(state: DashboardState, path: Path) -> None:
 
     metric, direction = state.objectives[0]
     scale = 100.0 if metric in PERCENT_METRICS else 1.0
-    scored = [(r.number, score) for r in state.finished() if (score := state.results.score(r)) is not None]
+    scored = [(r.number, score) for r in state.results.finished() if (score := state.results.score(r)) is not None]
     figure = Figure(figsize=(7, 4), dpi=150, layout="constrained")
     axes = figure.add_subplot()
     numbers = [number for number, _ in scored]

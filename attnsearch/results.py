@@ -322,7 +322,7 @@ class StudyResults:
                 "weights": record.number in weights,
             }
 
-        best = self.best()
+        best, best_modules = self.best(), self.best_modules()
         summary: dict[str, Any] = {
             "name": self.name,
             "objectives": [{"metric": metric, "direction": direction} for metric, direction in self.objectives],
@@ -332,7 +332,7 @@ class StudyResults:
             "slots": {
                 slot: {
                     "modules": {m: {"mean": c.mean, "count": c.count} for m, c in modules.items()},
-                    "best": self.best_modules()[slot],
+                    "best": best_modules[slot],
                 }
                 for slot, modules in self._slot_scores.items()
             },

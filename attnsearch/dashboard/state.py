@@ -14,14 +14,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from ..record import PERCENT_METRICS, TrialRecord, WorkerInfo
 from ..results import SlotScore, StudyResults
 from ..search.events import EpochEnded, Event, RunStarted, TrialEnded, TrialStarted
-
-if TYPE_CHECKING:
-    from ..search.store import ResultsStore
 
 __all__ = ["DashboardState", "EventLine", "RunningTrial"]
 
@@ -194,11 +189,6 @@ class DashboardState:
         state._replay_events()
         return state
 
-    @classmethod
-    def from_store(cls, store: ResultsStore) -> DashboardState:
-        """The state of the study in a results folder, from its records alone (no progress of running trials)."""
-        return cls.from_results(StudyResults.from_store(store), folder=store.root)
-
     def _replay_events(self) -> None:
         """Recent events of trials read back: pruned, failed, infeasible and each new best, in finishing order."""
         best: float | None = None
@@ -228,10 +218,6 @@ class DashboardState:
     def counts(self) -> dict[str, int]:
         """Trials per state, plus ``running`` and ``done`` (what counts towards the target, as the runner counts)."""
         return self.results.counts()
-
-    def finished(self) -> list[TrialRecord]:
-        """The trials that are over, by number."""
-        return self.results.finished()
 
     def elapsed(self, now: float) -> float | None:
         """Seconds since the run began (up to its end when read back finished)."""

@@ -275,9 +275,13 @@ class _Run:
                         ran += 1
                         continue
                     record = TrialRecord(
-                        trial.number, "running", candidate=candidate, params=trial.params, retry_of=retry_of,
+                        trial.number,
+                        "running",
+                        candidate=candidate,
+                        params=trial.params,
+                        retry_of=retry_of,
                         started=timestamp(),
-                    )  # fmt: skip
+                    )
                     self.write(record)
                     emit(TrialStarted(record, executor.worker))
                     executor.submit(Job(trial.number, candidate))
