@@ -17,11 +17,18 @@ from ..errors import AttnsearchError
 __all__ = [
     "bench_device_option",
     "bench_threads_option",
+    "defaulted_option",
     "device_option",
     "json_option",
     "results_dir_argument",
     "save_option",
 ]
+
+
+def defaulted_option(*names: str, **settings: Any) -> Callable[[Any], Any]:
+    """``click.option`` whose help shows its default (``show_default=True``), as every option with one here does."""
+    return click.option(*names, show_default=True, **settings)
+
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
@@ -46,9 +53,7 @@ def device_option(*, allow_auto: bool = True, **settings: Any) -> Callable[[Any]
     return click.option("--device", callback=check, **settings)
 
 
-save_option = click.option(
-    "--save/--no-save", default=True, show_default=True, help="Write the raw figures to results/benchmarks/."
-)
+save_option = defaulted_option("--save/--no-save", default=True, help="Write the raw figures to results/benchmarks/.")
 bench_device_option = device_option(allow_auto=False, default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 bench_threads_option = click.option(
     "--threads", type=click.IntRange(min=1), help="Torch threads  [default: torch's, all cores]"

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ._options import bench_device_option, bench_threads_option, json_option, save_option
+from ._options import bench_device_option, bench_threads_option, defaulted_option, json_option, save_option
 from ._output import print_json, print_table
 
 __all__ = ["bench"]
@@ -46,8 +46,8 @@ def _bench_output(name: str, result: Any, as_json: bool, save: bool) -> None:
 
 
 @bench.command("executor")
-@click.option("--trials", type=click.IntRange(min=2), default=12, show_default=True, help="Trials per executor.")
-@click.option("--steps", type=click.IntRange(min=1), default=6, show_default=True, help="Optimizer steps per trial.")
+@defaulted_option("--trials", type=click.IntRange(min=2), default=12, help="Trials per executor.")
+@defaulted_option("--steps", type=click.IntRange(min=1), default=6, help="Optimizer steps per trial.")
 @json_option
 def bench_executor_command(trials: int, steps: int, as_json: bool) -> None:
     """Scheduling overhead and efficiency: local executor, and Ray with 1 and 2 workers, on the same trials."""
@@ -64,14 +64,12 @@ def bench_executor_command(trials: int, steps: int, as_json: bool) -> None:
 
 
 @bench.command("trainer")
-@click.option("--backbone", default="vgg16_bn", show_default=True, help="The model's backbone.")
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=0.25, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Steps per round.")
-@click.option("--rounds", type=click.IntRange(min=1), default=15, show_default=True, help="Alternating rounds.")
-@click.option(
-    "--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader worker processes."
-)
+@defaulted_option("--backbone", default="vgg16_bn", help="The model's backbone.")
+@defaulted_option("--width", type=click.FloatRange(min=0, min_open=True), default=0.25)
+@defaulted_option("--batch-size", type=click.IntRange(min=1), default=64)
+@defaulted_option("--steps", type=click.IntRange(min=1), default=20, help="Steps per round.")
+@defaulted_option("--rounds", type=click.IntRange(min=1), default=15, help="Alternating rounds.")
+@defaulted_option("--workers", type=click.IntRange(min=0), default=2, help="DataLoader worker processes.")
 @bench_threads_option
 @bench_device_option
 @save_option
@@ -93,15 +91,14 @@ def bench_trainer_command(save: bool, as_json: bool, **options: Any) -> None:
 
 
 @bench.command("overhead")
-@click.option(
+@defaulted_option(
     "--space",
     "space_file",
     default="search_spaces/quickstart.yaml",
-    show_default=True,
     type=click.Path(dir_okay=False),
     help="The space whose trials are measured.",
 )
-@click.option("--trials", type=click.IntRange(min=1), default=3, show_default=True)
+@defaulted_option("--trials", type=click.IntRange(min=1), default=3)
 @click.option("--epochs", type=click.IntRange(min=1), help="Override train.epochs.")
 @click.option("--train-size", type=click.IntRange(min=1), help="Override data.train_size.")
 @click.option("--val-size", type=click.IntRange(min=1), help="Override data.val_size.")
@@ -127,7 +124,7 @@ def bench_overhead_command(save: bool, as_json: bool, **options: Any) -> None:
 
 @bench.command("search")
 @click.option("--quick", is_flag=True, help="A 4-candidate grid, seconds to train (smoke tests).")
-@click.option("--seeds", type=click.IntRange(min=1), default=20, show_default=True, help="Searches per method.")
+@defaulted_option("--seeds", type=click.IntRange(min=1), default=20, help="Searches per method.")
 @click.option(
     "--n-trials",
     type=click.IntRange(min=1),
@@ -162,16 +159,13 @@ def bench_search_command(
 
 
 @bench.command("memory")
-@click.option(
-    "--sizes", default="16,32,48,64,96,128", show_default=True, help="Feature-map sizes H = W, comma-separated."
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--channels", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option(
+@defaulted_option("--sizes", default="16,32,48,64,96,128", help="Feature-map sizes H = W, comma-separated.")
+@defaulted_option("--batch-size", type=click.IntRange(min=1), default=4)
+@defaulted_option("--channels", type=click.IntRange(min=1), default=64)
+@defaulted_option(
     "--max-gib",
     type=click.FloatRange(min=0, min_open=True),
     default=2.0,
-    show_default=True,
     help="Skip the naive version where its attention matrices would pass this.",
 )
 @bench_threads_option

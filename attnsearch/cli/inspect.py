@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._options import json_option
+from ._options import defaulted_option, json_option
 from ._output import print_json, print_table
 
 __all__ = ["modules", "slots"]
@@ -38,12 +38,8 @@ def _params_text(params: dict[str, Any]) -> str:
 
 @click.command()
 @click.argument("backbone")
-@click.option(
-    "--image-size", type=click.IntRange(min=1), default=224, show_default=True, help="Input height and width."
-)
-@click.option(
-    "--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Channel multiplier."
-)
+@defaulted_option("--image-size", type=click.IntRange(min=1), default=224, help="Input height and width.")
+@defaulted_option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, help="Channel multiplier.")
 @json_option
 def slots(backbone: str, image_size: int, width: float, as_json: bool) -> None:
     """List the slots of BACKBONE with the channels and map size each one sees.

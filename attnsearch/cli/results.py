@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ._options import device_option, json_option, results_dir_argument
+from ._options import defaulted_option, device_option, json_option, results_dir_argument
 from ._output import print_json, print_table
 
 __all__ = ["export", "replay", "report", "watch"]
@@ -14,12 +14,8 @@ __all__ = ["export", "replay", "report", "watch"]
 
 @click.command()
 @results_dir_argument
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.1),
-    default=2.0,
-    show_default=True,
-    help="Seconds between two reads of the folder.",
+@defaulted_option(
+    "--interval", type=click.FloatRange(min=0.1), default=2.0, help="Seconds between two reads of the folder."
 )
 @click.option("--once", is_flag=True, help="Print one frame and exit (scripts, tests).")
 def watch(results_dir: str, interval: float, once: bool) -> None:
@@ -65,7 +61,7 @@ def report(results_dir: str, out: str | None) -> None:
 
 @click.command()
 @results_dir_argument
-@click.option("--trial", default="best", show_default=True, help="A trial number, or 'best': the best complete trial.")
+@defaulted_option("--trial", default="best", help="A trial number, or 'best': the best complete trial.")
 @click.option(
     "-o",
     "--output",

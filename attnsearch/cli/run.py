@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._options import device_option, json_option
+from ._options import defaulted_option, device_option, json_option
 from ._output import print_json, print_table
 
 __all__ = ["run", "validate"]
@@ -15,25 +15,15 @@ __all__ = ["run", "validate"]
 
 @click.command()
 @click.argument("space_file", metavar="SPACE.yaml", type=click.Path(dir_okay=False))
-@click.option(
-    "--results",
-    type=click.Path(file_okay=False),
-    default="results",
-    show_default=True,
-    help="Folder that holds one sub-folder per study.",
+@defaulted_option(
+    "--results", type=click.Path(file_okay=False), default="results", help="Folder that holds one sub-folder per study."
 )
 @click.option("--trials", "n_trials", type=click.IntRange(min=1), help="Override search.n_trials.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop asking for trials after S seconds.")
 @device_option(help="Override execution.device: auto, cpu, cuda, cuda:N.")
 @click.option("--fresh", is_flag=True, help="Start over: the old results folder is moved aside, not deleted.")
 @click.option("--storage", help="Any Optuna storage URL (e.g. postgresql://...) for a study shared by several runs.")
-@click.option(
-    "--keep-weights",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Keep model.pt of the best K trials.",
-)
+@defaulted_option("--keep-weights", type=click.IntRange(min=0), default=0, help="Keep model.pt of the best K trials.")
 @click.option("--force", is_flag=True, help="Run a grid larger than the grid limit.")
 @click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
 def run(space_file: str, no_dashboard: bool, **options: Any) -> None:
