@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -26,12 +27,67 @@ from .executor import Job, OnReport
 from .settings import TrialSettings
 from .worker import TrialOutcome, one_line
 
-__all__ = ["RayExecutor", "start_ray", "stop_ray"]
+__all__ = ["RayExecutor", "ray_temp_dir", "start_ray", "stop_ray"]
 
 DECISION_TIMEOUT = 600.0  # seconds an actor waits for the driver's answer before going on unpruned
 
 
 _reaper: subprocess.Popen | None = None
+
+# what Ray 2.60 adds under its temp folder for its longest Unix socket (ray/_private/node.py): the session folder
+# (its date to the microsecond and the starting process's pid, up to 7 digits), then sockets/plasma_store.N
+_SOCKET_TAIL = len("/session_2000-01-01_00-00-00_000000_4194304/sockets/plasma_store.99")
+_SHORT_PLACES = ("/tmp", "/var/tmp", "/dev/shm")  # where a short temp folder is looked for when TMPDIR is too deep
+
+
+def ray_temp_dir() -> tuple[str, str | None]:
+    """The temp folder for a Ray this process starts, and a one-line note when it is not under TMPDIR.
+
+    Ray puts its temp folder under ``RAY_TMPDIR``, else ``TMPDIR`` (``get_default_system_temp_dir`` in
+    ``ray/_common/utils.py``), and its Unix sockets up to 67 characters below it; a socket's path holds at most 107
+    bytes on Linux, 103 on macOS (``validate_socket_filepath``, after ``sun_path`` in ``sys/un.h``). So a deep
+    TMPDIR, as HPC job folders are, breaks ``ray.init``. The folder is ``attnsearch-ray-<uid>`` (made with mode
+    0700 when missing) under that variable when its sockets fit and it can be made there, else under the first of
+    /tmp, /var/tmp and /dev/shm where they fit and it can be made (one of ours: a folder of another user, or a
+    link, is never used).
+
+    Raises AttnsearchError, naming the variable, when no such folder can be made.
+
+    Example:
+        >>> folder, note = ray_temp_dir()
+        >>> os.path.basename(folder) == f"attnsearch-ray-{os.getuid()}"
+        True
+    """
+    variable = "RAY_TMPDIR" if os.environ.get("RAY_TMPDIR") else "TMPDIR"
+    base = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    name = f"attnsearch-ray-{os.getuid()}"
+    limit = 103 if sys.platform == "darwin" else 107  # bytes in a Unix socket's path
+    room = limit - _SOCKET_TAIL - len(name) - 1  # bytes left for the folder the temp folder goes in
+    too_long = len(os.path.abspath(base).encode()) > room
+    why = f"is too long for Ray's socket paths ({len(base.encode())} bytes; at most {room})" if too_long else ""
+    for place in (base, *_SHORT_PLACES):
+        folder = os.path.join(os.path.abspath(place), name)
+        if len(os.path.dirname(folder).encode()) <= room and _own_folder(folder):
+            if place == base:
+                return folder, None
+            return folder, f"{variable} ({base}) {why or f'has no usable folder {name}'}: Ray's temp folder is {folder}"
+    if not too_long:
+        why = f"has no usable folder {name}"
+    raise AttnsearchError(
+        f"{variable} ({base}) {why}, and none could be made under {', '.join(_SHORT_PLACES)} "
+        f"(a Unix socket's path holds at most {limit} bytes); set RAY_TMPDIR to a writable folder of at most "
+        f"{room} characters"
+    )
+
+
+def _own_folder(folder: str) -> bool:
+    """Whether ``folder`` is, or has just been made, a writable folder of this user's and not a link."""
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and os.access(folder, os.W_OK | os.X_OK)
 
 
 def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> bool:
@@ -48,8 +104,9 @@ def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, single-user cluster: no token warning
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if address is None:
-        # a short path of our own: Ray's socket paths must stay under ~100 characters
-        temp_dir = os.path.join(tempfile.gettempdir(), f"attnsearch-ray-{os.getuid()}")
+        temp_dir, note = ray_temp_dir()
+        if note:
+            print(f"attnsearch: note: {note}", file=sys.stderr, flush=True)
         ray.init(
             include_dashboard=False,
             logging_level="ERROR",
