@@ -2,7 +2,9 @@
 
 Exit codes: 0 done; 2 the user's mistake (a click usage error or an :class:`~attnsearch.errors.AttnsearchError`),
 answered with one line on stderr; 1 a bug, answered with a one-line summary and the file that holds its
-traceback (``ATTNSEARCH_DEBUG=1`` prints the traceback instead); 130 interrupted.
+traceback (``ATTNSEARCH_DEBUG=1`` prints the traceback instead); 128 + the signal's number when stopped by a
+signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP (which signals, and why: :mod:`attnsearch.signals`).
+A signal outside ``run``'s trial loop (which stops its trials cleanly first) interrupts at once, as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from ..errors import AttnsearchError
+from ..signals import Stopped, say, stop_signals
 from . import bench, inspect, results, run
 
 __all__ = ["main"]
@@ -30,18 +33,34 @@ class _Group(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
-            return super().main(*args, **kwargs)
+            with stop_signals(_stop_now):  # SIGTERM, SIGHUP ... as Ctrl-C: the terminal is given back, exit 128 + N
+                return super().main(*args, **kwargs)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
-        except click.exceptions.Abort:  # click's answer to Ctrl-C
-            click.echo("attnsearch: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+        except click.exceptions.Abort as abort:  # click's answer to Ctrl-C (and to a stop signal before a command)
+            stop = abort.__cause__ if isinstance(abort.__cause__, Stopped) else None
+            _interrupted(stop.message if stop else "interrupted", stop.exit_code if stop else EXIT_INTERRUPTED)
         except click.ClickException as err:
             _bad_input(err.format_message())
         except AttnsearchError as err:
             _bad_input(str(err))
         except Exception as err:  # anything else is a bug of ours, whatever its type
             _bug(err)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Stopped as stop:  # before click turns it into an Abort (and writes a blank line first)
+            _interrupted(stop.message, stop.exit_code)
+
+
+def _stop_now(signum: int) -> None:
+    raise Stopped(signum)
+
+
+def _interrupted(message: str, code: int) -> NoReturn:
+    say(f"attnsearch: {message}")  # after a hang-up the terminal may be gone: the line is dropped, not an error
+    sys.exit(code)
 
 
 def _one_line(text: str) -> str:

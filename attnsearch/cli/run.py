@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ._options import defaulted_option, device_option, json_option
 from ._output import print_json, print_table
+
+if TYPE_CHECKING:
+    from ..search.events import Event
 
 __all__ = ["run", "validate"]
 
@@ -29,7 +33,9 @@ __all__ = ["run", "validate"]
 def run(space_file: str, no_dashboard: bool, **options: Any) -> None:
     """Run (or continue) the search of SPACE.yaml: every trial is built, briefly trained, scored and recorded.
 
-    Running it again continues the same study under RESULTS/<name>/. Ctrl-C stops cleanly (exit code 130).
+    Running it again continues the same study under RESULTS/<name>/. Ctrl-C stops cleanly (exit code 130): the
+    running trial is recorded as interrupted and the summary written; so do SIGTERM (exit 143) and SIGHUP (129),
+    as a scheduler or a closed terminal sends them. A second signal stops at once.
 
     \b
     Examples:
@@ -41,6 +47,7 @@ def run(space_file: str, no_dashboard: bool, **options: Any) -> None:
 
     from ..search.log import plain_log, print_summary
     from ..search.runner import RunInterrupted, run_search
+    from ..signals import Stopped
     from ..space import load_space
 
     space = load_space(space_file)
@@ -56,14 +63,26 @@ def run(space_file: str, no_dashboard: bool, **options: Any) -> None:
             outcome = run_search(
                 space,
                 space_text=Path(space_file).read_bytes(),
-                on_event=dashboard.on_event if dashboard is not None else plain_log(),
+                on_event=dashboard.on_event if dashboard is not None else _unless_gone(plain_log()),
                 **options,
             )
-    except RunInterrupted as stop:
-        click.echo(f"attnsearch: {stop}", err=True)
-        sys.exit(130)
+    except RunInterrupted as stop:  # the command line says it in one line and exits 128 + the signal
+        raise Stopped(stop.signum, str(stop)) from None
     print_summary(outcome.results)
     click.echo(f"Results: {outcome.folder}")
+
+
+def _unless_gone(emit: Callable[[Event], None]) -> Callable[[Event], None]:
+    """``emit``, where a terminal that is gone (EIO after a hang-up; EPIPE) drops the log and the run goes on."""
+    from ..signals import drop_output
+
+    def guarded(event: Event) -> None:
+        try:
+            emit(event)
+        except OSError:
+            drop_output()
+
+    return guarded
 
 
 @click.command()

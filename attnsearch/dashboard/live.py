@@ -3,8 +3,10 @@
 Events only change the state (under a lock, from any thread); a ticker thread asks Live to redraw at most
 ``refresh_per_second`` times a second, and only when the frame would differ: the state changed, the terminal was
 resized, or the clock moved on a second (then only the header is rendered again). The dashboard uses the
-terminal's alternate screen: whatever ends the run (its end, an error, Ctrl-C) gives the terminal back as it was,
-with the cursor shown, and the end-of-run tables print into the normal screen.
+terminal's alternate screen: whatever ends the run (its end, an error, Ctrl-C or another stop signal: SIGTERM,
+SIGHUP, see :mod:`attnsearch.signals`) gives the terminal back as it was, with the cursor shown, and the
+end-of-run tables print into the normal screen. A terminal that is gone (writing to it fails, EIO after a
+hang-up) stops the drawing, never the run.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class LiveDashboard:
         self._live = Live(console=console or Console(), screen=screen, auto_refresh=False, get_renderable=self._get)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self.gone = False  # writing to the terminal failed (it was closed): nothing more is drawn
 
     def __enter__(self) -> LiveDashboard:
         self._live.start(refresh=True)
@@ -73,7 +76,10 @@ class LiveDashboard:
         if self._ticker is not None:
             self._ticker.join(timeout=5)
             self._ticker = None
-        self._live.stop()
+        try:
+            self._live.stop()  # leaves the alternate screen and shows the cursor
+        except OSError:  # the terminal is gone: there is nothing to give back
+            self.gone = True
 
     def on_event(self, event: Event) -> None:
         """Take one runner event into the state; safe from any thread, draws nothing itself."""
@@ -98,7 +104,11 @@ class LiveDashboard:
         while not self._stop.wait(1.0 / self.refresh_per_second):
             size = console.size
             if self._frame.stale(size.width, size.height):
-                self._live.refresh()
+                try:
+                    self._live.refresh()
+                except OSError:  # the terminal is gone (EIO after a hang-up): the run goes on undrawn
+                    self.gone = True
+                    return
 
 
 class _Frame:

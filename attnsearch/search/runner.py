@@ -24,6 +24,7 @@ from ..candidate import Candidate
 from ..device import resolve_device
 from ..record import TrialRecord, counts_towards_target, timestamp, versions
 from ..results import StudyResults
+from ..signals import Stopped, exit_code, interrupted_by, stop_signals
 from ..space import SearchSpace
 from .events import EpochEnded, Event, NewBest, Note, RunStarted, TrialEnded, TrialResumed, TrialStarted
 from .executor import Executor, Job, LocalExecutor
@@ -47,7 +48,17 @@ ATTR = "attnsearch"  # user attribute holding our state of a trial
 
 
 class RunInterrupted(Exception):
-    """Ctrl-C: the running trial was recorded as failed (interrupted); nothing finished was lost."""
+    """Ctrl-C or another stop signal (:mod:`attnsearch.signals`): the running trials were recorded as failed
+    (interrupted) and the summary written; nothing finished was lost. ``signum`` is the signal that stopped the
+    run, ``exit_code`` the command line's (128 + it: 130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.signum)
 
 
 @dataclass
@@ -82,7 +93,8 @@ def run_search(
     ``executor`` runs the trials instead of the one the space names (the caller made it, holds its data and closes
     it): ``attnsearch bench overhead`` passes one that times each trial from outside. Raises SpaceError or
     StoreError (one line, nothing written) for a space or folder that cannot be used, and :class:`RunInterrupted`
-    after Ctrl-C, once the running trial and the summary are recorded.
+    after Ctrl-C or another stop signal (SIGTERM, SIGHUP, ...: see :mod:`attnsearch.signals`), once the running
+    trial and the summary are recorded; a second signal raises :class:`attnsearch.signals.Stopped` at once.
 
     Example:
         >>> from attnsearch import load_space
@@ -162,24 +174,27 @@ def _make_executor(
     )
 
 
-@contextmanager
-def _ctrl_c(stop: threading.Event, on_stop: Callable[[], None]) -> Iterator[None]:
-    """First Ctrl-C asks the running trials to stop at their next step; a second one interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+@dataclass
+class _Caught:
+    signum: int = signal.SIGINT  # the first stop signal
 
-    def handle(signum: int, frame: Any) -> None:
+
+@contextmanager
+def _ctrl_c(stop: threading.Event, on_stop: Callable[[], None]) -> Iterator[_Caught]:
+    """The first stop signal (Ctrl-C, SIGTERM, SIGHUP, ...: :func:`attnsearch.signals.stop_signals`) asks the
+    running trials to stop at their next step, whichever executor runs them (``on_stop``: its ``stop``); a second
+    one interrupts at once with :class:`attnsearch.signals.Stopped`. Yields which signal came first."""
+    caught = _Caught()
+
+    def handle(signum: int) -> None:
         if stop.is_set():
-            raise KeyboardInterrupt
+            raise Stopped(signum)
+        caught.signum = signum
         stop.set()
         on_stop()
 
-    previous = signal.signal(signal.SIGINT, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with stop_signals(handle):
+        yield caught
 
 
 def _done(trial: optuna.trial.FrozenTrial) -> bool:
@@ -254,7 +269,7 @@ class _Run:
             emit(EpochEnded(number, epoch, epochs, value, worker))
             return prune
 
-        with _ctrl_c(stop, executor.stop):
+        with _ctrl_c(stop, executor.stop) as caught:
             while True:
                 finished = sum(_done(t) for t in study.get_trials(deepcopy=False))
                 timed_out = timeout is not None and time.monotonic() - begun > timeout
@@ -306,7 +321,7 @@ class _Run:
         if interrupted is not None or stop.is_set():
             self.write_summary()
             which = f"trial {interrupted} recorded as failed (interrupted)" if interrupted is not None else "stopped"
-            raise RunInterrupted(f"interrupted: {which}")
+            raise RunInterrupted(f"{interrupted_by(caught.signum)}: {which}", caught.signum)
         return ran
 
     def _reuse_cache(self) -> dict[str, int]:
