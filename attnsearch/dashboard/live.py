@@ -203,7 +203,10 @@ class _Cached:
 def _contents(state: DashboardState) -> dict[str, Hashable]:
     """What each panel (but the header, which shows the clock) draws, as a value to compare."""
     setup = (state.name, tuple(state.objectives), state.repeats, tuple(map(tuple, state.slot_modules().items())))
-    running = tuple((r.number, r.epoch, r.epochs, r.value, r.device, r.host, r.label) for r in state.running.values())
+    running = tuple(
+        (r.number, r.epoch, r.epochs, r.value, r.device, r.host, r.label, r.number in state.stale)
+        for r in (*state.running.values(), *state.stale.values())
+    )
     results = state.results
     trials = tuple(
         (r.number, r.state, results.values(r), state.spread(r), r.label, r.metrics, r.reused_from)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from ..record import PERCENT_METRICS, TrialRecord, WorkerInfo
@@ -36,6 +37,7 @@ class RunningTrial:
     device: str = ""
     host: str = ""
     started: float | None = None  # wall-clock seconds
+    pid: int | None = None  # the process training it, when its record names one
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class EventLine:
     """One line of the recent-events panel."""
 
     at: float  # wall-clock seconds
-    kind: str  # pruned | failed | infeasible | best | reused | resumed | note
+    kind: str  # pruned | failed | infeasible | best | reused | resumed | note | stale
     trial: int | None
     text: str
 
@@ -64,6 +66,8 @@ class DashboardState:
 
     results: StudyResults = field(default_factory=StudyResults)
     running: dict[int, RunningTrial] = field(default_factory=dict)
+    # read back: trials recorded as running whose process is gone (the run was killed); not counted as running
+    stale: dict[int, RunningTrial] = field(default_factory=dict)
     counted_at_start: int = 0  # trials already done when this run began (a continued study)
     started: float | None = None  # wall-clock seconds the run (or, read back, its first trial) began
     ended: float | None = None  # wall-clock seconds the study finished, when read back finished
@@ -158,9 +162,20 @@ class DashboardState:
     # -- read back -----------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_results(cls, results: StudyResults, *, folder: Path | None = None) -> DashboardState:
+    def from_results(
+        cls, results: StudyResults, *, folder: Path | None = None, gone: Collection[int] = ()
+    ) -> DashboardState:
         """The state of a study read back (``watch``, ``report``): its running trials' progress comes from its
-        Optuna study when the results were read with one.
+        Optuna study when the results were read with one. ``gone``: the numbers of trials recorded as running
+        whose process is known to be gone (``watch`` checks, :func:`attnsearch.dashboard.watch.process_gone`):
+        they are :attr:`stale`, neither counted as running nor keeping the clock going.
+
+        Example:
+            >>> from attnsearch.record import TrialRecord
+            >>> results = StudyResults(name="demo", target=2).with_record(TrialRecord(0, "running", started=None))
+            >>> state = DashboardState.from_results(results, gone={0})
+            >>> list(state.running), list(state.stale), state.counts()["running"], state.counts()["stale"]
+            ([], [0], 0, 1)
         """
         state = cls(results=results, folder=folder)
         progress: dict[int, tuple[int, float]] = {}
@@ -171,7 +186,7 @@ class DashboardState:
                     progress[t.number] = (step, t.intermediate_values[step])
         for record in results.running():
             epoch, value = progress.get(record.number, (0, None))
-            state.running[record.number] = RunningTrial(
+            (state.stale if record.number in gone else state.running)[record.number] = RunningTrial(
                 record.number,
                 results.placed(record),
                 epochs=record.candidate.train.epochs if record.candidate is not None else 0,
@@ -181,12 +196,19 @@ class DashboardState:
                 device=record.worker.describe(),
                 host=record.worker.host or "",
                 started=record.started_at,
+                pid=record.worker.pid,
             )
         begun = [t for t in (r.started_at for r in results.records.values()) if t is not None]
         state.started = min(begun, default=None)
-        if results.finished() and not state.running:  # nothing in flight: the clock stops at the last trial's end
-            state.ended = max((t for r in results.finished() if (t := r.finished_at) is not None), default=None)
+        if (results.finished() or state.stale) and not state.running:
+            # nothing in flight: the clock stops at the last thing recorded (a trial's end, a stale trial's start)
+            ends = [r.finished_at for r in results.finished()] + [r.started for r in state.stale.values()]
+            state.ended = max((t for t in ends if t is not None), default=None)
         state._replay_events()
+        for trial in state.stale.values():
+            where = f" (pid {trial.pid}" + (f" on {trial.host})" if trial.host else ")") if trial.pid else ""
+            text = f"process gone{where}, left running: {trial.label}"
+            state.events.append(EventLine(trial.started or 0.0, "stale", trial.number, text))
         return state
 
     def _replay_events(self) -> None:
@@ -216,8 +238,13 @@ class DashboardState:
     # -- derived figures -----------------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """Trials per state, plus ``running`` and ``done`` (what counts towards the target, as the runner counts)."""
-        return self.results.counts()
+        """Trials per state, plus ``running`` and ``done`` (what counts towards the target, as the runner counts),
+        and, when there are any, ``stale``: recorded as running by a process that is gone (not in ``running``)."""
+        counts = self.results.counts()
+        if self.stale:
+            counts["running"] -= len(self.stale)
+            counts["stale"] = len(self.stale)
+        return counts
 
     def elapsed(self, now: float) -> float | None:
         """Seconds since the run began (up to its end when read back finished)."""

@@ -44,8 +44,16 @@ KIND_STYLES = {
     "reused": "dim",
     "resumed": "cyan",
     "note": "cyan",
+    "stale": "bold red",
 }
-STATE_STYLES = {"complete": "green", "running": "cyan", "pruned": "yellow", "failed": "red", "infeasible": "magenta"}
+STATE_STYLES = {
+    "complete": "green",
+    "running": "cyan",
+    "pruned": "yellow",
+    "failed": "red",
+    "infeasible": "magenta",
+    "stale": "bold red",  # read back: recorded as running by a process that is gone
+}
 WIDE = 120  # from this width on, two columns of panels
 LEADERS = 20  # rows of the leaderboard at most: a table of more costs more to draw than it tells
 
@@ -74,6 +82,9 @@ def header_panel(state: DashboardState, *, now: float | None = None, width: int 
     for i, key in enumerate(("complete", "running", "pruned", "failed", "infeasible")):
         tally.append(", " if i else "")
         tally.append(f"{counts[key]} {key}", STATE_STYLES[key] if counts[key] else "dim")
+    if counts.get("stale"):
+        tally.append(", ")
+        tally.append(f"{counts['stale']} stale", STATE_STYLES["stale"])
     rate, images, eta = state.trials_per_hour(now), state.images_per_second(), state.eta(now)
     clock = Text.assemble(
         "elapsed ",
@@ -95,7 +106,8 @@ def header_panel(state: DashboardState, *, now: float | None = None, width: int 
 
 
 def running_panel(state: DashboardState, *, rows: int = 8, bar_width: int = 12) -> Panel:
-    """One row per running trial: worker, placements, a progress bar over epochs, the last validation score."""
+    """One row per running trial: worker, placements, a progress bar over epochs, the last validation score; then
+    the stale ones (read back: recorded as running by a process that is gone), marked so, where the bar stopped."""
     table = _table()
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("worker", no_wrap=True, overflow="ellipsis", max_width=24)
@@ -104,11 +116,14 @@ def running_panel(state: DashboardState, *, rows: int = 8, bar_width: int = 12) 
     table.add_column("epoch", justify="right", no_wrap=True)
     table.add_column("val_acc", justify="right", no_wrap=True)  # what the runner reports each epoch
     trials = sorted(state.running.values(), key=lambda r: r.number)
+    trials += sorted(state.stale.values(), key=lambda r: r.number)
     hosts = {r.host for r in trials if r.host}
     for trial in trials[:rows]:
-        worker = trial.device or "-"
+        worker: str | Text = trial.device or "-"
         if len(hosts) > 1:
             worker += f"@{trial.host}"
+        if trial.number in state.stale:
+            worker = Text("stale", style=STATE_STYLES["stale"])
         table.add_row(
             str(trial.number),
             worker,
@@ -120,7 +135,8 @@ def running_panel(state: DashboardState, *, rows: int = 8, bar_width: int = 12) 
     hidden = len(trials) - rows
     subtitle = f"+{hidden} more" if hidden > 0 else None
     body: RenderableType = table if trials else Text("nothing running", style="dim")
-    return _panel(body, f"Running ({len(trials)})", subtitle)
+    stale = f" · {len(state.stale)} stale" if state.stale else ""
+    return _panel(body, f"Running ({len(state.running)}){stale}", subtitle)
 
 
 def leaderboard_panel(state: DashboardState, *, rows: int = 10) -> Panel:
@@ -243,7 +259,7 @@ def render(state: DashboardState, width: int, height: int, *, now: float | None 
     body = Layout(name="body")
     root.split_column(Layout(header_panel(state, now=now, width=width), name="header", size=head), body)
     space = max(height - head, 0)
-    running = min(len(state.running), max(1, space // 4))
+    running = min(len(state.running) + len(state.stale), max(1, space // 4))
     running_size = running + 3 if running else 3
     slots = max(len(state.slot_modules()), 1)
     multi = len(state.objectives) > 1

@@ -4,24 +4,32 @@ The trial records (``trials/<n>/trial.json``, written atomically by the runner) 
 journal, when there is one, adds how far each running trial has got. The journal is read the way Optuna's own
 file backend reads it, without its lock, so the runner is never held up; the backend used here refuses to append,
 so nothing this module does can add a line to the study.
+
+A trial whose record says ``running`` but whose process is gone (the run was killed: ``kill -9``, an out-of-memory
+kill, a node that went down) is shown as stale, neither counted as running nor keeping the clock going; see
+:func:`process_gone` for what can be told, and from where.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..record import TrialRecord
+from ..record import TrialRecord, WorkerInfo
 from ..results import StudyResults
 from ..search.store import ResultsStore, StoreError
+from ..signals import Stopped
 from .state import DashboardState
 
 if TYPE_CHECKING:
     import optuna
     from rich.console import Console
 
-__all__ = ["StudyReader", "watch"]
+__all__ = ["StudyReader", "process_gone", "watch"]
 
 
 class StudyReader:
@@ -67,8 +75,57 @@ class StudyReader:
         return StudyResults.from_space(self.space, records, study=self.study)
 
     def read(self) -> DashboardState:
-        """The dashboard's state of the study as it is now on disk."""
-        return DashboardState.from_results(self.results(), folder=self.store.root)
+        """The dashboard's state of the study as it is now on disk; a running trial whose process is gone is stale."""
+        results = self.results()
+        gone = {r.number for r in results.running() if process_gone(r.worker, r.started_at)}
+        return DashboardState.from_results(results, folder=self.store.root, gone=gone)
+
+
+def process_gone(worker: WorkerInfo, started: float | None = None) -> bool:
+    """Whether the process a running trial's record names (``worker.host``, ``worker.pid``) is known to be gone.
+
+    Only a process on this host can be checked: no process with that pid (``kill(pid, 0)`` fails with ESRCH), a
+    zombie, or a process that began after the trial did (``started``, seconds since the epoch; the pid was used
+    again) is gone. On Linux the start comes from ``/proc/<pid>/stat``, as ``ps`` reads it; a process of another
+    user counts as alive. A record without a host or pid (a Ray trial before it reports), or naming another host
+    (a Ray worker on another node, a study shared through ``--storage``) is not judged: False, it is shown as
+    running, since a cheap look from here cannot tell.
+
+    Example:
+        >>> import os, socket
+        >>> process_gone(WorkerInfo(host=socket.gethostname(), pid=os.getpid()))
+        False
+        >>> process_gone(WorkerInfo(host="elsewhere", pid=1)), process_gone(WorkerInfo())
+        (False, False)
+    """
+    if worker.pid is None or not worker.host or worker.host != socket.gethostname():
+        return False
+    try:
+        os.kill(worker.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, under another user
+        pass
+    except OSError:
+        return False
+    began, zombie = _process_start(worker.pid)
+    if zombie:
+        return True
+    # timestamps in records are whole seconds and the boot time /proc gives too: 2 s of slack
+    return began is not None and started is not None and began > started + 2.0
+
+
+def _process_start(pid: int) -> tuple[float | None, bool]:
+    """(when process ``pid`` began in seconds since the epoch, whether it is a zombie), from Linux's /proc;
+    (None, False) where there is no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (command) ": the command may hold spaces
+        ticks = int(fields[19])  # field 22 of the whole line: starttime, in clock ticks after boot
+        return int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK"), fields[0] == "Z"
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None, False
 
 
 def watch(
@@ -105,7 +162,9 @@ def watch(
             while True:
                 time.sleep(interval)
                 dashboard.show(reader.read())
-    except KeyboardInterrupt:  # the way to leave: not an error
+    except KeyboardInterrupt as stop:  # Ctrl-C is the way to leave, not an error; SIGTERM, SIGHUP ... exit 128 + N
+        if isinstance(stop, Stopped) and stop.signum != signal.SIGINT:
+            raise
         return
 
 

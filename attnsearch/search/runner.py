@@ -296,6 +296,7 @@ class _Run:
                         params=trial.params,
                         retry_of=retry_of,
                         started=timestamp(),
+                        worker=executor.worker,  # host and pid, when known: `watch` tells a dead run's trial by it
                     )
                     self.write(record)
                     emit(TrialStarted(record, executor.worker))
