@@ -124,12 +124,13 @@ def run_search(
     previous = store.read_records()  # a record this version cannot read is refused before anything is written
     # the local executor loads the data here, before any folder exists: a data error writes nothing
     dataset = load_dataset(space.data_spec()) if local else None
+    note = lambda text: emit(Note(text))  # noqa: E731 (what was done to the journal on the way)
     if storage:  # the user's storage is opened (its URL checked) before the folder is made
-        study = open_study(space, store, storage)
+        study = open_study(space, store, storage, note=note)
         store.create(text)
     else:  # the journal lives in the folder
         store.create(text)
-        study = open_study(space, store)
+        study = open_study(space, store, note=note)
     settings = TrialSettings(
         constraints=space.constraints(),
         repeats=search.repeats,

@@ -1,17 +1,20 @@
 """The Optuna study a run asks and tells: its sampler, its pruner, its storage, and how an epoch is judged.
 
 The sampler and the pruner are made from the space's ``search`` section (``attnsearch bench search`` replays
-searches with the same ones). The study lives in the results folder's journal unless a storage URL is given; a
-study opened again continues, its sampler's seed offset by the trials so far.
+searches with the same ones). The study lives in the results folder's journal (:mod:`attnsearch.search.journal`:
+its lock and its damage) unless a storage URL is given; a study opened again continues, its sampler's seed offset
+by the trials so far.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import optuna
 
 from ..space import SearchSpace
+from .journal import StudyJournal
 from .store import ResultsStore, StoreError
 
 __all__ = ["judge_epoch", "make_pruner", "make_sampler", "open_study"]
@@ -52,7 +55,7 @@ def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def _storage(store: ResultsStore, url: str | None) -> optuna.storages.BaseStorage:
+def _storage(store: ResultsStore, url: str | None, note: Callable[[str], None] | None) -> optuna.storages.BaseStorage:
     if url:
         try:
             return optuna.storages.get_storage(url)
@@ -60,14 +63,25 @@ def _storage(store: ResultsStore, url: str | None) -> optuna.storages.BaseStorag
             reason = " ".join(str(err).split())[:200] or type(err).__name__
             raise StoreError(f"--storage {url}: cannot open it ({type(err).__name__}: {reason})") from None
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
-    return JournalStorage(JournalFileBackend(str(store.journal_path)))
+    return JournalStorage(StudyJournal(store.journal_path, note=note))
 
 
-def open_study(space: SearchSpace, store: ResultsStore, storage: str | None = None) -> optuna.Study:
+def open_study(
+    space: SearchSpace,
+    store: ResultsStore,
+    storage: str | None = None,
+    *,
+    note: Callable[[str], None] | None = None,
+) -> optuna.Study:
+    """The study of ``space``, created or continued: in the storage at URL ``storage``, else in the folder's journal
+    (:class:`~attnsearch.search.journal.StudyJournal` on its absolute path). ``note`` hears what was done to the
+    journal on the way (a stale lock removed or waited for).
+
+    Raises StoreError (one line) for a storage URL Optuna cannot open.
+    """
     study = optuna.create_study(
-        storage=_storage(store, storage),
+        storage=_storage(store, storage, note),
         study_name=space.name,
         pruner=make_pruner(space),
         directions=space.directions,

@@ -1,0 +1,218 @@
+"""The study's journal (``journal.log``): Optuna's file backend, with a lock no dead process can hold for ever.
+
+Optuna's :class:`~optuna.storages.journal.JournalFileBackend` appends one JSON record per line, each append under
+a lock file (``journal.log.lock``). A fault of real machines is handled here, said on screen through a
+``note`` callback (the runner's :class:`~attnsearch.search.events.Note`):
+
+- **A lock left by a process killed while it held it.** Optuna's own locks are broken only after their grace period
+  (30 s without change), and never when the lock is a symlink to a relative path: the link dangles, ``stat`` fails
+  and the waiter spins at full CPU for ever. :class:`JournalLock` is taken on the absolute path and writes its owner
+  (host and pid) into the lock file: a lock whose owner on this host is gone is removed at once; any other lock
+  (Optuna's symlink or open-file lock, a live pid, another host) once it has not changed (``lstat``, which a
+  dangling link does not defeat) for :data:`GRACE_SECONDS`, Optuna's grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import stat
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import BaseJournalFileLock
+
+
+__all__ = ["GRACE_SECONDS", "JournalLock", "StudyJournal"]
+
+GRACE_SECONDS = 30.0  # Optuna's default grace_period of JournalFileSymlinkLock and JournalFileOpenLock
+NOTE_AFTER_SECONDS = 2.0  # an append holds the lock for milliseconds: a longer wait is worth a line on screen
+_OWNER = "attnsearch-lock"  # first word of a lock file this module writes: "attnsearch-lock <host> <pid>"
+
+Note = Callable[[str], None]
+
+
+def _quiet(text: str) -> None:
+    return None
+
+
+class JournalLock(BaseJournalFileLock):
+    """The lock of one journal file, ``<journal>.lock``, taken by hard-linking a file that names its owner.
+
+    The lock excludes Optuna's own ``JournalFileSymlinkLock`` and ``JournalFileOpenLock`` on the same journal (they
+    use the same name), and it works on NFS like them (``link`` is atomic there). A waiter removes a lock it finds
+    stale (see the module's docstring: at once when its owner on this host is gone, else after ``grace`` seconds
+    unchanged) and says so through ``note``; it also says so when it has waited :data:`NOTE_AFTER_SECONDS`.
+    Processes of one host are told apart by pid: containers that share a host name and a folder but not a pid
+    namespace fall back on the grace period only if their pids happen to be alive here.
+
+    Example:
+        >>> import tempfile
+        >>> lock = JournalLock(Path(tempfile.mkdtemp()) / "journal.log")
+        >>> lock.acquire(), lock.path.read_text().split()[0], lock.release(), lock.path.exists()
+        (True, 'attnsearch-lock', None, False)
+    """
+
+    def __init__(self, journal: Path | str, *, note: Note | None = None, grace: float = GRACE_SECONDS) -> None:
+        self.path = Path(os.path.abspath(journal)).with_name(Path(journal).name + ".lock")
+        self.note = note or _quiet
+        self.grace = grace
+        self._mine: tuple[int, int] | None = None  # (device, inode) of the lock file this object holds
+
+    def acquire(self) -> bool:
+        """Take the lock, waiting while another live process holds it; True (Optuna's contract)."""
+        began = time.monotonic()
+        seen: tuple[int, int, int] | None = None  # the lock file waited on: device, inode, mtime
+        seen_since = began
+        noted = False
+        delay = 0.001
+        while True:
+            if self._create():
+                return True
+            try:
+                found = os.lstat(self.path)
+            except FileNotFoundError:  # released between the two calls: try again at once
+                continue
+            now = time.monotonic()
+            key = (found.st_dev, found.st_ino, found.st_mtime_ns)
+            if key != seen:
+                seen, seen_since = key, now
+            owner = self._owner(found)
+            whose = _describe(owner, found)
+            if owner is not None and owner[0] == socket.gethostname() and not _alive(owner[1]):
+                if self._remove(found):
+                    self.note(f"removed a stale lock {self.path}: {whose}, which is gone")
+                continue
+            if now - seen_since >= self.grace:
+                if self._remove(found):
+                    self.note(f"removed a stale lock {self.path}: {whose}, unchanged for {self.grace:g} s")
+                continue
+            if not noted and now - began >= NOTE_AFTER_SECONDS:
+                self.note(
+                    f"waiting for the lock {self.path} ({whose}); it is removed once unchanged for {self.grace:g} s"
+                )
+                noted = True
+            time.sleep(delay)
+            delay = min(2 * delay, 0.25)
+
+    def release(self) -> None:
+        """Give the lock up: its file is removed, unless it is no longer the one this object made (a waiter took
+        it for stale and another process holds it now)."""
+        mine, self._mine = self._mine, None
+        try:
+            found = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if mine == (found.st_dev, found.st_ino):
+            self._remove(found)
+
+    def _create(self) -> bool:
+        """Make the lock file, complete with its owner, in one atomic step (``link`` of a finished file)."""
+        draft = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(draft, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
+            os.write(fd, f"{_OWNER} {socket.gethostname()} {os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        try:
+            os.link(draft, self.path)
+        except FileExistsError:
+            return False
+        except OSError as err:  # a file system without hard links: an exclusive rename is not there either
+            if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            return self._create_without_link()
+        finally:
+            os.unlink(draft)
+        found = os.lstat(self.path)
+        self._mine = (found.st_dev, found.st_ino)
+        return True
+
+    def _create_without_link(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, f"{_OWNER} {socket.gethostname()} {os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        found = os.lstat(self.path)
+        self._mine = (found.st_dev, found.st_ino)
+        return True
+
+    def _owner(self, found: os.stat_result) -> tuple[str, int] | None:
+        """(host, pid) of a lock this module wrote; None for Optuna's locks, or one being written."""
+        if not stat.S_ISREG(found.st_mode) or found.st_size > 512:
+            return None
+        try:
+            words = self.path.read_text(encoding="utf-8", errors="replace").split()
+        except OSError:
+            return None
+        if len(words) != 3 or words[0] != _OWNER or not words[2].isdigit():
+            return None
+        return words[1], int(words[2])
+
+    def _remove(self, found: os.stat_result) -> bool:
+        """Remove the lock file ``found`` (moved aside first, so that a lock made since is never the one removed);
+        False when it was gone or replaced."""
+        aside = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.stale")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return False
+        moved = os.lstat(aside)
+        if (moved.st_dev, moved.st_ino) != (found.st_dev, found.st_ino):  # a new lock since: put it back
+            with contextlib.suppress(OSError):
+                os.link(aside, self.path, follow_symlinks=False)
+            os.unlink(aside)
+            return False
+        os.unlink(aside)
+        return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _describe(owner: tuple[str, int] | None, found: os.stat_result) -> str:
+    if owner is not None:
+        return f"held by process {owner[1]} on {owner[0]}"
+    if stat.S_ISLNK(found.st_mode):
+        return "an Optuna symlink lock, owner unknown"
+    return "a lock file of unknown owner"
+
+
+class StudyJournal(JournalFileBackend):
+    """Optuna's journal file backend on the absolute path of ``path``, locked by :class:`JournalLock`. ``note``
+    hears what was done."""
+
+    def __init__(self, path: Path | str, *, note: Note | None = None) -> None:
+        self.path = Path(os.path.abspath(path))
+        self.note = note or _quiet
+        super().__init__(str(self.path), lock_obj=JournalLock(self.path, note=self.note))
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        """Optuna's ``append_logs``: one compact JSON record per line, flushed and fsynced, under the lock."""
+        self._lock.acquire()
+        try:
+            text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
+            with open(self.path, "ab") as f:
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            self._lock.release()
