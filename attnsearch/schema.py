@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 import typing
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -177,6 +178,8 @@ _PATTERN_MESSAGES = {
     "name": "must be a folder name: letters, digits, '.', '_' or '-', at most 100 characters",
     "device": "must be auto, cpu, cuda or cuda:N",
 }
+# what a value of a field with a list of values is called in "unknown <noun> 'x'": the key, unless named here
+_CHOICE_NOUNS = {"augment": "augmentation", "epoch_val": "epoch_val setting"}
 
 
 def describe_error(err: ValidationError, data: Any, *, as_json: bool = False) -> str:
@@ -184,7 +187,9 @@ def describe_error(err: ValidationError, data: Any, *, as_json: bool = False) ->
     offending value as JSON (a record), else as Python writes it (a space file).
 
     In a union (``lr``: a number, a range or a list) every branch fails; a failure inside a branch (a missing
-    ``high``, low above high) says more than "is not a number", and the deepest one is what the user meant.
+    ``high``, low above high) says more than "is not a number", and the deepest one is what the user meant. A value
+    outside a field's list of values (a ``Literal``) is repeated with the valid ones, as unknown modules and
+    backbones are: ``data.dataset: unknown dataset 'imagenet22k'; valid: shapes, digits, ...``.
     """
     errors = err.errors()
     informative = [e for e in errors if not e["type"].endswith("_type")] or errors
@@ -199,11 +204,26 @@ def describe_error(err: ValidationError, data: Any, *, as_json: bool = False) ->
         message = "must not be empty"
     elif kind == "string_pattern_mismatch":
         message = _PATTERN_MESSAGES.get(path.rsplit(".", 1)[-1], message)
+    elif kind == "literal_error":
+        message = _choice_message(path, first, as_json)
     else:
         message = message.replace("Input should be", "must be").replace("Value error, ", "")
         if kind.endswith("_type") and not isinstance(first["input"], (dict, list)):
             message += f", got {json.dumps(first['input']) if as_json else repr(first['input'])}"
     return f"{path}: {message}"
+
+
+def _choice_message(path: str, error: Any, as_json: bool) -> str:
+    """A value outside a Literal's values: ``unknown <noun> 'x'; valid: a, b`` (``must be one of a, b, got 3`` for
+    a value that is not even a string). The values are pydantic's, from its error's ``expected``."""
+    choices = ", ".join(re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", ""))))
+    value = error["input"]
+    written = json.dumps(value) if as_json else repr(value)
+    if not isinstance(value, str):
+        shown = f"a {type(value).__name__}" if isinstance(value, (dict, list)) else written
+        return f"must be one of {choices}, got {shown}"
+    key = re.sub(r"\[\d+\]$", "", path).rsplit(".", 1)[-1]
+    return f"unknown {_CHOICE_NOUNS.get(key, key.replace('_', ' '))} {written}; valid: {choices}"
 
 
 def _yaml_path(loc: tuple[Any, ...], data: Any, *, last_is_key: bool) -> str:

@@ -97,7 +97,7 @@ WHERE = "trials/4/trial.json"
             lambda d: d["metrics"].update(val_acc="high"),
             f'{WHERE}: metrics.val_acc: must be a valid number, got "high"',
         ),
-        (lambda d: d.update(state="done"), f"{WHERE}: state: must be 'running', 'complete', 'pruned', 'failed' or"),
+        (lambda d: d.update(state="done"), f'{WHERE}: state: unknown state "done"; valid: running, complete, pruned'),
         (lambda d: d["candidate"]["train"].update(epochs=0), f"{WHERE}: candidate.train.epochs: must be greater than"),
         (lambda d: d["history"][0].pop("lr"), f"{WHERE}: history[0].lr: required key is missing"),
         (lambda d: d.update(schema=SCHEMA + 1), f"written by a newer attnsearch (record schema {SCHEMA + 1}"),
