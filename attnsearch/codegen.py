@@ -70,10 +70,12 @@ def generate_code(
     num_classes: int,
     trial: int | None = None,
     score: tuple[str, float] | None = None,
+    weights_file: str = "model.pt",
 ) -> str:
     """The standalone Python source of ``candidate``'s model: attention classes, backbone, ``build_model``.
 
-    ``trial`` and ``score`` (metric, value) only go into the header line.
+    ``trial`` and ``score`` (metric, value) only go into the header line; ``weights_file`` is the name of the
+    weights file beside it, which the file's docstring loads (``export`` passes the name it writes: ``<name>.pt``).
 
     Example:
         >>> from attnsearch.candidate import BackboneSpec, PlacementSpec
@@ -104,6 +106,7 @@ def generate_code(
     sections.append(body)
     return _template("file").substitute(
         title=_title(backbone, bool(keys), trial, score),
+        weights=_weights_source(weights_file),
         imports="\n".join([*imports, "", *torch_imports]),
         image_size=_literal(image_size, "image_size"),
         num_classes=_literal(num_classes, "num_classes"),
@@ -131,6 +134,15 @@ def _reference_model(candidate: Candidate, num_classes: int, *, meta: bool) -> n
 
 def _template(name: str) -> string.Template:
     return string.Template(resources.files("attnsearch").joinpath("templates", f"{name}.py.tmpl").read_text("utf-8"))
+
+
+def _weights_source(name: str) -> str:
+    """The expression the docstring loads the weights from: the file's name as a string when it is plain text;
+    for a name with a quote, a backslash or a control character, the file beside this one found from ``__file__``
+    (``X.py`` -> ``X.pt``, the name export writes)."""
+    if not isinstance(name, str) or not name or not name.isprintable() or any(c in name for c in "\"\\"):
+        return '__file__[:-3] + ".pt"'
+    return f'"{name}"'
 
 
 def _title(backbone: str, attention: bool, trial: int | None, score: tuple[str, float] | None) -> str:

@@ -140,7 +140,11 @@ def export_trial(
     metric = results.objectives[0][0]
     score = record.score(metric)
     code = generate_code(
-        candidate, num_classes=classes, trial=number, score=(metric, score) if score is not None else None
+        candidate,
+        num_classes=classes,
+        trial=number,
+        score=(metric, score) if score is not None else None,
+        weights_file=code_path.with_suffix(".pt").name,
     )
     model = _run_generated(code, candidate, classes, real=fmt == "onnx")
     if state is not None:

@@ -108,6 +108,8 @@ def replay_trials(
         if isinstance(top, bool) or not isinstance(top, int) or top < 1:
             raise AttnsearchError(f"--top must be a positive integer, got {top!r}")
         numbers += [r.number for r in results.ranked()[:top] if r.number not in numbers]
+    if not numbers and top is not None:
+        raise AttnsearchError(f"{store.root}: the study has no complete trial to take the top {top} of")
     if not numbers:
         raise AttnsearchError("nothing to replay: name trials with --trial N or --top K")
     changes = _check_overrides(overrides or {})

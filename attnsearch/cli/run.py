@@ -27,7 +27,12 @@ __all__ = ["run", "validate"]
 @device_option(help="Override execution.device: auto, cpu, cuda, cuda:N.")
 @click.option("--fresh", is_flag=True, help="Start over: the old results folder is moved aside, not deleted.")
 @click.option("--storage", help="Any Optuna storage URL (e.g. postgresql://...) for a study shared by several runs.")
-@defaulted_option("--keep-weights", type=click.IntRange(min=0), default=0, help="Keep model.pt of the best K trials.")
+@defaulted_option(
+    "--keep-weights",
+    type=click.IntRange(min=0),
+    default=1,
+    help="Keep model.pt of the best K trials (0: none), for export --weights.",
+)
 @click.option("--force", is_flag=True, help="Run a grid larger than the grid limit.")
 @click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
 def run(space_file: str, no_dashboard: bool, **options: Any) -> None:
