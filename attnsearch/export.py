@@ -23,7 +23,7 @@ from .codegen import _reference_model, generate_code
 from .errors import AttnsearchError
 from .record import TrialRecord
 from .results import StudyResults
-from .search.store import ResultsStore, atomic_write
+from .search.store import ResultsStore, check_writable, write_files
 
 __all__ = ["ExportResult", "Exportable", "TrialChoice", "export_trial", "generate_code", "list_exportable"]
 
@@ -103,7 +103,9 @@ def export_trial(
 
     ``trial`` is a number or ``"best"``: the complete trial with the best first objective. ``weights`` writes the
     trial's ``model.pt`` next to the code (same name, ``.pt``); ``fmt="onnx"`` also writes ``.onnx`` (needs the
-    onnx package). Every check runs before anything is written; a problem is one AttnsearchError line.
+    onnx package). Every check runs before anything is written, that the folder can be written included; a problem
+    is one AttnsearchError line (a StoreError naming the path and the system's reason when a file cannot be
+    written, and then none of the files of this export stays).
 
     Example:
         >>> result = export_trial("results/tiny", trial=3, out="model.py", weights=True)  # doctest: +SKIP
@@ -135,6 +137,7 @@ def export_trial(
     code_path = Path(out) if out is not None else store.root / "exports" / f"trial_{number}.py"
     if code_path.suffix != ".py":
         raise AttnsearchError(f"{code_path}: the exported file must end in .py")
+    check_writable(code_path.parent)  # before the weights are read and the model built, the ONNX export traced
     state = _trial_weights(store, number, record) if needs_weights else None
 
     metric = results.objectives[0][0]
@@ -151,16 +154,17 @@ def export_trial(
         _check_weights(state, model, number)
     onnx = _onnx_bytes(model, state, candidate.data.image_size) if fmt == "onnx" else None
 
-    atomic_write(code_path, code.encode("utf-8"))
+    files = {code_path: code.encode("utf-8")}
     weights_path = onnx_path = None
     if weights and state is not None:
         weights_path = code_path.with_suffix(".pt")
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        atomic_write(weights_path, buffer.getvalue())
+        files[weights_path] = buffer.getvalue()
     if onnx is not None:
         onnx_path = code_path.with_suffix(".onnx")
-        atomic_write(onnx_path, onnx)
+        files[onnx_path] = onnx
+    write_files(files)
     return ExportResult(number, code_path, weights_path, onnx_path, classes, candidate.data.image_size)
 
 

@@ -29,12 +29,13 @@ from .device import resolve_device
 from .errors import AttnsearchError
 from .record import TrialRecord, timestamp, versions
 from .results import StudyResults
-from .search.store import ResultsStore
+from .search.store import ResultsStore, StoreError, check_writable
 from .search.worker import TrialOutcome, run_candidate
 
 __all__ = [
     "CUDA_TOLERANCE",
     "OVERRIDES",
+    "ReplayNotSaved",
     "ReplayResult",
     "ranking_agreement",
     "replay_trial",
@@ -78,6 +79,18 @@ class ReplayResult:
         return d
 
 
+class ReplayNotSaved(StoreError):
+    """A replay trained, but its record could not be saved (a full disk, a folder made read-only meanwhile).
+
+    ``results`` holds the replays done so far, the unsaved one last (its ``saved`` None), so that a caller can still
+    show what was trained; the trials after it are not replayed (their training could not be kept either).
+    """
+
+    def __init__(self, message: str, results: list[ReplayResult]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
 def replay_trials(
     results_dir: Path | str,
     trials: Sequence[int] = (),
@@ -91,9 +104,11 @@ def replay_trials(
     """Train trials ``trials`` (and the ``top`` best complete ones) again, each with its recorded seed.
 
     Every input is checked before any training: the folder, each record (complete, with a usable candidate), a
-    kept ``model.pt`` (a plain state_dict, loaded with ``weights_only=True``), the overrides and the device; a
-    problem is one AttnsearchError line and nothing is written. ``threads`` overrides the thread count found in the
-    record. ``on_start(trial, placements)`` is called before each training run.
+    kept ``model.pt`` (a plain state_dict, loaded with ``weights_only=True``), the overrides, the device and, with
+    overrides, that ``replays/`` can be written; a problem is one AttnsearchError line and nothing is written. A
+    save that fails after training all the same raises :class:`ReplayNotSaved`, which carries the results.
+    ``threads`` overrides the thread count found in the record. ``on_start(trial, placements)`` is called before
+    each training run.
 
     Example:
         >>> results = replay_trials("results/tiny", top=3, overrides={"epochs": 20})  # doctest: +SKIP
@@ -113,6 +128,8 @@ def replay_trials(
     if not numbers:
         raise AttnsearchError("nothing to replay: name trials with --trial N or --top K")
     changes = _check_overrides(overrides or {})
+    if changes:  # a new recipe is saved: a folder that cannot take it is refused before any training
+        check_writable(store.root / "replays")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise AttnsearchError(f"--threads must be a positive integer, got {threads!r}")
     torch_device = resolve_device(device)
@@ -131,12 +148,17 @@ def replay_trials(
             datasets[repr(job.candidate.data)] = load_dataset(job.candidate.data).to(torch_device)
 
     results = []
-    for job in jobs:
+    for i, job in enumerate(jobs):
         if on_start is not None:
             on_start(job.number, job.candidate.describe())
         run_threads = threads if threads is not None else (job.record.worker.threads or default_threads)
         dataset = datasets[repr(job.candidate.data)]
-        results.append(_replay(store, job, metric, changes, dataset, torch_device, run_threads))
+        result, unsaved = _replay(store, job, metric, changes, dataset, torch_device, run_threads)
+        results.append(result)
+        if unsaved is not None:
+            left = [j.number for j in jobs[i + 1 :]]
+            rest = f"; trial{'s' if len(left) > 1 else ''} {', '.join(map(str, left))} not replayed" if left else ""
+            raise ReplayNotSaved(f"trial {job.number}'s replay trained but is not saved: {unsaved}{rest}", results)
     return results
 
 
@@ -222,7 +244,8 @@ def _replay(
     dataset: Dataset,
     device: torch.device,
     threads: int | None,
-) -> ReplayResult:
+) -> tuple[ReplayResult, StoreError | None]:
+    """The replay's result, and the error that kept its new record from being saved (None when it was)."""
     trained = _with_overrides(job.candidate, changes)
     started = timestamp()
     # the last epoch alone is validated: its score is what a replay compares (validation changes no training)
@@ -239,9 +262,12 @@ def _replay(
     recorded = {key: job.record.score(key) for key in keys}
     complete = outcome.state == "complete"
     replayed = {key: outcome.metrics.value(key) if complete else None for key in keys}
-    tolerance = matches = weights_equal = saved = None
+    tolerance = matches = weights_equal = saved = unsaved = None
     if changes:
-        saved = _save(store, job.number, trained, changes, outcome, dataset, threads, started)
+        try:
+            saved = _save(store, job.number, trained, changes, outcome, dataset, threads, started)
+        except StoreError as err:
+            unsaved = err
     else:
         recorded_on = job.record.worker.device or "cpu"
         tolerance = 0.0 if device.type == "cpu" and recorded_on == "cpu" else CUDA_TOLERANCE
@@ -252,7 +278,7 @@ def _replay(
             weights_equal = job.kept.keys() == weights.keys() and all(
                 torch.equal(job.kept[k], weights[k]) for k in weights
             )
-    return ReplayResult(
+    result = ReplayResult(
         trial=job.number,
         placements=job.candidate.describe(),
         metric=metric,
@@ -268,6 +294,7 @@ def _replay(
         weights_equal=weights_equal,
         saved=saved,
     )
+    return result, unsaved
 
 
 def _number(value: object) -> int:

@@ -153,20 +153,33 @@ def _units(state: DashboardState, value: float | None) -> str:
 def write_report(report: Report, out: Path | str) -> list[Path]:
     """Write ``report.html``, ``heatmap.png``, ``history.png`` and ``summary.md`` into ``out``; returns them.
 
+    ``out`` is probed before anything is drawn, and each file is written atomically (``search.store.write_files``):
+    a folder that cannot be written is a StoreError naming it and the system's reason, and none of the four files
+    of this report stays.
+
     Example:
         >>> import tempfile
         >>> [path.name for path in write_report(build_report("tests/golden/golden"), tempfile.mkdtemp())]
         ['report.html', 'heatmap.png', 'history.png', 'summary.md']
     """
+    import io
+
+    from .search.store import check_writable, write_files
+
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = [folder / "report.html", folder / "heatmap.png", folder / "history.png", folder / "summary.md"]
+    check_writable(folder)
     state = report.state
-    written[0].write_text(_html(report), encoding="utf-8")
-    heatmap_png(state, written[1])
-    history_png(state, written[2])
-    written[3].write_text(_markdown(report), encoding="utf-8")
-    return written
+    heatmap, history = io.BytesIO(), io.BytesIO()
+    heatmap_png(state, heatmap)  # type: ignore[arg-type]  # matplotlib's savefig takes a file object as well
+    history_png(state, history)  # type: ignore[arg-type]
+    files = {
+        folder / "report.html": _html(report).encode("utf-8"),
+        folder / "heatmap.png": heatmap.getvalue(),
+        folder / "history.png": history.getvalue(),
+        folder / "summary.md": _markdown(report).encode("utf-8"),
+    }
+    write_files(files)
+    return list(files)
 
 
 # -- the document: one list of sections, written as Markdown and as HTML -------------------------------------------

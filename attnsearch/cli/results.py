@@ -53,9 +53,13 @@ def report(results_dir: str, out: str | None) -> None:
 
     from ..report import build_report, print_report, write_report
 
+    from ..search.store import check_writable
+
     found = build_report(results_dir)
+    folder = Path(out) if out else Path(results_dir) / "report"
+    check_writable(folder)  # refused before the report is printed, not after
     print_report(found)
-    written = write_report(found, Path(out) if out else Path(results_dir) / "report")
+    written = write_report(found, folder)
     click.echo(f"Report: {written[0]}")
 
 
@@ -156,17 +160,28 @@ def replay(
       attnsearch replay results/vgg16-shapes-quick --trial 3
       attnsearch replay results/vgg16-shapes-quick --top 5 --epochs 30
     """
-    from ..replay import ranking_agreement, replay_trials
+    from ..errors import AttnsearchError
+    from ..replay import ReplayNotSaved, replay_trials
 
-    results = replay_trials(
-        results_dir,
-        trials,
-        top=top,
-        overrides={"epochs": epochs, "batch_size": batch_size, "lr": lr},
-        device=device,
-        threads=threads,
-        on_start=lambda number, text: click.echo(f"replaying trial {number}: {text}", err=True),
-    )
+    try:
+        results = replay_trials(
+            results_dir,
+            trials,
+            top=top,
+            overrides={"epochs": epochs, "batch_size": batch_size, "lr": lr},
+            device=device,
+            threads=threads,
+            on_start=lambda number, text: click.echo(f"replaying trial {number}: {text}", err=True),
+        )
+    except ReplayNotSaved as unsaved:  # what was trained is shown all the same, then the one error line
+        _show_replays(unsaved.results, as_json)
+        raise AttnsearchError(f"{unsaved}; its result is shown above") from None
+    _show_replays(results, as_json)
+
+
+def _show_replays(results: list[Any], as_json: bool) -> None:
+    from ..replay import ranking_agreement
+
     metric = results[0].metric
     rho, pairs = ranking_agreement(results)
     if as_json:

@@ -11,11 +11,15 @@
 ```
 Every file is written atomically (a temp file in the same folder, then ``os.replace``): a killed process leaves the
 old version or the new one, never half of one. Records are read and written as
-:class:`~attnsearch.record.TrialRecord` s only; every problem reading a folder is one :class:`StoreError` line.
+:class:`~attnsearch.record.TrialRecord` s only; every problem reading a folder is one :class:`StoreError` line, and
+so is every write the system refuses (read-only, no permission, disk full: the path and the system's reason).
+:func:`check_writable` probes a folder before a long job that will write there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import os
@@ -23,6 +27,7 @@ import pickle
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +40,7 @@ if TYPE_CHECKING:
 
     from ..space import SearchSpace
 
-__all__ = ["ResultsStore", "StoreError", "atomic_write", "read_state_dict"]
+__all__ = ["ResultsStore", "StoreError", "atomic_write", "check_writable", "read_state_dict", "write_files"]
 
 JOURNAL = "journal.log"
 SPACE = "space.yaml"
@@ -58,19 +63,89 @@ _UMASK = _umask()
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` atomically: a temp file in the same folder, flushed to disk, then ``os.replace``.
+
+    The folders above ``path`` are made as needed. A write that fails (a read-only mount, no permission, a full
+    disk or quota) raises :class:`StoreError` naming the path and the system's reason; the old file, if any, is
+    left as it was and no temp file remains. The pattern follows Python's own advice for ``os.replace``.
+    """
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are shared like any file the user writes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _cannot_write(path, err) from None
+    try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; results are shared like any file
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise _cannot_write(path, err) from None
         raise
+
+
+def check_writable(folder: Path | str) -> None:
+    """Raise :class:`StoreError` unless files can be written in ``folder``, before a long job that would write there.
+
+    The probe creates a temp file holding one byte and removes it, in ``folder`` or, where it does not exist yet,
+    in the nearest folder above it (the one a write would make its folders in); nothing is left behind. It catches
+    a read-only mount, a folder without write permission, a path through a file and a disk already full; a disk
+    that fills later is caught by the write itself (:func:`atomic_write`).
+    """
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise StoreError(f"{folder}: cannot write ({os.strerror(errno.ENOTDIR)}: {probe})")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".attnsearch-probe-", suffix=".tmp")
+    except OSError as err:
+        raise _cannot_write(folder, err) from None
+    try:
+        os.write(fd, b"\0")  # an empty file fits on a full disk; one byte does not
+    except OSError as err:
+        raise _cannot_write(folder, err) from None
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def write_files(files: Mapping[Path, bytes]) -> None:
+    """Write several files that belong together (an export, a report), each with :func:`atomic_write`.
+
+    Their folders are probed first (:func:`check_writable`); when one write fails, the files and folders this call
+    created are removed again before its :class:`StoreError` is raised (a file that existed stays replaced or
+    untouched, never half written).
+    """
+    for folder in dict.fromkeys(path.parent for path in files):
+        check_writable(folder)
+    made: list[Path] = []
+    try:
+        for path, data in files.items():
+            made += [p for p in (path, *path.parents) if not p.exists()]
+            atomic_write(path, data)
+    except StoreError:
+        for path in sorted(set(made), key=lambda p: (p.is_dir(), -len(p.parts))):  # files, then folders inside out
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+        raise
+
+
+def _cannot_write(path: Path, err: OSError) -> StoreError:
+    """One line: the path and the system's reason, with the place it failed when that is another (a folder above)."""
+    reason = err.strerror or str(err) or type(err).__name__
+    failed = Path(os.fsdecode(err.filename)) if isinstance(err.filename, (str, bytes, os.PathLike)) else None
+    temp = failed is not None and failed.parent == path.parent and failed.name.startswith(f".{path.name}.")
+    if failed is not None and failed != path and not temp:
+        reason += f": {failed}"
+    return StoreError(f"{path}: cannot write ({reason})")
 
 
 class ResultsStore:
@@ -117,8 +192,12 @@ class ResultsStore:
     # -- writing -------------------------------------------------------------------------------------------------
 
     def create(self, space_text: bytes) -> None:
-        """Make the folder for a new study, with its space file."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Make the folder for a new study (or take an existing one), with its space file: the run's first write,
+        before any trial. A StoreError naming the folder and the system's reason when it cannot be written."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _cannot_write(self.root, err) from None
         atomic_write(self.space_path, space_text)
 
     def move_aside(self) -> Path | None:
@@ -130,7 +209,10 @@ class ResultsStore:
         while target.exists():
             target = self.root.with_name(f"{self.root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
             n += 1
-        shutil.move(str(self.root), str(target))
+        try:
+            shutil.move(str(self.root), str(target))
+        except OSError as err:
+            raise StoreError(f"{self.root}: cannot move it aside to {target.name} ({err.strerror or err})") from None
         return target
 
     def write_record(self, record: TrialRecord) -> None:
@@ -140,21 +222,25 @@ class ResultsStore:
         atomic_write(self.weights_path(number), _weights_bytes(state_dict))
 
     def delete_weights(self, number: int) -> None:
-        self.weights_path(number).unlink(missing_ok=True)
+        try:
+            self.weights_path(number).unlink(missing_ok=True)
+        except OSError as err:
+            raise _cannot_write(self.weights_path(number), err) from None
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write(self.root / SUMMARY, (json.dumps(plain(summary), indent=2, allow_nan=False) + "\n").encode())
 
     def write_replay(self, name: str, record: TrialRecord, state_dict: dict[str, torch.Tensor] | None) -> Path:
-        """A replay's record (and weights) under ``replays/<name>/``, or ``<name>-2``, ... when that exists."""
+        """A replay's record (and weights) under ``replays/<name>/``, or ``<name>-2``, ... when that exists.
+
+        A StoreError when they cannot be written; then nothing of this replay stays (see :func:`write_files`)."""
         base = self.root / "replays" / name
         folder, n = base, 1
         while folder.exists():  # an earlier replay with the same overrides stays
             n += 1
             folder = base.with_name(f"{base.name}-{n}")
-        if state_dict is not None:
-            atomic_write(folder / WEIGHTS, _weights_bytes(state_dict))
-        atomic_write(folder / RECORD, record.to_json())
+        files = {folder / WEIGHTS: _weights_bytes(state_dict)} if state_dict is not None else {}
+        write_files({**files, folder / RECORD: record.to_json()})  # the weights first: a record means both
         return folder
 
     # -- reading -------------------------------------------------------------------------------------------------
