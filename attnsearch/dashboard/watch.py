@@ -176,6 +176,10 @@ def _open_journal(store: ResultsStore, name: str) -> optuna.Study | None:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    from ..search.journal import check_journal
+
+    check_journal(store.journal_path)  # a damaged line is named (file and line); a record cut short is not damage
+
     class ReadOnlyJournal(JournalFileBackend):
         def append_logs(self, logs: list[dict[str, Any]]) -> None:
             raise StoreError(f"{store.journal_path}: watch and report never write to the study")

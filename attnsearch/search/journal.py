@@ -1,7 +1,8 @@
-"""The study's journal (``journal.log``): Optuna's file backend, with a lock no dead process can hold for ever.
+"""The study's journal (``journal.log``): Optuna's file backend, with a lock no dead process can hold for ever and
+a check that a record cut short by a crash cannot spoil the file.
 
 Optuna's :class:`~optuna.storages.journal.JournalFileBackend` appends one JSON record per line, each append under
-a lock file (``journal.log.lock``). A fault of real machines is handled here, said on screen through a
+a lock file (``journal.log.lock``). Two faults of real machines are handled here, both said on screen through a
 ``note`` callback (the runner's :class:`~attnsearch.search.events.Note`):
 
 - **A lock left by a process killed while it held it.** Optuna's own locks are broken only after their grace period
@@ -10,6 +11,11 @@ a lock file (``journal.log.lock``). A fault of real machines is handled here, sa
   (host and pid) into the lock file: a lock whose owner on this host is gone is removed at once; any other lock
   (Optuna's symlink or open-file lock, a live pid, another host) once it has not changed (``lstat``, which a
   dangling link does not defeat) for :data:`GRACE_SECONDS`, Optuna's grace period.
+- **A record cut short.** A crash mid-append leaves the last line without its newline; Optuna would write the next
+  record straight after it, and the joined line spoils the journal for good. :meth:`StudyJournal.append_logs`,
+  under the lock and before each write, moves such a tail to ``journal.log.partial-<time>`` and truncates the
+  journal to its last complete line. Any other damage is refused by :func:`check_journal`, naming the file and the
+  line, with the file left as it is.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ from typing import Any
 from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._file import BaseJournalFileLock
 
+from .store import StoreError, atomic_write
 
-__all__ = ["GRACE_SECONDS", "JournalLock", "StudyJournal"]
+__all__ = ["GRACE_SECONDS", "JournalLock", "StudyJournal", "check_journal"]
 
 GRACE_SECONDS = 30.0  # Optuna's default grace_period of JournalFileSymlinkLock and JournalFileOpenLock
 NOTE_AFTER_SECONDS = 2.0  # an append holds the lock for milliseconds: a longer wait is worth a line on screen
+RECORD_START = b'{"op_code":'  # how Optuna's file backend begins every record it writes
 _OWNER = "attnsearch-lock"  # first word of a lock file this module writes: "attnsearch-lock <host> <pid>"
 
 Note = Callable[[str], None]
@@ -41,6 +49,10 @@ Note = Callable[[str], None]
 
 def _quiet(text: str) -> None:
     return None
+
+
+class _BadLine(Exception):
+    """A journal line that is not a record, in words."""
 
 
 class JournalLock(BaseJournalFileLock):
@@ -197,8 +209,8 @@ def _describe(owner: tuple[str, int] | None, found: os.stat_result) -> str:
 
 
 class StudyJournal(JournalFileBackend):
-    """Optuna's journal file backend on the absolute path of ``path``, locked by :class:`JournalLock`. ``note``
-    hears what was done."""
+    """Optuna's journal file backend on the absolute path of ``path``, locked by :class:`JournalLock`, setting
+    aside a record cut short before it appends (see the module's docstring). ``note`` hears what was done."""
 
     def __init__(self, path: Path | str, *, note: Note | None = None) -> None:
         self.path = Path(os.path.abspath(path))
@@ -206,9 +218,11 @@ class StudyJournal(JournalFileBackend):
         super().__init__(str(self.path), lock_obj=JournalLock(self.path, note=self.note))
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        """Optuna's ``append_logs``: one compact JSON record per line, flushed and fsynced, under the lock."""
+        """Optuna's ``append_logs`` (one compact JSON record per line, flushed and fsynced), after setting aside an
+        unterminated last line, under the lock."""
         self._lock.acquire()
         try:
+            self._set_aside_cut_record()
             text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
             with open(self.path, "ab") as f:
                 f.write(text.encode("utf-8"))
@@ -216,3 +230,96 @@ class StudyJournal(JournalFileBackend):
                 os.fsync(f.fileno())
         finally:
             self._lock.release()
+
+    def _set_aside_cut_record(self) -> None:
+        with open(self.path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            end = _after_last_newline(f, size)
+            f.seek(end)
+            tail = f.read()
+            side = self.path.with_name(f"{self.path.name}.partial-{time.strftime('%Y%m%d-%H%M%S')}")
+            n = 1
+            while side.exists():
+                n += 1
+                side = side.with_name(f"{self.path.name}.partial-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+            atomic_write(side, tail)
+            f.truncate(end)
+            f.flush()
+            os.fsync(f.fileno())
+        self.note(
+            f"{self.path}: its last record was cut short (a process stopped while writing it); "
+            f"its {len(tail)} bytes were moved to {side.name} and the journal goes on from its last complete line"
+        )
+
+
+def _after_last_newline(f: Any, size: int) -> int:
+    """The offset just after the last newline of an open binary file of ``size`` bytes (0 when it has none)."""
+    block = 1 << 16
+    end = size
+    while end > 0:
+        start = max(0, end - block)
+        f.seek(start)
+        chunk = f.read(end - start)
+        at = chunk.rfind(b"\n")
+        if at >= 0:
+            return start + at + 1
+        end = start
+    return 0
+
+
+def check_journal(path: Path | str) -> None:
+    """Check that every line of a journal is a record Optuna can replay; a StoreError naming the file and the first
+    line that is not (the file is not changed).
+
+    Each complete line must be a JSON object with an integer ``op_code`` that Optuna's own replay
+    (``JournalStorageReplayResult``, as any reader of the journal applies it) accepts. An unterminated last line
+    passes when it is what a cut append leaves (the start of a record as Optuna writes one, or NUL bytes, which a
+    crash may leave on some file systems): the next append sets it aside.
+
+    Example:
+        >>> import tempfile
+        >>> journal = Path(tempfile.mkdtemp()) / "journal.log"
+        >>> _ = journal.write_bytes(b'{"op_code":0,"worker_id":"w","study_name":"s","directions":[1]}\\nhello\\n')
+        >>> check_journal(journal)
+        Traceback (most recent call last):
+        ...
+        attnsearch.search.store.StoreError: .../journal.log: line 2 is not a record of an Optuna journal (...)
+    """
+    from optuna.storages.journal._storage import JournalStorageReplayResult
+
+    path = Path(path)
+    if not path.exists():  # a new study: nothing to check
+        return
+    replay = JournalStorageReplayResult(f"attnsearch-check-{uuid.uuid4()}-")  # no record is this reader's own
+    number = 0
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, start=1):  # noqa: B007 (the number is the error's)
+                if not line.endswith(b"\n"):
+                    if _cut_record(line):
+                        return
+                    raise _BadLine("no newline at its end, and not the start of a record")
+                try:
+                    log = json.loads(line)
+                except UnicodeDecodeError:
+                    raise _BadLine("not UTF-8 text") from None
+                if not isinstance(log, dict) or type(log.get("op_code")) is not int:
+                    raise _BadLine("not a JSON object with an integer op_code")
+                replay.apply_logs([log])
+    except OSError as err:
+        raise StoreError(f"{path}: cannot read the journal ({err.strerror or err})") from None
+    except Exception as err:  # json's, Optuna's replay (KeyError, TypeError, AssertionError ...): the line is bad
+        reason = " ".join(str(err).split())[:160]
+        if not isinstance(err, _BadLine):
+            reason = f"{type(err).__name__}: {reason}" if reason else type(err).__name__
+        raise StoreError(f"{path}: line {number} is not a record of an Optuna journal ({reason})") from None
+
+
+def _cut_record(tail: bytes) -> bool:
+    """Whether an unterminated last line is what an append stopped midway leaves."""
+    return tail.startswith(RECORD_START) or RECORD_START.startswith(tail) or not tail.strip(b"\0")

@@ -29,6 +29,7 @@ from ..space import SearchSpace
 from .events import EpochEnded, Event, NewBest, Note, RunStarted, TrialEnded, TrialResumed, TrialStarted
 from .executor import Executor, Job, LocalExecutor
 from .settings import TrialSettings
+from .journal import check_journal
 from .store import ResultsStore, StoreError
 from .study import judge_epoch, make_pruner, make_sampler, open_study
 from .worker import TrialOutcome
@@ -128,7 +129,8 @@ def run_search(
     if storage:  # the user's storage is opened (its URL checked) before the folder is made
         study = open_study(space, store, storage, note=note)
         store.create(text)
-    else:  # the journal lives in the folder
+    else:  # the journal lives in the folder; a damaged one is refused before anything is written
+        check_journal(store.journal_path)
         store.create(text)
         study = open_study(space, store, note=note)
     settings = TrialSettings(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import optuna
 
 from ..space import SearchSpace
-from .journal import StudyJournal
+from .journal import StudyJournal, check_journal
 from .store import ResultsStore, StoreError
 
 __all__ = ["judge_epoch", "make_pruner", "make_sampler", "open_study"]
@@ -64,6 +64,7 @@ def _storage(store: ResultsStore, url: str | None, note: Callable[[str], None] |
             raise StoreError(f"--storage {url}: cannot open it ({type(err).__name__}: {reason})") from None
     from optuna.storages import JournalStorage
 
+    check_journal(store.journal_path)  # a damaged journal is refused before anything is written to it
     return JournalStorage(StudyJournal(store.journal_path, note=note))
 
 
@@ -76,9 +77,10 @@ def open_study(
 ) -> optuna.Study:
     """The study of ``space``, created or continued: in the storage at URL ``storage``, else in the folder's journal
     (:class:`~attnsearch.search.journal.StudyJournal` on its absolute path). ``note`` hears what was done to the
-    journal on the way (a stale lock removed or waited for).
+    journal on the way (a stale lock removed or waited for, a record cut short set aside).
 
-    Raises StoreError (one line) for a storage URL Optuna cannot open.
+    Raises StoreError (one line) for a storage URL Optuna cannot open, or a journal with a line that is not a
+    record (:func:`~attnsearch.search.journal.check_journal`; the file is left as it is).
     """
     study = optuna.create_study(
         storage=_storage(store, storage, note),

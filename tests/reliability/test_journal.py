@@ -1,8 +1,10 @@
-"""The study's journal under the faults a real machine leaves behind: a lock whose owner was killed, and a record cut
-short by a crash mid-write. Every CLI run here is a subprocess with a timeout: a hang fails the test, never CI."""
+"""The study's journal under the faults a real machine leaves behind: a lock whose owner was killed, a record cut
+short by a crash mid-write, and other damage. A run that may wait on a lock is a subprocess with a timeout: a hang
+fails the test, never CI."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -12,10 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from optuna.storages.journal import JournalFileOpenLock, JournalFileSymlinkLock
 
 import attnsearch
-from attnsearch.search.journal import JournalLock
+from attnsearch.cli import main
+from attnsearch.search.journal import JournalLock, check_journal
 
 pytestmark = [pytest.mark.reliability]
 
@@ -129,3 +133,103 @@ def test_a_live_holder_is_waited_for_not_broken(tmp_path: Path) -> None:
     assert not any(text.startswith("removed") for text in notes), notes
     waiter.release()
     assert not waiter.path.exists()
+
+
+# ------------------------------------------------------------------------------------------------ fault 2: damage
+
+
+def _cut_last_record(journal: Path) -> bytes:
+    """Append the first half of the journal's last record, unterminated: what a crash mid-append leaves."""
+    last = journal.read_bytes().splitlines(keepends=True)[-1]
+    partial = last[: len(last) // 2]
+    with open(journal, "ab") as f:
+        f.write(partial)
+    return partial
+
+
+@pytest.mark.slow
+def test_a_record_cut_short_is_set_aside_and_the_run_goes_on(finished_relative: Path) -> None:
+    """The issue's input: a finished 2-trial study, half a record appended, then a run of one more trial."""
+    journal = finished_relative / "journal.log"
+    before = journal.read_bytes()
+    partial = _cut_last_record(journal)
+    cwd = finished_relative.parent.parent
+    done = attnsearch_cli("run", "tiny.yaml", "--results", "r", "--trials", "3", "--no-dashboard", cwd=cwd)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "last record was cut short" in done.stdout, done.stdout
+    sides = list(finished_relative.glob("journal.log.partial-*"))
+    assert len(sides) == 1 and sides[0].read_bytes() == partial and sides[0].name in done.stdout
+    after = journal.read_bytes()
+    assert after.startswith(before) and len(after) > len(before) and after.endswith(b"\n")
+    check_journal(journal)  # every line a record
+    assert (finished_relative / "trials" / "2" / "trial.json").is_file()  # the run went on to its 3rd trial
+    for command in (["watch", "r/tiny", "--once"], ["report", "r/tiny", "--out", "report"]):
+        shown = attnsearch_cli(*command, cwd=cwd)
+        assert shown.returncode == 0, (command, shown.stdout + shown.stderr)
+
+
+def test_nul_bytes_left_at_the_end_are_set_aside(study_copy: Path, tmp_path: Path) -> None:
+    """Variant: a file system that extended the journal but lost the data in a crash leaves NUL bytes."""
+    journal = study_copy / "journal.log"
+    before = journal.read_bytes()
+    journal.write_bytes(before + b"\0" * 300)
+    result = CliRunner().invoke(
+        main, ["run", str(study_copy / "space.yaml"), "--results", str(tmp_path), "--no-dashboard"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "last record was cut short" in result.stdout, result.stdout
+    (side,) = study_copy.glob("journal.log.partial-*")
+    assert side.read_bytes() == b"\0" * 300
+    after = journal.read_bytes()
+    assert after.startswith(before) and len(after) > len(before)
+    check_journal(journal)
+
+
+def test_watch_and_report_read_a_study_whose_last_record_is_cut_short(study_copy: Path) -> None:
+    """They never write: the cut record stays (Optuna's reader skips an unterminated last line) and they work."""
+    _cut_last_record(study_copy / "journal.log")
+    before = (study_copy / "journal.log").read_bytes()
+    for command in (["watch", str(study_copy), "--once"], ["report", str(study_copy), "--out", str(study_copy / "r")]):
+        shown = CliRunner().invoke(main, command)
+        assert shown.exit_code == 0, (command, shown.output)
+    assert (study_copy / "journal.log").read_bytes() == before
+
+
+DAMAGE: dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], int]]] = {
+    # name: (the damaged journal from the original, the line the error names)
+    "a bad line in the middle": (
+        lambda b: b"".join([*b.splitlines(keepends=True)[:2], b"this is not json\n", *b.splitlines(keepends=True)[2:]]),
+        lambda b: 3,
+    ),
+    "binary garbage": (lambda b: b + b"\xff\xfe\x00\x80garbage\xc3\x28\n", lambda b: b.count(b"\n") + 1),
+    "binary garbage without a newline": (lambda b: b + b"\xff\xfe\x00\x80garbage", lambda b: b.count(b"\n") + 1),
+    "a record of the wrong shape": (lambda b: b + b'{"op_code": 4, "worker_id": "w"}\n', lambda b: b.count(b"\n") + 1),
+    "an unknown op_code": (lambda b: b + b'{"op_code": 42, "worker_id": "w"}\n', lambda b: b.count(b"\n") + 1),
+    "JSON that is not an object": (lambda b: b + b"[1, 2, 3]\n", lambda b: b.count(b"\n") + 1),
+}
+COMMANDS = {
+    "run": ["run", "{folder}/space.yaml", "--results", "{results}", "--no-dashboard"],
+    "watch": ["watch", "{folder}", "--once"],
+    "report": ["report", "{folder}", "--out", "{results}/report"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_journal_is_one_line_naming_the_line_and_left_as_it_is(
+    study_copy: Path, tmp_path: Path, damage: str, command: str
+) -> None:
+    journal = study_copy / "journal.log"
+    original = journal.read_bytes()
+    damaged, line = DAMAGE[damage][0](original), DAMAGE[damage][1](original)
+    journal.write_bytes(damaged)
+    digest = hashlib.sha256(damaged).hexdigest()
+    files = sorted(p.name for p in study_copy.iterdir())
+    args = [a.format(folder=study_copy, results=tmp_path) for a in COMMANDS[command]]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, (damage, command, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("attnsearch: error: "), result.stderr
+    assert f"{journal}: line {line} is not a record of an Optuna journal" in lines[0], lines[0]
+    assert hashlib.sha256(journal.read_bytes()).hexdigest() == digest  # byte for byte
+    assert sorted(p.name for p in study_copy.iterdir()) == files  # no side file, no lock left
