@@ -86,20 +86,29 @@ def test_overhead_times_every_piece_of_a_real_trial(tiny_space_file: Callable[..
     assert bench.config["trials"] == 2 and bench.config["storage"].startswith("JournalStorage")
 
 
-def test_overhead_dashboard_probe_draws_a_frame_per_tick_with_changes(tiny_space: Callable[..., dict]) -> None:
+def test_overhead_dashboard_probe_draws_a_frame_per_tick_with_changes(
+    tiny_space: Callable[..., dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import time
+    from types import SimpleNamespace
 
+    from attnsearch.bench import overhead_probes
     from attnsearch.bench.overhead import _DashboardProbe, _EventProbe
     from attnsearch.search.events import Note, RunStarted
     from attnsearch.space import parse_space
 
     dashboard = _DashboardProbe.create()
     assert dashboard is not None and dashboard.tick == 0.25  # the live view's 4 ticks a second
-    dashboard.tick = 0.5  # wider ticks: a slow moment in the test cannot split them
+    # the test moves the probe's clock from one tick to the next itself: ticks of 1000 s that no slow moment of a
+    # busy machine can split or skip; the time each piece of work takes is still measured by the real clock
+    dashboard.tick = 1000.0
+    skipped = [0.0]
+    monkeypatch.setattr(overhead_probes, "time", SimpleNamespace(perf_counter=lambda: time.perf_counter() + skipped[0]))
     probe = _EventProbe(dashboard)
 
     def next_tick() -> None:
-        time.sleep(dashboard.tick - time.perf_counter() % dashboard.tick + 0.02)
+        now = overhead_probes.time.perf_counter()
+        skipped[0] += dashboard.tick - now % dashboard.tick + 1.0  # 1 s into the next tick
 
     probe(RunStarted(parse_space(tiny_space(**OVERHEAD)), target=2, finished=0))
     next_tick()

@@ -79,7 +79,10 @@ def test_live_dashboard_leaves_the_alternate_screen_and_shows_the_cursor(state: 
     console = Console(file=out, force_terminal=True, width=100, height=30, color_system="standard")
     with LiveDashboard(state, console=console, refresh_per_second=20) as dashboard:
         dashboard.on_event(Note("hello from a test"))
-        time.sleep(0.5)  # a few ticks: the ticker redraws
+        deadline = time.monotonic() + 60
+        while "hello from a test" not in out.getvalue():  # the ticker redraws (when, a busy machine decides)
+            assert time.monotonic() < deadline, "the dashboard never drew the event"
+            time.sleep(0.05)
     written = out.getvalue()
     assert written.index("\x1b[?1049h") < written.index("hello from a test") < written.rindex("\x1b[?1049l")
     assert written.rindex("\x1b[?25h") > written.rindex("\x1b[?25l")  # the cursor is shown again at the end

@@ -1,12 +1,27 @@
-"""watch's reader: a record is read again exactly when its file changed."""
+"""watch's reader: a record is read again exactly when its file changed; a running trial whose process is gone
+is stale (not counted as running, no clock kept going)."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from attnsearch.dashboard.watch import StudyReader
+import pytest
+from rich.console import Console
+
+from attnsearch.dashboard.state import DashboardState
+from attnsearch.dashboard.views import render
+from attnsearch.dashboard.watch import StudyReader, process_gone
+from attnsearch.record import WorkerInfo, timestamp
 from attnsearch.search.store import ResultsStore
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "golden"  # a finished 6-trial study
@@ -24,3 +39,89 @@ def test_a_changed_record_is_read_again_and_an_unchanged_one_is_kept(tmp_path: P
     assert again.records[0] is first.records[0]  # unchanged files are not parsed again
     (folder / "trials" / "3" / "trial.json").unlink()  # a record gone between two reads
     assert 3 not in reader.results().records
+
+
+# ------------------------------------------------------------------------------------ stale: the process is gone
+
+
+def running_as(folder: Path, worker: WorkerInfo, started: str | None = None) -> None:
+    """Trial 3 of the study in ``folder`` recorded as running by ``worker``, as the runner writes it."""
+    store = ResultsStore(folder)
+    store.write_record(
+        replace(store.read_record(3), state="running", reason=None, worker=worker, started=started or timestamp())
+    )
+
+
+def screen(state: DashboardState) -> str:
+    console = Console(width=120, height=40, record=True, file=io.StringIO())
+    console.print(render(state, 120, 40))
+    return console.export_text()
+
+
+def gone_process() -> WorkerInfo:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return WorkerInfo(host=socket.gethostname(), pid=child.pid, device="cpu")
+
+
+def test_a_running_trial_whose_process_is_gone_is_stale_and_stops_the_clock(tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(GOLDEN, tmp_path / "golden"))
+    running_as(folder, gone_process())
+    state = StudyReader(folder).read()
+    assert list(state.stale) == [3] and not state.running
+    assert state.counts()["running"] == 0 and state.counts()["stale"] == 1
+    now = time.time()
+    assert state.elapsed(now) == state.elapsed(now + 3600)  # no clock kept going by a dead trial
+    text = screen(state)
+    assert "1 stale" in text and "0 running" in text and "Running (0) · 1 stale" in text
+    assert any(line.kind == "stale" and line.trial == 3 for line in state.events)
+
+
+@pytest.mark.parametrize(
+    ("worker", "started", "stale"),
+    [
+        (WorkerInfo(host=socket.gethostname(), pid=os.getpid()), None, False),  # alive: this process
+        (WorkerInfo(host=socket.gethostname(), pid=os.getpid()), "2001-01-01T00:00:00+0000", True),  # pid used again
+        (WorkerInfo(host="another-node", pid=1), None, False),  # another host: not judged from here
+        (WorkerInfo(), None, False),  # no worker named (a Ray trial before it reports)
+    ],
+    ids=["alive", "pid-reused", "other-host", "unknown"],
+)
+def test_which_running_trials_are_stale(worker: WorkerInfo, started: str | None, stale: bool, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(GOLDEN, tmp_path / "golden"))
+    running_as(folder, worker, started)
+    state = StudyReader(folder).read()
+    assert (list(state.stale), list(state.running)) == (([3], []) if stale else ([], [3]))
+    assert process_gone(worker, state.results.records[3].started_at) is stale
+
+
+@pytest.mark.slow
+def test_watch_shows_the_trial_of_a_killed_run_as_stale(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
+    # one trial of 10,000 epochs: still training when the test kills the run, however fast the machine
+    path = tiny_space_file(train={"epochs": 10_000}, search={"n_trials": 1, "pruner": "none"})
+    results = tmp_path / "r"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(results), "--no-dashboard"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for line in run.stdout:
+            if "trial 0 epoch: epoch 1/" in line:
+                break
+        else:
+            raise AssertionError("the run ended before its first epoch")
+    finally:
+        run.kill()  # as kill -9, an out-of-memory kill or a lost node would
+        run.wait(timeout=60)
+    assert json.loads((results / "tiny" / "trials" / "0" / "trial.json").read_text())["state"] == "running"
+    shown = subprocess.run(
+        [sys.executable, "-m", "attnsearch", "watch", str(results / "tiny"), "--once"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "120", "LINES": "40"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "0 running" in shown.stdout and "1 stale" in shown.stdout

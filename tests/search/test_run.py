@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -235,61 +236,70 @@ def _wait_for(process: subprocess.Popen, needle: str, timeout: float = 120) -> s
     raise AssertionError(f"never saw {needle!r}:\n{''.join(seen)}")
 
 
+# a run these tests stop while it trains: a target it cannot reach while a test looks (distinct learning rates, so no
+# trial reuses another's score); a test stops it once trial 1 trains, and judges whichever trial was running then
+UNENDING = {
+    "train": {"epochs": 3, "lr": {"low": 0.02, "high": 0.08}},
+    "data": {"train_size": 256},
+    "search": {"n_trials": 1000, "sampler": "random", "pruner": "none"},
+}
+
+
 @pytest.mark.slow
 def test_resume_after_kill_9(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
-    path = tiny_space_file(
-        train={"epochs": 3},
-        data={"train_size": 256},
-        search={"n_trials": 4, "sampler": "random", "pruner": "none"},
-    )
+    path = tiny_space_file(**UNENDING)
     results = tmp_path / "results"
     process = _start(path, results)
-    _wait_for(process, "trial 1 epoch: epoch 1")  # trial 0 finished, trial 1 running
+    _wait_for(process, "trial 1 epoch: epoch 1")  # trial 0 finished, trial 1 (or a later one by now) running
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    before = records(results / "tiny")[0]
-    assert before["state"] == "complete"
-    again = subprocess.run(
-        [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(results), "--no-dashboard"],
+    before = records(results / "tiny")
+    done = [t for t in before if t["state"] != "running"]
+    assert len(done) >= 1 and all(t["state"] == "complete" for t in done)
+    # the trial it was training (none only where the kill fell between one trial's end and the next one's start)
+    (killed,) = [t["number"] for t in before if t["state"] == "running"] or [None]
+    argv = [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(results), "--no-dashboard"]
+    again = subprocess.run(  # the target: the trials finished before, and one more (the killed one's candidate)
+        [*argv, "--trials", str(len(done) + 1)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert again.returncode == 0, again.stdout + again.stderr
     trials = records(results / "tiny")
-    assert trials[0] == before  # nothing finished was lost
-    assert trials[1]["state"] == "failed" and trials[1]["reason"] == "killed"
+    assert trials[: len(done)] == done  # nothing finished was lost
     finished = [t for t in trials if t["state"] in ("complete", "pruned")]
-    assert len(finished) == 4  # the study reaches n_trials
-    retried = [t for t in trials if t.get("retry_of") == 1]
-    assert len(retried) == 1 and retried[0]["params"] == trials[1]["params"]
+    assert len(finished) == len(done) + 1  # the study reaches its target
+    if killed is not None:
+        assert trials[killed]["state"] == "failed" and trials[killed]["reason"] == "killed"
+        retried = [t for t in trials if t.get("retry_of") == killed]
+        assert len(retried) == 1 and retried[0]["params"] == trials[killed]["params"]
 
 
 @pytest.mark.slow
 def test_ctrl_c_records_the_running_trial_as_interrupted(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
-    path = tiny_space_file(
-        train={"epochs": 4},
-        data={"train_size": 512},
-        search={"n_trials": 3, "sampler": "random", "pruner": "none"},
-    )
+    path = tiny_space_file(**UNENDING)
     results = tmp_path / "results"
     process = _start(path, results)
     _wait_for(process, "trial 1 epoch: epoch 1")
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=60)
     assert process.returncode == 130, out
-    assert "interrupted" in out and "Traceback" not in out
+    found = re.search(r"attnsearch: interrupted: trial (\d+) recorded as failed \(interrupted\)", out)
+    assert found is not None and "Traceback" not in out, out
+    stopped = int(found.group(1))  # trial 1, or a later one where trial 1 ended before the signal came
     trials = records(results / "tiny")
-    assert trials[0]["state"] == "complete"
-    assert trials[1]["state"] == "failed" and trials[1]["reason"] == "interrupted"
+    assert stopped >= 1 and all(t["state"] == "complete" for t in trials[:stopped])
+    assert trials[stopped]["state"] == "failed" and trials[stopped]["reason"] == "interrupted"
+    argv = [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(results), "--no-dashboard"]
     again = subprocess.run(
-        [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(results), "--no-dashboard"],
+        [*argv, "--trials", str(stopped + 1)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert again.returncode == 0, again.stdout + again.stderr
-    assert sum(t["state"] == "complete" for t in records(results / "tiny")) == 3
+    assert sum(t["state"] == "complete" for t in records(results / "tiny")) == stopped + 1
     assert os.path.exists(results / "tiny" / "summary.json")
 
 
