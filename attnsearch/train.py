@@ -1,9 +1,9 @@
 """The brief trainer: train one candidate model for a few epochs and report validation accuracy after each.
 
 ``train_model`` never raises for the ways a trial is expected to end early: a pruner's verdict (state
-``"pruned"``), a stop request (``"failed"``/``"interrupted"``), a non-finite training loss (``"failed"``/
-``"diverged"``) or running out of memory (``"failed"``/``"oom"``). Any other exception propagates for the caller
-to record.
+``"pruned"``), a stop request (``"failed"``/``"interrupted"``), divergence (``"failed"``/``"diverged"``, see
+:func:`exploded`: a training loss that is not finite or has exploded, or a validation loss that is not finite) or
+running out of memory (``"failed"``/``"oom"``). Any other exception propagates for the caller to record.
 
 Determinism: on the CPU, the same model weights, data, recipe and ``seed`` give bit-identical history and final
 weights (the CPU kernels these models use are deterministic; ``torch.use_deterministic_algorithms`` is not
@@ -38,9 +38,36 @@ from .data.dataset import Dataset
 from .data.loader import Batches, normalization
 from .evaluation import Evaluation, _epoch_subset, _eval_batch, _evaluate, _use_bf16, evaluate
 
-__all__ = ["Evaluation", "TrainResult", "evaluate", "learning_rate", "make_optimizer", "train_model", "validates"]
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "Evaluation",
+    "TrainResult",
+    "evaluate",
+    "exploded",
+    "learning_rate",
+    "make_optimizer",
+    "train_model",
+    "validates",
+]
 
-CUDA_CHECK_EVERY = 32  # steps between non-finite-loss checks off the CPU (each check waits for the device)
+CUDA_CHECK_EVERY = 32  # steps between divergence checks off the CPU (each check waits for the device)
+DIVERGENCE_FACTOR = 100.0  # a mean training loss above this many times its reference has exploded (see exploded)
+
+
+def exploded(mean_loss: float, reference: float) -> bool:
+    """Whether a mean training loss says the run has diverged: it is not finite, or it exceeds
+    :data:`DIVERGENCE_FACTOR` times ``reference``.
+
+    The reference is the larger of the run's first step's loss and ``ln(classes)``: the cross-entropy of a model
+    that guesses uniformly, where an untrained classifier starts (``ln 10`` = 2.3 for 10 classes, so a mean above
+    230 has exploded). A learning run's loss falls from there, and even a bad spike stays within a few times it; a
+    run whose learning rate is far too high reaches 1e10 and beyond within steps, while still finite.
+
+    Example:
+        >>> exploded(2.1, 2.3), exploded(1e17, 2.3), exploded(float("nan"), 2.3), exploded(float("inf"), 2.3)
+        (False, True, True, True)
+    """
+    return not math.isfinite(mean_loss) or mean_loss > DIVERGENCE_FACTOR * reference
 
 
 @dataclass(frozen=True)
@@ -170,8 +197,11 @@ def train_model(
     ``recipe.warmup_epochs`` passes either way. The learning rate is set before every step (see
     :func:`learning_rate`).
 
-    Non-finite loss is checked after every step on the CPU (free: the CPU is synchronous anyway) and every
-    ``CUDA_CHECK_EVERY`` steps and at the end of each epoch on other devices (a check waits for the device).
+    Divergence ends the run as ``"failed"``/``"diverged"``: the epoch's mean training loss so far is checked with
+    :func:`exploded` (not finite, or above :data:`DIVERGENCE_FACTOR` times the larger of the first step's loss and
+    ln(classes)) after every step on the CPU (free: the CPU is synchronous anyway) and every ``CUDA_CHECK_EVERY``
+    steps and at the end of each epoch on other devices (a check waits for the device); a validation pass whose loss
+    is not finite ends it too, its epoch kept in the history and not reported.
 
     Example:
         >>> from attnsearch import build_model
@@ -279,6 +309,7 @@ def _train(
     optimizer = make_optimizer(model, recipe)
     bf16 = _use_bf16(recipe.precision, device)
     check_every = 1 if device.type == "cpu" else CUDA_CHECK_EVERY
+    reference = math.inf  # the loss the run starts from (see exploded); set by the first step
     step = 0
     for epoch in range(1, epochs + 1):
         model.train()
@@ -302,10 +333,13 @@ def _train(
                 run.memory_bytes = memory.bytes
             optimizer.step()
             loss_sum += loss.detach()
+            if step == 0:
+                first = loss.item()
+                reference = max(first, math.log(logits.shape[1])) if math.isfinite(first) else 1.0
             step += 1
             steps += 1
             run.images += y.shape[0]
-            if steps % check_every == 0 and not bool(loss_sum.isfinite()):
+            if steps % check_every == 0 and exploded(loss_sum.item() / steps, reference):
                 stopped = "diverged"
                 break
             if should_stop is not None and should_stop():
@@ -313,7 +347,7 @@ def _train(
                 break
         train_loss = loss_sum.item() / max(1, steps)  # waits for the device: the epoch's time is complete
         run.train_seconds += time.perf_counter() - started
-        if stopped is None and not math.isfinite(train_loss):
+        if stopped is None and exploded(train_loss, reference):
             stopped = "diverged"
         if stopped is not None:
             run.state, run.reason = "failed", stopped
@@ -336,6 +370,9 @@ def _train(
                 "val_seconds": val_seconds,
             }
         )
+        if evaluation is not None and not math.isfinite(evaluation.loss):  # a model that predicts nothing usable
+            run.state, run.reason = "failed", "diverged"
+            return
         if report is not None:
             prune = report(epoch, evaluation.accuracy if evaluation else None)
             if prune and evaluation is not None:
