@@ -272,7 +272,9 @@ class TrialRecord:
     # -- JSON ----------------------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Standard JSON values, in a stable key order; replay-only keys only on replays."""
+        """Standard JSON values, in a stable key order; replay-only keys only on replays. A NaN or an infinity is
+        written as null (absent), and left out of ``timings`` and ``overrides``, which hold numbers only, so that
+        every record written reads back."""
         d: dict[str, Any] = {
             "schema": self.schema,
             "number": self.number,
@@ -287,6 +289,8 @@ class TrialRecord:
                 continue
             if f.name in ("overrides", "threads") and self.replay_of is None:
                 continue
+            if f.name in ("timings", "overrides"):  # numbers only: a value that is not finite is left out (unknown)
+                value = {k: v for k, v in value.items() if not isinstance(v, float) or math.isfinite(v)}
             d[f.name] = value
         return plain(d)
 

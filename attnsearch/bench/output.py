@@ -1,4 +1,7 @@
-"""What every benchmark saves: its figures as JSON under ``results/benchmarks/``, with the machine that made them."""
+"""What every benchmark saves: its figures as JSON under ``results/benchmarks/``, with the machine that made them.
+
+The files are standard JSON (a NaN or an infinity is written as null, :func:`attnsearch.schema.plain`), as browsers,
+Node and jq read it."""
 
 from __future__ import annotations
 
@@ -46,17 +49,19 @@ def load_average() -> list[float] | None:
 
 
 def save_json(name: str, data: dict[str, Any], folder: Path | str = BENCH_FOLDER) -> Path:
-    """Write ``data`` and :func:`machine` to ``folder/<name>.json`` (atomically) and return the path.
+    """Write ``data`` and :func:`machine` to ``folder/<name>.json`` (atomically, standard JSON: NaN and infinities
+    as null; an object JSON has no type for as its ``str``) and return the path.
 
     Example:
         >>> import tempfile
         >>> save_json("demo", {"ratio": 1.0}, tempfile.mkdtemp()).name
         'demo.json'
     """
+    from ..schema import plain
     from ..search.store import atomic_write
 
     path = Path(folder) / f"{name}.json"
-    text = json.dumps({"benchmark": name, "machine": machine(), **data}, indent=2, default=str)
+    text = json.dumps(plain({"benchmark": name, "machine": machine(), **data}), indent=2, default=str, allow_nan=False)
     atomic_write(path, text.encode() + b"\n")
     return path
 

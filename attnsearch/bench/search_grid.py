@@ -126,6 +126,7 @@ def evaluate_grid(
 
     from ..data import load_dataset
     from ..search.worker import build_candidate
+    from ..schema import plain
     from ..search.store import atomic_write
     from ..space import parse_space
     from ..train import train_model
@@ -162,7 +163,8 @@ def evaluate_grid(
     grid = SearchGrid(space, points, torch.__version__, time.perf_counter() - began)
     if cache is not None:
         stored[key] = grid.to_dict()
-        atomic_write(Path(cache), json.dumps(stored, indent=1).encode() + b"\n")
+        # standard JSON: a NaN or an infinity (in a cache an older version wrote) as null
+        atomic_write(Path(cache), json.dumps(plain(stored), indent=1, allow_nan=False).encode() + b"\n")
     return grid, False
 
 

@@ -25,4 +25,7 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 
 
 def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2))
+    """``value`` as indented standard JSON (NaN and infinities as null: :func:`attnsearch.schema.plain`)."""
+    from ..schema import plain
+
+    click.echo(json.dumps(plain(value), indent=2, allow_nan=False))
