@@ -224,10 +224,19 @@ class StudyJournal(JournalFileBackend):
         try:
             self._set_aside_cut_record()
             text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
-            with open(self.path, "ab") as f:
-                f.write(text.encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
+            data = memoryview(text.encode("utf-8"))
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            try:
+                start = os.lseek(fd, 0, os.SEEK_END)
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fsync(fd)
+            except OSError as err:  # a full disk or a quota: no part of the records stays behind
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise StoreError(f"{self.path}: cannot write ({err.strerror or err})") from None
+            finally:
+                os.close(fd)
         finally:
             self._lock.release()
 

@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -340,3 +341,40 @@ def test_report_into_a_place_it_cannot_write(places: Places, finished_study: Pat
     line = one_error_line(result)
     assert reason in line and str(out) in line, line
     assert tree(tmp_path) == before
+
+
+
+@pytest.mark.slow
+def test_a_journal_that_cannot_grow_leaves_no_part_of_a_record(
+    tmp_path: Path, tiny_space_file: Callable[..., Path]
+) -> None:
+    # a real limit on file size (RLIMIT_FSIZE, as a quota or a scheduler's limit sets; EFBIG) reached while Optuna's
+    # journal, the largest file of a run without weights, is appended: one line naming it, no part of a record left
+    # in it, and the study goes on once the limit is gone
+    import resource
+
+    path = tiny_space_file(train={"epochs": 1})
+    results = tmp_path / "r"
+    command = [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(results), "--no-dashboard"]
+    first = subprocess.run([*command, "--trials", "2"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert first.returncode == 0, first.stderr
+    journal = results / "tiny" / "journal.log"
+    limit = journal.stat().st_size + 1500  # room for part of the next trial's records, not all of them
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(
+        [*command, "--trials", "4", "--keep-weights", "0"],
+        capture_output=True, text=True, cwd=REPO, timeout=600, preexec_fn=limited,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("attnsearch: error: "), done.stderr
+    assert str(journal) in lines[0] and os.strerror(errno.EFBIG) in lines[0], lines[0]
+    assert journal.read_bytes().endswith(b"\n") and not list(journal.parent.glob("journal.log.partial-*"))
+    again = subprocess.run([*command, "--trials", "4"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    states = [json.loads(p.read_text())["state"] for p in sorted((results / "tiny" / "trials").glob("*/trial.json"))]
+    assert sum(state in ("complete", "pruned") for state in states) == 4, states
