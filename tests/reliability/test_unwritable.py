@@ -343,7 +343,6 @@ def test_report_into_a_place_it_cannot_write(places: Places, finished_study: Pat
     assert tree(tmp_path) == before
 
 
-
 @pytest.mark.slow
 def test_a_journal_that_cannot_grow_leaves_no_part_of_a_record(
     tmp_path: Path, tiny_space_file: Callable[..., Path]
@@ -367,7 +366,11 @@ def test_a_journal_that_cannot_grow_leaves_no_part_of_a_record(
 
     done = subprocess.run(
         [*command, "--trials", "4", "--keep-weights", "0"],
-        capture_output=True, text=True, cwd=REPO, timeout=600, preexec_fn=limited,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        preexec_fn=limited,
     )
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
