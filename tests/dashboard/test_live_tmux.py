@@ -27,13 +27,16 @@ pytestmark = [
 ]
 
 
-
 class Pane:
+    """The one pane of a tmux server of its own (``-L``): no test waits on a server another test is shutting down."""
+
     def __init__(self, name: str) -> None:
         self.name = name
 
     def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True).stdout
+        done = subprocess.run(["tmux", "-L", self.name, "-f", os.devnull, *args], capture_output=True, text=True)
+        assert done.returncode == 0, f"tmux {' '.join(args[:1])}: {done.stderr}"
+        return done.stdout
 
     def send(self, *keys: str) -> None:
         self.tmux("send-keys", "-t", self.name, *keys)
@@ -58,6 +61,7 @@ class Pane:
 
 ENDLESS = {"train": {"epochs": 10_000}, "search": {"n_trials": 1, "pruner": "none"}}  # ends only when stopped
 EPOCH = re.compile(r"\b(\d+)/10000\b")  # the running trial's epoch column
+EXIT = re.compile(r"^EXIT=\d+$", re.MULTILINE)  # the exit code echoed after the run (not the command line typed)
 
 
 @pytest.fixture
@@ -66,28 +70,25 @@ def pane(tmp_path: Path) -> Iterator[Pane]:
     env = {"PS1": "PROMPT$ ", "TERM": "xterm-256color", "HOME": os.environ.get("HOME", "/tmp")}
     if "PYTHONPATH" in os.environ:
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    subprocess.run(
-        [
-            "tmux",
-            "new-session",
-            "-d",
-            "-s",
-            name,
-            "-x",
-            "120",
-            "-y",
-            "40",
-            "-c",
-            str(tmp_path),
-            *(x for k, v in env.items() for x in ("-e", f"{k}={v}")),
-            "bash --norc --noprofile",
-        ],
-        check=True,
+    pane = Pane(name)
+    pane.tmux(
+        "new-session",
+        "-d",
+        "-s",
+        name,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "-c",
+        str(tmp_path),
+        *(x for k, v in env.items() for x in ("-e", f"{k}={v}")),
+        "bash --norc --noprofile",
     )
     try:
-        yield Pane(name)
+        yield pane
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], check=False)
+        subprocess.run(["tmux", "-L", name, "kill-server"], check=False, capture_output=True)
 
 
 def start(pane: Pane, *extra: str) -> None:
@@ -115,7 +116,7 @@ def test_dashboard_appears_moves_on_and_ctrl_c_leaves_the_terminal_clean(
     later = pane.wait(lambda t: (epoch(t) or 0) > seen)
     assert later != first  # the dashboard moved on: the trial's later epoch is drawn
     pane.send("C-c")
-    end = pane.wait(lambda t: "EXIT=" in t)
+    end = pane.wait(lambda t: EXIT.search(t))
     assert "EXIT=130" in end and "interrupted: trial 0 recorded as failed (interrupted)" in end
     assert "Traceback" not in end and "attnsearch · tiny" not in end  # the dashboard is gone with the alternate screen
     assert pane.flags() == ("0", "1")
@@ -128,7 +129,7 @@ def test_a_run_that_ends_leaves_its_tables_and_a_clean_terminal(
 ) -> None:
     tiny_space_file()  # the tiny run: over in seconds; the test waits for its end alone, which no look can miss
     start(pane)
-    end = pane.wait(lambda t: "EXIT=" in t)
+    end = pane.wait(lambda t: EXIT.search(t))
     assert "EXIT=0" in end
     assert "Leaderboard" in end and "Best module per slot" in end and "Results: results/tiny" in end
     assert "attnsearch · tiny" not in end  # the dashboard is gone with the alternate screen
@@ -147,7 +148,7 @@ def test_a_stop_signal_leaves_the_terminal_clean_with_exit_128_plus_n(
     pane.wait(lambda t: "attnsearch · tiny" in t and (epoch(t) or 0) >= 1)  # the dashboard is up, mid-trial
     assert pane.flags()[0] == "1"  # on the alternate screen
     os.kill(int((tmp_path / "run.pid").read_text()), signum)  # as timeout, scancel, systemd would
-    end = pane.wait(lambda t: "EXIT=" in t)
+    end = pane.wait(lambda t: EXIT.search(t))
     assert f"EXIT={128 + signum}" in end, end
     assert f"attnsearch: interrupted by {signum.name}: trial 0 recorded as failed (interrupted)" in end
     assert "Traceback" not in end and "attnsearch · tiny" not in end
