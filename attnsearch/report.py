@@ -53,15 +53,16 @@ class Report:
         return DashboardState.from_results(self.results, folder=self.folder)
 
 
-def build_report(folder: Path | str) -> Report:
-    """Read the study in ``folder`` (never writing to it) and compute the effects and importances.
+def build_report(folder: Path | str, *, storage: str | None = None) -> Report:
+    """Read the study in ``folder`` (never writing to it) and compute the effects and importances; ``storage``: the
+    study's storage URL (``run --storage``), to report the trials of every driver that shares it.
 
     Example:
         >>> report = build_report("tests/golden/golden")  # a tiny finished study the tests keep
         >>> [(e.slot, e.module, e.method, e.tie) for e in report.effects]
         [('block3', 'se', 'paired', False), ('block3', 'eca', 'paired', False), ('block5', 'eca', 'paired', True)]
     """
-    reader = StudyReader(folder)
+    reader = StudyReader(folder, storage=storage)
     results = reader.results()
     importances, note = _importances(reader.study, len(results.ranked()))
     return Report(reader.store.root, results, results.effects(), importances, note, reader.study)

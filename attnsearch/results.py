@@ -148,6 +148,27 @@ class StudyResults:
             study=study,
         )
 
+    @classmethod
+    def from_study(
+        cls,
+        space: SearchSpace,
+        study: optuna.Study,
+        records: Iterable[TrialRecord] = (),
+        *,
+        target: int | None = None,
+    ) -> StudyResults:
+        """The results of ``space``'s study as its Optuna study holds them: every trial of every driver that shares
+        it (``run --storage``), each read back from what the runner keeps in its user attributes (the finished
+        record whole; see :mod:`attnsearch.search.shared`). ``records``: a results folder's own, used where the
+        study says less (trials run by an older attnsearch). Waiting trials, and duplicates skipped because another
+        driver was training their candidate, are no trials of the study. Raises AttnsearchError (one line) for a
+        kept record that is not one.
+        """
+        from .search.shared import study_records
+
+        found = study_records(study.get_trials(deepcopy=False), records)
+        return cls.from_space(space, found, target=target, study=study)
+
     def with_record(self, record: TrialRecord) -> StudyResults:
         """These results with ``record`` added (or replacing the record of its trial)."""
         return replace(self, records={**self.records, record.number: record})

@@ -11,6 +11,12 @@ from ._output import print_json, print_table
 
 __all__ = ["export", "replay", "report", "watch"]
 
+storage_option = click.option(
+    "--storage",
+    metavar="URL",
+    help="The storage URL the study ran with (run --storage): show the trials of every driver that shares it.",
+)
+
 
 @click.command()
 @results_dir_argument
@@ -18,7 +24,8 @@ __all__ = ["export", "replay", "report", "watch"]
     "--interval", type=click.FloatRange(min=0.1), default=2.0, help="Seconds between two reads of the folder."
 )
 @click.option("--once", is_flag=True, help="Print one frame and exit (scripts, tests).")
-def watch(results_dir: str, interval: float, once: bool) -> None:
+@storage_option
+def watch(results_dir: str, interval: float, once: bool, storage: str | None) -> None:
     """Show the live dashboard of the study in RESULTS_DIR, read-only: from another terminal or machine while
     a run goes on, or on a finished study. It never writes to the study and never holds the runner up. Ctrl-C
     leaves.
@@ -27,10 +34,11 @@ def watch(results_dir: str, interval: float, once: bool) -> None:
     Examples:
       attnsearch watch results/vgg16-shapes-quick
       attnsearch watch results/vgg16-shapes-quick --once
+      attnsearch watch results/shared --storage postgresql://me@db-host/studies
     """
     from ..dashboard.watch import watch as watch_study
 
-    watch_study(results_dir, interval=interval, once=once)
+    watch_study(results_dir, interval=interval, once=once, storage=storage)
 
 
 @click.command()
@@ -40,7 +48,8 @@ def watch(results_dir: str, interval: float, once: bool) -> None:
     type=click.Path(file_okay=False),
     help="Folder for report.html, heatmap.png, history.png, summary.md  [default: RESULTS_DIR/report]",
 )
-def report(results_dir: str, out: str | None) -> None:
+@storage_option
+def report(results_dir: str, out: str | None, storage: str | None) -> None:
     """Summarize the study in RESULTS_DIR: leaderboard, placement map, the effect of each module against none
     at its slot (95% CI, paired where trials differ only there), parameter importances; and the same as files.
 
@@ -48,6 +57,7 @@ def report(results_dir: str, out: str | None) -> None:
     Examples:
       attnsearch report results/vgg16-shapes-quick
       attnsearch report results/vgg16-shapes-quick --out paper/figures
+      attnsearch report results/shared --storage postgresql://me@db-host/studies
     """
     from pathlib import Path
 
@@ -55,7 +65,7 @@ def report(results_dir: str, out: str | None) -> None:
 
     from ..search.store import check_writable
 
-    found = build_report(results_dir)
+    found = build_report(results_dir, storage=storage)
     folder = Path(out) if out else Path(results_dir) / "report"
     check_writable(folder)  # refused before the report is printed, not after
     print_report(found)

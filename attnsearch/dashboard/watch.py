@@ -38,13 +38,17 @@ class StudyReader:
     Raises ``StoreError`` (one line) for a folder that is not a study: missing, without ``space.yaml``, with an
     unreadable space or trial record, or with a journal that holds no study of that name.
 
+    ``storage``: the URL of the Optuna storage the study was run with (``run --storage``): the results are then every
+    trial of the study, those of the other drivers that share it too (:meth:`StudyResults.from_study`), and a folder
+    whose records are not trials of that study is refused (one line).
+
     Example:
         >>> reader = StudyReader("tests/golden/golden")  # a tiny finished study the tests keep
         >>> reader.results().counts()["complete"]
         6
     """
 
-    def __init__(self, folder: Path | str) -> None:
+    def __init__(self, folder: Path | str, *, storage: str | None = None) -> None:
         self.store = ResultsStore(folder)
         root = self.store.root
         if not root.is_dir():
@@ -53,9 +57,23 @@ class StudyReader:
             raise StoreError(f"{root}: not a results folder of attnsearch (no space.yaml)")
         self.space = self.store.read_space()
         assert self.space is not None
-        self.study = _open_journal(self.store, self.space.name)
+        self.storage = storage
+        if storage:
+            from ..search.shared import check_same_study, open_shared_study, shown_url
+
+            self.study: optuna.Study | None = open_shared_study(storage, self.space.name)
+        else:
+            self.study = _open_journal(self.store, self.space.name)
         self._records: dict[int, tuple[tuple[int, ...], TrialRecord]] = {}  # number -> (its file's identity, it)
         self.read()  # a corrupt trial record is found now, not on the first tick
+        if storage and self.study is not None:
+            check_same_study(
+                [record for _, record in self._records.values()],
+                self.study.get_trials(deepcopy=False),
+                folder=root,
+                source=f"--storage {shown_url(storage)}",
+                hint="give the --storage it was run with",
+            )
 
     def results(self) -> StudyResults:
         """The study's results as they are now on disk (a record is read again only when its file changed: the
@@ -72,6 +90,8 @@ class StudyReader:
                 known = (key, self.store.read_record(number))
                 self._records[number] = known
             records.append(known[1])
+        if self.storage and self.study is not None:  # every driver's trials, this folder's records where they say more
+            return StudyResults.from_study(self.space, self.study, records)
         return StudyResults.from_space(self.space, records, study=self.study)
 
     def read(self) -> DashboardState:
@@ -134,9 +154,11 @@ def watch(
     interval: float = 2.0,
     once: bool = False,
     console: Console | None = None,
+    storage: str | None = None,
 ) -> None:
     """Show the dashboard of the study in ``folder`` until Ctrl-C, read again every ``interval`` seconds;
-    ``once`` (or a console that is not a terminal): print one frame of the console's size and return.
+    ``once`` (or a console that is not a terminal): print one frame of the console's size and return. ``storage``:
+    the study's storage URL, to show the trials of every driver that shares it (see :class:`StudyReader`).
 
     Example:
         >>> import io
@@ -151,7 +173,7 @@ def watch(
     from .live import LiveDashboard
     from .views import render
 
-    reader = StudyReader(folder)
+    reader = StudyReader(folder, storage=storage)
     console = console or Console()
     if once or not console.is_terminal:
         size = console.size

@@ -3,6 +3,8 @@
 Ask a trial, turn it into a Candidate, hand it to the worker, tell the outcome, record it. Pruning decisions are
 made here from the epoch scores the worker reports. Duplicate candidates reuse their recorded score. A run that
 is started again continues the same study; a trial that was running when a process died is failed and retried.
+Several runs can share one study (``--storage``, each with its own folder): what each keeps in the study's trials
+and how they read it back is :mod:`attnsearch.search.shared`'s; how they share the work is :meth:`_Run.loop`'s.
 The study itself (sampler, pruner, storage, judging an epoch) is :mod:`attnsearch.search.study`'s.
 """
 
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,18 @@ from ..space import SearchSpace
 from .events import EpochEnded, Event, NewBest, Note, RunStarted, TrialEnded, TrialResumed, TrialStarted
 from .executor import Executor, Job, LocalExecutor
 from .settings import TrialSettings
+from .shared import (
+    ATTR,
+    Driver,
+    asked,
+    attrs,
+    check_same_study,
+    is_skipped,
+    peek_trials,
+    shown_url,
+    store_outcome,
+    trial_record,
+)
 from .journal import check_journal
 from .store import ResultsStore, StoreError
 from .study import judge_epoch, make_pruner, make_sampler, open_study
@@ -45,7 +60,7 @@ __all__ = [
     "run_search",
 ]
 
-ATTR = "attnsearch"  # user attribute holding our state of a trial
+# ATTR: the user attribute holding our state of a trial (see attnsearch.search.shared)
 
 
 class RunInterrupted(Exception):
@@ -93,7 +108,8 @@ def run_search(
 
     ``executor`` runs the trials instead of the one the space names (the caller made it, holds its data and closes
     it): ``attnsearch bench overhead`` passes one that times each trial from outside. Raises SpaceError or
-    StoreError (one line, nothing written) for a space or folder that cannot be used, and :class:`RunInterrupted`
+    StoreError (one line, nothing written) for a space or folder that cannot be used (a folder whose trial records
+    are not trials of the study in ``storage``, or in its journal without one, included), and :class:`RunInterrupted`
     after Ctrl-C or another stop signal (SIGTERM, SIGHUP, ...: see :mod:`attnsearch.signals`), once the running
     trial and the summary are recorded; a second signal raises :class:`attnsearch.signals.Stopped` at once.
 
@@ -126,6 +142,8 @@ def run_search(
     # the local executor loads the data here, before any folder exists: a data error writes nothing
     dataset = load_dataset(space.data_spec()) if local else None
     note = lambda text: emit(Note(text))  # noqa: E731 (what was done to the journal on the way)
+    # the folder's records go on with their own study only: another study's trials would be written over them
+    _check_same_study(previous, store, storage, space.name)
     if storage:  # the user's storage is opened (its URL checked) before the folder is made
         study = open_study(space, store, storage, note=note)
         store.create(text)
@@ -133,6 +151,9 @@ def run_search(
         check_journal(store.journal_path)
         store.create(text)
         study = open_study(space, store, note=note)
+        if previous:  # the folder's journal, open now, holds the trials its records are of
+            trials = study.get_trials(deepcopy=False)
+            check_same_study(previous, trials, folder=store.root, source=str(store.journal_path), hint=_HINT)
     settings = TrialSettings(
         constraints=space.constraints(),
         repeats=search.repeats,
@@ -143,19 +164,52 @@ def run_search(
     owned = executor is None
     if executor is None:
         executor = _make_executor(space, settings, dataset, torch_device, device)
-    run = _Run(space, study, store, executor, StudyResults.from_space(space, previous, target=target))
+    results_so_far = StudyResults.from_space(space, previous, target=target)
+    run = _Run(space, study, store, executor, results_so_far, shared=bool(storage))
     try:
         run.recover(emit)
         if design is not None and not study.user_attrs.get("enqueued"):
-            for params in design:
-                study.enqueue_trial(params)
-            study.set_user_attr("enqueued", True)
+            _enqueue(study, design)
         ran = run.loop(timeout, keep_weights, emit)
     finally:
         if owned:
             executor.close()
     summary = run.write_summary()
     return RunResult(space.name, store.root, run.results, summary, ran)
+
+
+_HINT = "run it with the --storage its trials ran with, or with --fresh to move them aside and start over"
+
+
+def _check_same_study(records: list[TrialRecord], store: ResultsStore, url: str | None, name: str) -> None:
+    """Refuse (StoreError, one line) a folder whose records are not trials of the study about to be opened: the
+    study at ``url``, looked at without creating it there (:func:`~attnsearch.search.shared.peek_trials`, which
+    also makes the storage's tables, racing no other driver), or the folder's journal when it has none (one it has
+    is checked once open). A folder run with one storage and then with another would otherwise get the other
+    study's trials 0, 1, ... written over its own."""
+    if url:
+        trials = peek_trials(url, name)
+        source = f"--storage {shown_url(url)}"
+    elif records and not store.journal_path.exists():
+        trials, source = None, f"the journal {store.journal_path} (there is none)"
+    else:
+        return
+    check_same_study(records, trials, folder=store.root, source=source, hint=_HINT)
+
+
+def _enqueue(study: optuna.Study, design: list[dict[str, Any]]) -> None:
+    """Enqueue the design's trials, each once, then mark the study as enqueued. A point already in the study
+    (another driver enqueueing the same design at the same time) is not enqueued again; one that both enqueued at
+    the same moment is told apart when asked (:meth:`_Run.copy_of`)."""
+    known = {_frozen(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials(deepcopy=False)}
+    for params in design:
+        if _frozen(params) not in known:
+            study.enqueue_trial(params)
+    study.set_user_attr("enqueued", True)
+
+
+def _frozen(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
 def _make_executor(
@@ -204,9 +258,76 @@ def _done(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether an Optuna trial counts towards the target, by the records' rule (``counts_towards_target``)."""
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return trial.state == TrialState.FAIL and counts_towards_target(
-        "failed", trial.user_attrs.get(ATTR, {}).get("reason")
+    # a duplicate skipped because another driver trains its candidate is no trial of the study's
+    return trial.state == TrialState.FAIL and counts_towards_target("failed", attrs(trial).get("reason")) and not (
+        is_skipped(trial)
     )
+
+
+ASKING_S = 600.0  # a running trial that has not said what it trains after this long was left by a dead driver
+
+
+def _asking(trial: optuna.trial.FrozenTrial) -> bool:
+    """A running trial that does not say what it trains yet: asked a moment ago by another driver (True), or left
+    so by one that died between asking and saying (False, once it is older than :data:`ASKING_S`)."""
+    started = trial.datetime_start
+    return started is None or (datetime.now() - started).total_seconds() < ASKING_S
+
+
+class _View:
+    """The study at one moment, as the loop needs it with other drivers on it (``--storage``): how many trials count
+    towards the target, which run in other drivers and the candidates they train, and the finished trials whose
+    outcome a duplicate reuses. ``mine``: the trials this run has in hand."""
+
+    def __init__(self, trials: list[optuna.trial.FrozenTrial], mine: set[int]) -> None:
+        self.trials = trials
+        self.done = 0
+        # number -> candidate key (None: asked a moment ago), of the trials other drivers run now
+        self.elsewhere: dict[int, str | None] = {}
+        self._finished: dict[str, optuna.trial.FrozenTrial] = {}  # key -> its first complete or infeasible trial
+        for trial in trials:
+            self.done += _done(trial)
+            known = attrs(trial)
+            key = known.get("key")
+            if is_skipped(trial):
+                continue
+            if trial.state == TrialState.RUNNING and trial.number not in mine:
+                if key is not None or _asking(trial):
+                    self.elsewhere[trial.number] = key
+            elif key is not None and known.get("reused_from") is None and (
+                trial.state == TrialState.COMPLETE
+                or (trial.state == TrialState.FAIL and known.get("state") == "infeasible")
+            ):
+                self._finished.setdefault(key, trial)
+
+    def training(self, key: str) -> int | None:
+        """The trial another driver is training candidate ``key`` in, if any."""
+        return next((number for number, k in sorted(self.elsewhere.items()) if k == key), None)
+
+    def finished(self, key: str) -> TrialRecord | None:
+        """The record of a complete or infeasible trial of candidate ``key`` (any driver's), if any."""
+        trial = self._finished.get(key)
+        record = trial_record(trial) if trial is not None else None
+        return record if record is not None and record.state in ("complete", "infeasible") else None
+
+    def copy_of(self, number: int) -> int | None:
+        """For trial ``number`` asked from the design's queue, an earlier trial of the same design point: two drivers
+        that enqueued the design at the same moment put it there twice. None otherwise (retries are no copies)."""
+        by_number = {t.number: t for t in self.trials}
+        asked_trial = by_number.get(number)
+        fixed = asked_trial.system_attrs.get("fixed_params") if asked_trial is not None else None
+        if fixed is None or attrs(asked_trial).get("retry_of") is not None:
+            return None
+        return next(
+            (
+                t.number
+                for t in self.trials
+                if t.number < number
+                and t.system_attrs.get("fixed_params") == fixed
+                and attrs(t).get("retry_of") is None
+            ),
+            None,
+        )
 
 
 @dataclass
@@ -220,9 +341,18 @@ class _Run:
     :meth:`write`, which keeps :attr:`results` (what summary.json, the weights kept and the best event read)."""
 
     def __init__(
-        self, space: SearchSpace, study: optuna.Study, store: ResultsStore, executor: Executor, results: StudyResults
+        self,
+        space: SearchSpace,
+        study: optuna.Study,
+        store: ResultsStore,
+        executor: Executor,
+        results: StudyResults,
+        *,
+        shared: bool = False,
     ) -> None:
         self.space, self.study, self.store, self.executor, self.results = space, study, store, executor, results
+        self.shared = shared  # a --storage study: other drivers may run trials of it at the same time
+        self.driver = Driver.here(store.root)
 
     def write(self, record: TrialRecord) -> None:
         self.store.write_record(record)
@@ -234,24 +364,57 @@ class _Run:
         return summary
 
     def recover(self, emit: Callable[[Event], None]) -> None:
-        """Trials left RUNNING by a process that died: failed as 'killed', their candidates queued again once."""
+        """Trials left RUNNING by a process that died: failed as 'killed', their candidates queued again once.
+
+        Every running trial in the folder's journal is a dead run's. In a shared study (``--storage``) one may be
+        another driver's, alive: only those whose driver ran on this host and is gone, those of this folder
+        (recorded here, or asked by a driver of this folder on another host), and those that never said what they
+        train and are older than :data:`ASKING_S` are taken as dead; the rest are left to their drivers (each fails
+        its own dead trials when it is started again). A dead trial of another folder is failed in the study and
+        recorded in no folder.
+        """
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            attrs = dict(trial.user_attrs.get(ATTR, {}))
-            self.study._storage.set_trial_user_attr(
-                trial._trial_id, ATTR, {**attrs, "state": "failed", "reason": "killed"}
-            )
-            self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            driver = Driver.of(trial)
+            mine = trial.number in self.results.records or (driver is not None and driver.folder == self.driver.folder)
+            if self.shared:
+                if driver is not None and driver.host == self.driver.host:
+                    dead = driver.gone()
+                else:  # elsewhere only a driver of this folder; one that never said what it trains, once old
+                    dead = mine or (not attrs(trial) and not _asking(trial))
+                if not dead:
+                    continue
+            known_attrs = attrs(trial)
             known = self.results.records.get(trial.number)
             if known is None:
-                candidate = Candidate.from_dict(attrs["candidate"]) if attrs.get("candidate") else None
-                known = TrialRecord(trial.number, "running", candidate=candidate, params=trial.params)
-            self.write(replace(known, state="failed", reason="killed"))
-            if attrs.get("retry_of") is None:
+                found = known_attrs.get("candidate")
+                candidate = Candidate.from_dict(found) if found else None
+                known = TrialRecord(
+                    trial.number, "running", candidate=candidate, params=trial.params, started=known_attrs.get("stamp")
+                )
+            record = replace(known, state="failed", reason="killed")
+            store_outcome(self.study._storage, trial._trial_id, known_attrs, record)
+            self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            if mine or not self.shared:
+                self.write(record)
+            if known_attrs.get("retry_of") is None:
                 self.study.enqueue_trial(trial.params, user_attrs={ATTR: {"retry_of": trial.number}})
                 emit(TrialResumed(trial.number))
 
     def loop(self, timeout: float | None, keep_weights: int, emit: Callable[[Event], None]) -> int:
-        """Ask while there is room, wait for outcomes, tell them; returns the trials this run finished."""
+        """Ask while there is room, wait for outcomes, tell them; returns the trials this run finished.
+
+        With other drivers on the study (``--storage``) the target counts their finished trials and those they run
+        now, and a candidate is trained once: a duplicate of one that any driver finished (complete or infeasible)
+        reuses its outcome, as in a study of one driver, and counts; a duplicate of one that another driver is
+        training now is told failed at once as skipped (not trained, not counted, recorded in no folder) and
+        another candidate is asked, after a wait for the other drivers' trials when this run has none of its own
+        in flight. Skipping rather than waiting keeps this run's slots busy, and does not hang on a driver that
+        died mid-trial. A design point that two drivers enqueued at the same moment is skipped in the same way, so
+        that a grid still trains every point; so is a trial asked when those that the other drivers asked before it
+        make up the target (of two drivers asking for the last trial at once, the first asked runs it). Each driver
+        writes what a trial trains before it looks at the others', so of two that ask the same candidate at once at
+        least one sees the other.
+        """
         study, executor, target = self.study, self.executor, self.results.target
         already = sum(_done(t) for t in study.get_trials(deepcopy=False))
         emit(
@@ -274,31 +437,46 @@ class _Run:
 
         with _ctrl_c(stop, executor.stop) as caught:
             while True:
-                finished = sum(_done(t) for t in study.get_trials(deepcopy=False))
                 timed_out = timeout is not None and time.monotonic() - begun > timeout
-                while (
-                    not stop.is_set()
-                    and not timed_out
-                    and len(running) < executor.capacity
-                    and finished + len(running) < target
-                ):
+                blocked: set[int] = set()  # other drivers' trials a candidate asked here is trained in
+                while not stop.is_set() and not timed_out and len(running) < executor.capacity:
+                    view = _View(study.get_trials(deepcopy=False), set(running))
+                    if view.done + len(view.elsewhere) + len(running) >= target:
+                        break
                     trial = study.ask()
                     candidate = self.space.suggest(trial)
                     key = candidate.key()
-                    retry_of = trial.user_attrs.get(ATTR, {}).get("retry_of")
-                    trial.set_user_attr(ATTR, {"candidate": candidate.to_dict(), "key": key, "retry_of": retry_of})
-                    if key in cache:
-                        self.reuse(trial, cache[key], retry_of, emit)
-                        finished += 1
+                    retry_of = attrs(trial).get("retry_of")
+                    started = timestamp()
+                    trial.set_user_attr(ATTR, asked(candidate, retry_of=retry_of, started=started, driver=self.driver))
+                    # what the other drivers did, read after this trial says what it trains
+                    view = _View(study.get_trials(deepcopy=False), {*running, trial.number})
+                    earlier = [n for n in view.elsewhere if n < trial.number]
+                    if view.done + len(earlier) + len(running) >= target:  # they asked first: the target is theirs
+                        last = max(earlier, default=max((t.number for t in view.trials if _done(t)), default=0))
+                        self.skip(trial, last, "the other drivers' trials reach n_trials", emit)
+                        continue
+                    copy_of = view.copy_of(trial.number)
+                    if copy_of is not None:
+                        self.skip(trial, copy_of, f"trial {copy_of} has its design point (enqueued twice)", emit)
+                        continue
+                    original = cache.get(key) or view.finished(key)
+                    if original is not None:
+                        self.reuse(trial, original, retry_of, emit)
                         ran += 1
                         continue
+                    other = view.training(key)
+                    if other is not None:
+                        self.skip(trial, other, f"trial {other} trains the same candidate in another driver", emit)
+                        blocked = set(view.elsewhere)
+                        break
                     record = TrialRecord(
                         trial.number,
                         "running",
                         candidate=candidate,
                         params=trial.params,
                         retry_of=retry_of,
-                        started=timestamp(),
+                        started=started,
                         worker=executor.worker,  # host and pid, when known: `watch` tells a dead run's trial by it
                     )
                     self.write(record)
@@ -307,13 +485,17 @@ class _Run:
                     running[trial.number] = _Running(trial, record)
                 if timed_out and not running:
                     emit(Note(f"timeout of {timeout:g} s reached"))
+                if not running and blocked and not timed_out and not stop.is_set():
+                    self._wait_for_others(blocked, stop, None if timeout is None else begun + timeout)
+                    continue
                 if not running:
                     break
                 for job, outcome in executor.wait(on_report):
                     entry = running.pop(job.number)
                     self.tell(entry, outcome, keep_weights, emit)
-                    if outcome.state in ("complete", "infeasible"):
-                        cache[job.candidate.key()] = job.number
+                    written = self.results.records[job.number]
+                    if written.state in ("complete", "infeasible"):
+                        cache[job.candidate.key()] = written
                     if outcome.reason in ("interrupted", "worker_lost") and entry.record.retry_of is None:
                         # not the candidate's fault: it is tried again, once
                         study.enqueue_trial(entry.trial.params, user_attrs={ATTR: {"retry_of": job.number}})
@@ -322,37 +504,54 @@ class _Run:
                     ran += 1
                 if stop.is_set() and not running:
                     break
+        others = sorted(_View(study.get_trials(deepcopy=False), set()).elsewhere)
+        if others and not stop.is_set():
+            listed = ", ".join(map(str, others[:8])) + (", ..." if len(others) > 8 else "")
+            emit(Note(f"trials {listed} run in other drivers on this study; n_trials counts them"))
         if interrupted is not None or stop.is_set():
             self.write_summary()
             which = f"trial {interrupted} recorded as failed (interrupted)" if interrupted is not None else "stopped"
             raise RunInterrupted(f"{interrupted_by(caught.signum)}: {which}", caught.signum)
         return ran
 
-    def _reuse_cache(self) -> dict[str, int]:
-        """Candidate key -> the trial whose recorded outcome a duplicate reuses (complete or infeasible trials)."""
-        cache: dict[str, int] = {}
+    def _reuse_cache(self) -> dict[str, TrialRecord]:
+        """Candidate key -> the record whose outcome a duplicate reuses (this folder's complete or infeasible trials;
+        other drivers' are looked up in the study when asked)."""
+        cache: dict[str, TrialRecord] = {}
         for record in self.results.finished():
             if (
                 record.candidate is not None
                 and record.reused_from is None
                 and record.state in ("complete", "infeasible")
             ):
-                cache.setdefault(record.candidate.key(), record.number)
+                cache.setdefault(record.candidate.key(), record)
         return cache
 
-    def reuse(self, trial: optuna.Trial, source: int, retry_of: int | None, emit: Callable[[Event], None]) -> None:
-        """Record ``trial`` as a duplicate of trial ``source``: its outcome, this trial's own identity."""
-        original = self.results.records[source]
-        trial.set_user_attr(
-            ATTR,
-            {
-                **trial.user_attrs.get(ATTR, {}),
-                "reused_from": source,
-                "state": original.state,
-                "reason": original.reason,
-            },
-        )
+    def _wait_for_others(self, numbers: set[int], stop: threading.Event, deadline: float | None) -> None:
+        """Wait until one of the trials ``numbers`` that other drivers train has ended (the study is read every
+        second), for a minute at most, until the stop signal or the run's ``deadline`` (monotonic seconds)."""
+        until = time.monotonic() + 60.0
+        while not stop.wait(1.0):
+            now = time.monotonic()
+            if now > until or (deadline is not None and now > deadline):
+                return
+            if not numbers <= {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}:
+                return
+
+    def skip(self, trial: optuna.Trial, other: int, why: str, emit: Callable[[Event], None]) -> None:
+        """Tell ``trial`` failed without training it: a duplicate of the candidate (or design point) of trial
+        ``other``, which another driver trains or has. It counts towards no target and no folder records it."""
+        trial.set_user_attr(ATTR, {**attrs(trial), "state": "failed", "reason": why, "skipped_for": other})
+        self.study.tell(trial, state=TrialState.FAIL)
+        emit(Note(f"trial {trial.number} not trained: {why}"))
+
+    def reuse(
+        self, trial: optuna.Trial, original: TrialRecord, retry_of: int | None, emit: Callable[[Event], None]
+    ) -> None:
+        """Record ``trial`` as a duplicate of ``original`` (a trial of this folder's or of another driver's): its
+        outcome, this trial's own identity."""
         record = original.reuse(trial.number, trial.params, retry_of=retry_of, finished=timestamp())
+        store_outcome(self.study._storage, trial._trial_id, attrs(trial), record, reused_from=original.number)
         self.write(record)
         values = self.results.values(original)
         if values is not None:
@@ -364,13 +563,12 @@ class _Run:
     def tell(self, entry: _Running, outcome: TrialOutcome, keep_weights: int, emit: Callable[[Event], None]) -> None:
         """Tell Optuna how a trial ended, write its final record, keep its weights if it ranks in the top K."""
         trial = entry.trial
-        attrs = {**trial.user_attrs.get(ATTR, {}), "state": outcome.state, "reason": outcome.reason}
-        trial.set_user_attr(ATTR, {**attrs, "metrics": outcome.metrics.to_dict()})
         record = replace(entry.record, **outcome.record_fields(), finished=timestamp(), versions=versions())
         values = self.results.values(record)
         if record.state == "complete" and values is None:
             record = replace(record, state="failed", reason="no score: the run produced no validation result")
         best = self.results.best()
+        store_outcome(self.study._storage, trial._trial_id, attrs(trial), record)  # every driver sees it
         if record.state == "complete":
             self.study.tell(trial, list(values or ()))
         elif record.state == "pruned":
