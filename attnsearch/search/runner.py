@@ -259,8 +259,10 @@ def _done(trial: optuna.trial.FrozenTrial) -> bool:
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     # a duplicate skipped because another driver trains its candidate is no trial of the study's
-    return trial.state == TrialState.FAIL and counts_towards_target("failed", attrs(trial).get("reason")) and not (
-        is_skipped(trial)
+    return (
+        trial.state == TrialState.FAIL
+        and counts_towards_target("failed", attrs(trial).get("reason"))
+        and not is_skipped(trial)
     )
 
 
@@ -294,9 +296,13 @@ class _View:
             if trial.state == TrialState.RUNNING and trial.number not in mine:
                 if key is not None or _asking(trial):
                     self.elsewhere[trial.number] = key
-            elif key is not None and known.get("reused_from") is None and (
-                trial.state == TrialState.COMPLETE
-                or (trial.state == TrialState.FAIL and known.get("state") == "infeasible")
+            elif (
+                key is not None
+                and known.get("reused_from") is None
+                and (
+                    trial.state == TrialState.COMPLETE
+                    or (trial.state == TrialState.FAIL and known.get("state") == "infeasible")
+                )
             ):
                 self._finished.setdefault(key, trial)
 

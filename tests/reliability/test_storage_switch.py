@@ -46,9 +46,7 @@ def _assert_refused(space: Path, results: Path, storage: str | None) -> list[str
     return lines
 
 
-def test_journal_study_then_another_storage_is_refused(
-    tmp_path: Path, tiny_space_file: Callable[..., Path]
-) -> None:
+def test_journal_study_then_another_storage_is_refused(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
     path = tiny_space_file(**CHANGES)
     results = tmp_path / "results"
     run_search(load_space(path), results=results)
@@ -86,9 +84,7 @@ def test_another_storage_with_the_same_trials_is_still_another_study(
     _assert_refused(path, results, other)
 
 
-def test_the_storage_the_folder_was_run_with_is_accepted(
-    tmp_path: Path, tiny_space_file: Callable[..., Path]
-) -> None:
+def test_the_storage_the_folder_was_run_with_is_accepted(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
     # the check lets a folder continue its own study: n_trials raised from 2 to 3 runs one more trial
     path = tiny_space_file(**CHANGES)
     storage = f"sqlite:///{tmp_path}/study.db"
