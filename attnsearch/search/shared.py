@@ -200,7 +200,10 @@ def study_records(trials: Iterable[FrozenTrial], local: Iterable[TrialRecord] = 
 
 def foreign(records: Iterable[TrialRecord], trials: Sequence[FrozenTrial] | None) -> str | None:
     """Why a folder's ``records`` are not trials of the study whose ``trials`` are given (None: no such study), or
-    None when each one is: the study has a trial of its number, with its candidate and, where both say, its stamp.
+    None when each one is: the study has a trial of its number, with its candidate and, where both say, its stamp;
+    and a finished record is the one the trial keeps (:data:`RECORD_ATTR`) as far as its times go (started,
+    finished and the timings, in microseconds): two studies of one space and seed have the same candidates at the
+    same numbers, and may start them in the same second.
 
     Example:
         >>> record = TrialRecord(0, "complete", started="2026-11-22T10:30:13+0000")
@@ -221,7 +224,14 @@ def foreign(records: Iterable[TrialRecord], trials: Sequence[FrozenTrial] | None
         ours, theirs = stamp(record), known.get("stamp")
         if ours is not None and theirs is not None and ours != theirs:
             return f"its trial {record.number} is another one (started {theirs}, the folder's {ours})"
+        kept = trial.user_attrs.get(RECORD_ATTR)
+        if record.state != "running" and isinstance(kept, dict) and _times(kept) != _times(record.to_dict()):
+            return f"its trial {record.number} is another one (other timings)"
     return None
+
+
+def _times(record: dict[str, Any]) -> tuple[Any, ...]:
+    return record.get("started"), record.get("finished"), record.get("timings")
 
 
 def read_trials(storage: optuna.storages.BaseStorage, name: str) -> list[FrozenTrial] | None:
