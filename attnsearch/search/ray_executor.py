@@ -209,6 +209,11 @@ class RayExecutor:
     """Trials on Ray actors: ``cpus_per_trial`` and ``gpus_per_trial`` each, as many as the cluster (or
     ``max_concurrent``) allows.
 
+    An actor lost with its trial (its process or its node died) is replaced by one that counts in ``capacity``
+    only once it has started: when the node is gone and the cluster has no room left for it, the trials go on
+    the actors that remain instead of waiting for one that never starts. The queue that carries the actors'
+    reports lives on the driver's node, so losing any other node leaves it.
+
     Example:
         >>> executor = RayExecutor(space.data_spec(), TrialSettings(), cpus_per_trial=1)  # doctest: +SKIP
     """
@@ -226,6 +231,7 @@ class RayExecutor:
     ) -> None:
         import ray
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self.started_ray = start_ray(address)
         self.data = asdict(data)
@@ -240,14 +246,21 @@ class RayExecutor:
             fits = min(fits, math.floor(resources.get("GPU", 0) / gpus_per_trial + 1e-9))
             if fits < 1:
                 raise AttnsearchError(f"execution.gpus_per_trial: {gpus_per_trial} but the Ray cluster has no GPU")
-        self.capacity = max(1, min(fits, max_concurrent or fits))
+        limit = max(1, min(fits, max_concurrent or fits))
         self.worker = WorkerInfo()  # an actor is picked at submit time: trials name it in their reports
-        self.reports = Queue(actor_options={"num_cpus": 0})
-        self.idle: list[Any] = []
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.reports = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
         self.running: dict[Any, tuple[Job, Any]] = {}  # object ref -> (job, actor)
         self.actors: dict[int, Any] = {}  # trial number -> actor running it
+        self.where: dict[int, WorkerInfo] = {}  # trial number -> where it runs, as its reports say
+        self.starting: dict[Any, Any] = {}  # replacements not started yet: ref of their describe() -> actor
         self._worker = _worker_class()
-        self.idle = [self._new_actor() for _ in range(self.capacity)]
+        self.idle = [self._new_actor() for _ in range(limit)]
+
+    @property
+    def capacity(self) -> int:
+        """Trials that can run at once: the actors there are, less replacements that have not started yet."""
+        return max(1, len(self.idle) + len(self.running))
 
     def _new_actor(self) -> Any:
         return self._worker.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(
@@ -255,40 +268,69 @@ class RayExecutor:
         )
 
     def submit(self, job: Job) -> None:
-        actor = self.idle.pop()
+        if self.idle:
+            actor = self.idle.pop()
+        elif self.starting:  # every actor was lost: the trial waits for a replacement to start
+            actor = self.starting.pop(next(iter(self.starting)))
+        else:
+            actor = self._new_actor()
         ref = actor.run.remote(job.number, job.candidate.to_dict(), self.settings)
         self.running[ref] = (job, actor)
         self.actors[job.number] = actor
 
     def wait(self, on_report: OnReport) -> list[tuple[Job, TrialOutcome]]:
+        """Block until a submitted trial is done, and return the finished ones; or until a replacement actor has
+        started (an empty list: ``capacity`` grew, the caller may submit more)."""
         import ray
         from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
         while True:
             self._answer_reports(on_report)
-            ready, _ = ray.wait(list(self.running), num_returns=1, timeout=0.05)
+            ready, _ = ray.wait([*self.running, *self.starting], num_returns=1, timeout=0.05)
             if not ready:
                 continue
             done = []
             for ref in ready:
+                if ref in self.starting:
+                    self._started(ref)
+                    continue
                 job, actor = self.running.pop(ref)
                 self.actors.pop(job.number, None)
+                where = self.where.pop(job.number, WorkerInfo())
                 try:
                     outcome = ray.get(ref)
                 except (RayActorError, WorkerCrashedError) as err:
                     error = " ".join(str(err).split())[:300]
-                    outcome = TrialOutcome("failed", "worker_lost", worker=WorkerInfo(error=error))
-                    actor = self._new_actor()  # a fresh one takes the lost one's place
+                    outcome = TrialOutcome("failed", "worker_lost", worker=replace(where, error=error))
+                    fresh = self._new_actor()  # takes the lost one's place once it has started
+                    self.starting[fresh.describe.remote()] = fresh
+                    actor = None
                 except RayTaskError as err:  # raised in the actor outside the trial's own guard: its trial fails
                     outcome = TrialOutcome("failed", one_line(err.cause if isinstance(err.cause, Exception) else err))
                 else:
                     if outcome.reason == "oom" and outcome.worker.gpus:
                         ray.kill(actor)  # leaked GPU memory must not poison later trials
                         actor = self._new_actor()
-                self.idle.append(actor)
+                if actor is not None:
+                    self.idle.append(actor)
                 done.append((job, outcome))
             self._answer_reports(on_report)
+            for job, _ in done:  # a report that came in after its trial ended
+                self.where.pop(job.number, None)
             return done
+
+    def _started(self, ref: Any) -> None:
+        """A replacement actor has started (it joins the idle ones) or died starting (it is dropped: its node is
+        gone, or the cluster lost it; the actors left carry on)."""
+        import ray
+        from ray.exceptions import RayActorError, WorkerCrashedError
+
+        actor = self.starting.pop(ref)
+        try:
+            ray.get(ref)
+        except (RayActorError, WorkerCrashedError):
+            return
+        self.idle.append(actor)
 
     def _answer_reports(self, on_report: OnReport) -> None:
         while True:
@@ -296,6 +338,7 @@ class RayExecutor:
                 number, epoch, value, worker = self.reports.get_nowait()
             except Exception:  # ray.util.queue.Empty
                 return
+            self.where[number] = worker
             prune = on_report(number, epoch, value, worker)
             actor = self.actors.get(number)
             if actor is not None and value is not None:
@@ -310,10 +353,11 @@ class RayExecutor:
 
         for _, actor in list(self.running.values()):
             ray.kill(actor)
-        for actor in self.idle:
+        for actor in [*self.idle, *self.starting.values()]:
             ray.kill(actor)
         self.running.clear()
         self.idle.clear()
+        self.starting.clear()
         ray.kill(self.reports.actor)
         if self.started_ray:
             stop_ray()
