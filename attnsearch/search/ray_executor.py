@@ -4,19 +4,24 @@ The driver keeps the Optuna study and the results folder. An actor runs ``run_ca
 the score on a shared queue and waits for the driver's answer (prune or go on), so pruning works as it does
 locally. Weights, metrics and history come back through Ray, so the driver's folder is complete without a shared
 filesystem. An actor that dies fails its trial as ``worker_lost`` and is replaced; one that ran out of GPU memory is
-retired and replaced, so leaked memory never reaches the next trial.
+retired and replaced, so leaked memory never reaches the next trial. While the run stops (Ctrl-C, SIGTERM, ...:
+:mod:`attnsearch.signals`) every trial is asked to stop, and one whose actor dies then (the signal reached it too)
+is recorded as ``interrupted``, not replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -24,6 +29,7 @@ from ..candidate import Candidate, DataSpec
 from ..errors import AttnsearchError
 from ..record import WorkerInfo
 from .executor import Job, OnReport
+from .reaper import MARK
 from .settings import TrialSettings
 from .worker import TrialOutcome, one_line
 
@@ -93,8 +99,10 @@ def _own_folder(folder: str) -> bool:
 def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> bool:
     """Connect to Ray, starting a quiet local instance when ``address`` is None. True when we started it.
 
-    A Ray we start is watched by a reaper process, so a killed driver leaves no Ray process behind.
-    ``runtime_env`` is Ray's (environment variables, a setup hook for every worker process, ...).
+    A Ray we start is watched by a reaper process (:mod:`attnsearch.search.reaper`), started first and given a
+    mark that every Ray process inherits, so a killed driver leaves no Ray process behind, even one killed while
+    Ray starts. ``runtime_env`` is Ray's (environment variables, a setup hook for every worker process, ...).
+    Raises AttnsearchError when Ray's temp folder cannot be placed (:func:`ray_temp_dir`).
     """
     global _reaper
     import ray
@@ -107,7 +115,17 @@ def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None)
         temp_dir, note = ray_temp_dir()
         if note:
             print(f"attnsearch: note: {note}", file=sys.stderr, flush=True)
-        ray.init(
+        mark = uuid.uuid4().hex
+        os.environ[MARK] = mark  # every process started from here on carries it (Ray's too): the reaper finds them
+        _reaper = subprocess.Popen(
+            [sys.executable, "-m", "attnsearch.search.reaper", str(os.getpid()), mark],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={name: value for name, value in os.environ.items() if name != MARK},
+        )
+        _init(
             include_dashboard=False,
             logging_level="ERROR",
             log_to_driver=False,
@@ -115,16 +133,34 @@ def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None)
             configure_logging=True,
             runtime_env=runtime_env,
         )
-        _reaper = subprocess.Popen(
-            [sys.executable, "-m", "attnsearch.search.reaper", str(os.getpid())],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
         return True
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False, runtime_env=runtime_env)
+    _init(address=address, logging_level="ERROR", log_to_driver=False, runtime_env=runtime_env)
     return False
+
+
+def _init(**options: Any) -> None:
+    """``ray.init(**options)``, keeping this process's SIGTERM handler.
+
+    ``ray.init`` replaces it with one that exits at once with code 15 (``ray/_private/worker.py``), which would
+    leave a stop signal (:mod:`attnsearch.signals`) to Ray from then on. The handler found before is put back
+    afterwards; a SIGTERM that came during ``ray.init`` is handed to it. With no handler of its own (``SIG_DFL``)
+    the process keeps Ray's, which lets ``atexit`` shut Ray down.
+    """
+    import ray
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    keep = previous not in (None, signal.SIG_DFL)
+    try:
+        ray.init(**options)
+    except SystemExit as leaving:  # Ray's handler took a SIGTERM while Ray was starting
+        if keep and callable(previous) and leaving.code == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, previous)
+            previous(signal.SIGTERM, None)  # the attnsearch command line raises its Stopped here
+        raise
+    finally:
+        if keep:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _worker_class() -> Any:
@@ -161,12 +197,17 @@ def _worker_class() -> Any:
             from .worker import run_candidate
 
             def report(epoch: int, value: float | None) -> bool:
-                if value is None:  # progress alone: no decision to wait for
-                    self.reports.put((number, epoch, value, self.worker))
-                    return False
                 answer = [threading.Event(), False]
-                self.answers[number] = answer
-                self.reports.put((number, epoch, value, self.worker))
+                if value is not None:  # a decision to wait for (None is progress alone)
+                    self.answers[number] = answer
+                try:
+                    self.reports.put((number, epoch, value, self.worker))
+                except Exception:  # the driver's queue is gone (the run is stopping, or its driver died)
+                    self.stopping.set()  # the trial stops at its next step, as interrupted, not as its own fault
+                    self.answers.pop(number, None)
+                    return False
+                if value is None:
+                    return False
                 answer[0].wait(DECISION_TIMEOUT)
                 return bool(self.answers.pop(number, answer)[1])
 
@@ -254,6 +295,7 @@ class RayExecutor:
         self.actors: dict[int, Any] = {}  # trial number -> actor running it
         self.where: dict[int, WorkerInfo] = {}  # trial number -> where it runs, as its reports say
         self.starting: dict[Any, Any] = {}  # replacements not started yet: ref of their describe() -> actor
+        self.stopping = False  # stop() was called: every trial is to stop, and a lost actor is not replaced
         self._worker = _worker_class()
         self.idle = [self._new_actor() for _ in range(limit)]
 
@@ -277,6 +319,8 @@ class RayExecutor:
         ref = actor.run.remote(job.number, job.candidate.to_dict(), self.settings)
         self.running[ref] = (job, actor)
         self.actors[job.number] = actor
+        if self.stopping:  # submitted after stop() (a signal between the runner's check and this call)
+            actor.stop.remote()
 
     def wait(self, on_report: OnReport) -> list[tuple[Job, TrialOutcome]]:
         """Block until a submitted trial is done, and return the finished ones; or until a replacement actor has
@@ -301,9 +345,13 @@ class RayExecutor:
                     outcome = ray.get(ref)
                 except (RayActorError, WorkerCrashedError) as err:
                     error = " ".join(str(err).split())[:300]
-                    outcome = TrialOutcome("failed", "worker_lost", worker=replace(where, error=error))
-                    fresh = self._new_actor()  # takes the lost one's place once it has started
-                    self.starting[fresh.describe.remote()] = fresh
+                    # lost while the run stops: the stop signal reached the worker too (scancel signals every
+                    # process of a job); the trial was interrupted, and the cluster is going, so no replacement
+                    reason = "interrupted" if self.stopping else "worker_lost"
+                    outcome = TrialOutcome("failed", reason, worker=replace(where, error=error))
+                    if not self.stopping:
+                        fresh = self._new_actor()  # takes the lost one's place once it has started
+                        self.starting[fresh.describe.remote()] = fresh
                     actor = None
                 except RayTaskError as err:  # raised in the actor outside the trial's own guard: its trial fails
                     outcome = TrialOutcome("failed", one_line(err.cause if isinstance(err.cause, Exception) else err))
@@ -345,20 +393,26 @@ class RayExecutor:
                 actor.decide.remote(number, prune)
 
     def stop(self) -> None:
+        """Ask every running trial to stop at its next step (it comes back as failed, ``interrupted``), and every
+        trial submitted from now on. Called from a signal handler: it only sends messages."""
+        self.stopping = True
         for actor in list(self.actors.values()):
-            actor.stop.remote()
+            with contextlib.suppress(Exception):  # an actor already gone comes back as lost, hence interrupted
+                actor.stop.remote()
 
     def close(self) -> None:
+        """Kill the actors and the report queue, and shut down a Ray this executor started. After a stop signal
+        Ray may be half gone (a signal to the process group reaches its head processes too): what cannot be killed
+        any more is left to the shutdown."""
         import ray
 
-        for _, actor in list(self.running.values()):
-            ray.kill(actor)
-        for actor in [*self.idle, *self.starting.values()]:
-            ray.kill(actor)
+        actors = [actor for _, actor in self.running.values()] + [*self.idle, *self.starting.values()]
+        for actor in [*actors, self.reports.actor]:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
         self.running.clear()
         self.idle.clear()
         self.starting.clear()
-        ray.kill(self.reports.actor)
         if self.started_ray:
             stop_ray()
 
@@ -369,6 +423,7 @@ def stop_ray() -> None:
     import ray
 
     ray.shutdown()
+    os.environ.pop(MARK, None)
     if _reaper is not None:
         _reaper.terminate()
         _reaper.wait(timeout=10)
