@@ -42,7 +42,8 @@ class Executor(Protocol):
     def submit(self, job: Job) -> None: ...
 
     def wait(self, on_report: OnReport) -> list[tuple[Job, TrialOutcome]]:
-        """Block until at least one submitted job is done; return the finished ones."""
+        """Block until at least one submitted job is done, or the capacity changed (a Ray actor replacing a lost
+        one has started: an empty list); return the finished ones."""
         ...
 
     def stop(self) -> None:

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -96,12 +97,19 @@ def _own_folder(folder: str) -> bool:
     return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and os.access(folder, os.W_OK | os.X_OK)
 
 
-def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> bool:
+def _to_stderr(text: str) -> None:
+    print(f"attnsearch: note: {text}", file=sys.stderr, flush=True)
+
+
+def start_ray(
+    address: str | None, *, runtime_env: dict[str, Any] | None = None, note: Callable[[str], None] | None = None
+) -> bool:
     """Connect to Ray, starting a quiet local instance when ``address`` is None. True when we started it.
 
     A Ray we start is watched by a reaper process (:mod:`attnsearch.search.reaper`), started first and given a
     mark that every Ray process inherits, so a killed driver leaves no Ray process behind, even one killed while
     Ray starts. ``runtime_env`` is Ray's (environment variables, a setup hook for every worker process, ...).
+    ``note`` hears the line saying Ray's temp folder is not under TMPDIR (default: stderr).
     Raises AttnsearchError when Ray's temp folder cannot be placed (:func:`ray_temp_dir`).
     """
     global _reaper
@@ -112,9 +120,9 @@ def start_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, single-user cluster: no token warning
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if address is None:
-        temp_dir, note = ray_temp_dir()
-        if note:
-            print(f"attnsearch: note: {note}", file=sys.stderr, flush=True)
+        temp_dir, moved = ray_temp_dir()
+        if moved:
+            (note or _to_stderr)(moved)
         mark = uuid.uuid4().hex
         os.environ[MARK] = mark  # every process started from here on carries it (Ray's too): the reaper finds them
         _reaper = subprocess.Popen(
@@ -269,12 +277,13 @@ class RayExecutor:
         cpus_per_trial: float = 1.0,
         gpus_per_trial: float = 0.0,
         max_concurrent: int | None = None,
+        note: Callable[[str], None] | None = None,
     ) -> None:
         import ray
         from ray.util.queue import Queue
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.started_ray = start_ray(address)
+        self.started_ray = start_ray(address, note=note)
         self.data = asdict(data)
         self.cpus, self.gpus = cpus_per_trial, gpus_per_trial
         self.device = "cuda" if gpus_per_trial > 0 else ("cpu" if device == "auto" else device)

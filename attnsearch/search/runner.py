@@ -141,7 +141,11 @@ def run_search(
     previous = store.read_records()  # a record this version cannot read is refused before anything is written
     # the local executor loads the data here, before any folder exists: a data error writes nothing
     dataset = load_dataset(space.data_spec()) if local else None
-    note = lambda text: emit(Note(text))  # noqa: E731 (what was done to the journal on the way)
+    note = lambda text: emit(Note(text))  # noqa: E731 (what was done to the journal or Ray's folder on the way)
+    if executor is None and execution.executor == "ray" and execution.address is None:
+        from .ray_executor import ray_temp_dir
+
+        ray_temp_dir()  # a Ray this run starts needs a short temp folder: none can be made is refused here
     # the folder's records go on with their own study only: another study's trials would be written over them
     _check_same_study(previous, store, storage, space.name)
     if storage:  # the user's storage is opened (its URL checked) before the folder is made
@@ -163,7 +167,7 @@ def run_search(
     )
     owned = executor is None
     if executor is None:
-        executor = _make_executor(space, settings, dataset, torch_device, device)
+        executor = _make_executor(space, settings, dataset, torch_device, device, note)
     results_so_far = StudyResults.from_space(space, previous, target=target)
     run = _Run(space, study, store, executor, results_so_far, shared=bool(storage))
     try:
@@ -213,7 +217,12 @@ def _frozen(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 
 def _make_executor(
-    space: SearchSpace, settings: TrialSettings, dataset: Any, torch_device: Any, device: str | None
+    space: SearchSpace,
+    settings: TrialSettings,
+    dataset: Any,
+    torch_device: Any,
+    device: str | None,
+    note: Callable[[str], None],
 ) -> Executor:
     execution = space.config.execution
     if execution.executor == "local":
@@ -228,6 +237,7 @@ def _make_executor(
         cpus_per_trial=execution.cpus_per_trial,
         gpus_per_trial=execution.gpus_per_trial,
         max_concurrent=execution.max_concurrent,
+        note=note,
     )
 
 
