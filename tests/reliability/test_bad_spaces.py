@@ -49,11 +49,11 @@ CORPUS: dict[str, tuple[str | bytes, str]] = {
     "unknown module": (swap("[none, se]", "[none, sqex]"), "slots.block3[1]: unknown attention module 'sqex'"),
     "unknown backbone": (swap("name: vgg11_bn", "name: resnet18"), "backbone.name: unknown backbone 'resnet18'"),
     "unknown head": (swap("head: compact", "head: huge"), "backbone.head"),
-    "unknown dataset": (swap("dataset: shapes", "dataset: imagenet"), "data.dataset: must be"),
+    "unknown dataset": (swap("dataset: shapes", "dataset: imagenet"), "data.dataset: unknown dataset 'imagenet'"),
     "image too small": (swap("image_size: 32", "image_size: 16"), "data.image_size: vgg11_bn: image_size 16"),
     "bad module parameter": (GOOD + "modules: {se: {ratio: 4}}\n", "modules.se.ratio: unknown parameter"),
     "bad module value": (GOOD + "modules: {cbam: {kernel_size: 5}}\n", "modules.cbam.kernel_size"),
-    "bad sampler": (swap("sampler: random", "sampler: bayes"), "search.sampler: must be"),
+    "bad sampler": (swap("sampler: random", "sampler: bayes"), "search.sampler: unknown sampler 'bayes'; valid: "),
     "pruning two objectives": (
         swap(
             "pruner: none",
