@@ -45,7 +45,7 @@ from .shared import (
     trial_record,
 )
 from .journal import check_journal
-from .store import ResultsStore, StoreError
+from .store import FolderClaim, ResultsStore, StoreError
 from .study import judge_epoch, make_pruner, make_sampler, open_study
 from .worker import TrialOutcome
 
@@ -132,54 +132,65 @@ def run_search(
     # a local run checks its device here, before any folder exists (Ray workers check their own)
     torch_device = resolve_device(device or execution.device) if local else None
 
-    if fresh:
-        moved = store.move_aside()
-        if moved:
-            emit(Note(f"moved the previous results to {moved}"))
-    elif store.space_path.exists() and store.read_space_source() != space.source:
-        raise StoreError(f"{store.root} holds a study of a different space; use --fresh to start over or change `name`")
-    previous = store.read_records()  # a record this version cannot read is refused before anything is written
-    # the local executor loads the data here, before any folder exists: a data error writes nothing
-    dataset = load_dataset(space.data_spec()) if local else None
-    note = lambda text: emit(Note(text))  # noqa: E731 (what was done to the journal or Ray's folder on the way)
-    if executor is None and execution.executor == "ray" and execution.address is None:
-        from .ray_executor import ray_temp_dir
-
-        ray_temp_dir()  # a Ray this run starts needs a short temp folder: none can be made is refused here
-    # the folder's records go on with their own study only: another study's trials would be written over them
-    _check_same_study(previous, store, storage, space.name)
-    if storage:  # the user's storage is opened (its URL checked) before the folder is made
-        study = open_study(space, store, storage, note=note)
-        store.create(text)
-    else:  # the journal lives in the folder; a damaged one is refused before anything is written
-        check_journal(store.journal_path)
-        store.create(text)
-        study = open_study(space, store, note=note)
-        if previous:  # the folder's journal, open now, holds the trials its records are of
-            trials = study.get_trials(deepcopy=False)
-            check_same_study(previous, trials, folder=store.root, source=str(store.journal_path), hint=_HINT)
-    settings = TrialSettings(
-        constraints=space.constraints(),
-        repeats=search.repeats,
-        threads=execution.threads,
-        keep_weights=keep_weights > 0,
-        first_val_epoch=space.first_val_epoch,
-    )
-    owned = executor is None
-    if executor is None:
-        executor = _make_executor(space, settings, dataset, torch_device, device, note)
-    results_so_far = StudyResults.from_space(space, previous, target=target)
-    run = _Run(space, study, store, executor, results_so_far, shared=bool(storage))
+    # one run writes a folder at a time: a second one is refused before it reads or moves anything
+    claim = FolderClaim(store.root)
+    claim.take()
     try:
-        run.recover(emit)
-        if design is not None and not study.user_attrs.get("enqueued"):
-            _enqueue(study, design)
-        ran = run.loop(timeout, keep_weights, emit)
+        if fresh:
+            moved = store.move_aside()
+            claim.release()  # the claim went with the old folder
+            if moved:
+                emit(Note(f"moved the previous results to {moved}"))
+        elif store.space_path.exists() and store.read_space_source() != space.source:
+            raise StoreError(
+                f"{store.root} holds a study of a different space; use --fresh to start over or change `name`"
+            )
+        previous = store.read_records()  # a record this version cannot read is refused before anything is written
+        # the local executor loads the data here, before any folder exists: a data error writes nothing
+        dataset = load_dataset(space.data_spec()) if local else None
+        note = lambda text: emit(Note(text))  # noqa: E731 (what was done to the journal or Ray's folder on the way)
+        if executor is None and execution.executor == "ray" and execution.address is None:
+            from .ray_executor import ray_temp_dir
+
+            ray_temp_dir()  # a Ray this run starts needs a short temp folder: none can be made is refused here
+        # the folder's records go on with their own study only: another study's trials would be written over them
+        _check_same_study(previous, store, storage, space.name)
+        if storage:  # the user's storage is opened (its URL checked) before the folder is made
+            study = open_study(space, store, storage, note=note)
+            store.create(text)
+            claim.take()
+        else:  # the journal lives in the folder; a damaged one is refused before anything is written
+            check_journal(store.journal_path)
+            store.create(text)
+            claim.take()
+            study = open_study(space, store, note=note)
+            if previous:  # the folder's journal, open now, holds the trials its records are of
+                trials = study.get_trials(deepcopy=False)
+                check_same_study(previous, trials, folder=store.root, source=str(store.journal_path), hint=_HINT)
+        settings = TrialSettings(
+            constraints=space.constraints(),
+            repeats=search.repeats,
+            threads=execution.threads,
+            keep_weights=keep_weights > 0,
+            first_val_epoch=space.first_val_epoch,
+        )
+        owned = executor is None
+        if executor is None:
+            executor = _make_executor(space, settings, dataset, torch_device, device, note)
+        results_so_far = StudyResults.from_space(space, previous, target=target)
+        run = _Run(space, study, store, executor, results_so_far, shared=bool(storage))
+        try:
+            run.recover(emit)
+            if design is not None and not study.user_attrs.get("enqueued"):
+                _enqueue(study, design)
+            ran = run.loop(timeout, keep_weights, emit)
+        finally:
+            if owned:
+                executor.close()
+        summary = run.write_summary()
+        return RunResult(space.name, store.root, run.results, summary, ran)
     finally:
-        if owned:
-            executor.close()
-    summary = run.write_summary()
-    return RunResult(space.name, store.root, run.results, summary, ran)
+        claim.release()
 
 
 _HINT = "run it with the --storage its trials ran with, or with --fresh to move them aside and start over"

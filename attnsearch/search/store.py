@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import io
 import json
 import os
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
     from ..space import SearchSpace
 
-__all__ = ["ResultsStore", "StoreError", "atomic_write", "check_writable", "read_state_dict", "write_files"]
+__all__ = ["FolderClaim", "ResultsStore", "StoreError", "atomic_write", "check_writable", "read_state_dict", "write_files"]
 
 JOURNAL = "journal.log"
 SPACE = "space.yaml"
@@ -146,6 +147,56 @@ def _cannot_write(path: Path, err: OSError) -> StoreError:
     if failed is not None and failed != path and not temp:
         reason += f": {failed}"
     return StoreError(f"{path}: cannot write ({reason})")
+
+
+class FolderClaim:
+    """The one run that writes a results folder: an exclusive ``flock(2)`` on the folder itself, taken by
+    :meth:`take` and let go by :meth:`release`, or by the kernel when the process ends however it ends (``kill -9``
+    and a lost node included, so a claim is never stale). A second ``attnsearch run`` on the same folder is refused
+    instead of taking the first one's live trial for a dead one. Readers (``watch``, ``report``, ``replay``) never
+    claim. On a file system without ``flock`` the folder is simply not claimed.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> first, second = FolderClaim(folder), FolderClaim(folder)
+        >>> first.take()
+        >>> second.take()
+        Traceback (most recent call last):
+        attnsearch.search.store.StoreError: ...: another attnsearch run is writing this folder; ...
+        >>> first.release(); second.take(); second.release()
+    """
+
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+        self.fd: int | None = None
+
+    def take(self) -> None:
+        """Claim the folder, when it exists and is not claimed by this object yet. Raises StoreError (one line)
+        when another process holds it."""
+        if self.fd is not None or not self.folder.is_dir():
+            return
+        try:
+            fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return  # not readable: the first write will say so
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"{self.folder}: another attnsearch run is writing this folder; wait for it to end (attnsearch "
+                "watch shows it), or give this run a --results of its own"
+            ) from None
+        except OSError:  # no flock here (some network file systems)
+            os.close(fd)
+            return
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class ResultsStore:
