@@ -10,7 +10,8 @@ a lock file (``journal.log.lock``). Two faults of real machines are handled here
   and the waiter spins at full CPU for ever. :class:`JournalLock` is taken on the absolute path and writes its owner
   (host and pid) into the lock file: a lock whose owner on this host is gone is removed at once; any other lock
   (Optuna's symlink or open-file lock, a live pid, another host) once it has not changed (``lstat``, which a
-  dangling link does not defeat) for :data:`GRACE_SECONDS`, Optuna's grace period.
+  dangling link does not defeat) for :data:`GRACE_SECONDS`, Optuna's grace period, while we wait, or at once when
+  its time stamp is older than twice that (a lock left long ago; the margin allows for another host's clock).
 - **A record cut short.** A crash mid-append leaves the last line without its newline; Optuna would write the next
   record straight after it, and the joined line spoils the journal for good. :meth:`StudyJournal.append_logs`,
   under the lock and before each write, moves such a tail to ``journal.log.partial-<time>`` and truncates the
@@ -102,9 +103,11 @@ class JournalLock(BaseJournalFileLock):
                 if self._remove(found):
                     self.note(f"removed a stale lock {self.path}: {whose}, which is gone")
                 continue
-            if now - seen_since >= self.grace:
+            left = time.time() - found.st_mtime  # by the file system's clock: a lock left long before we came
+            if now - seen_since >= self.grace or left >= 2 * self.grace:
                 if self._remove(found):
-                    self.note(f"removed a stale lock {self.path}: {whose}, unchanged for {self.grace:g} s")
+                    unchanged = max(now - seen_since, left)
+                    self.note(f"removed a stale lock {self.path}: {whose}, unchanged for {unchanged:.0f} s")
                 continue
             if not noted and now - began >= NOTE_AFTER_SECONDS:
                 self.note(

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from optuna.storages.journal import JournalFileOpenLock, JournalFileSymlinkLock
 
 import attnsearch
 from attnsearch.cli import main
-from attnsearch.search.journal import JournalLock, check_journal
+from attnsearch.search.journal import GRACE_SECONDS, JournalLock, check_journal
 
 pytestmark = [pytest.mark.reliability]
 
@@ -68,6 +69,8 @@ def test_an_optuna_lock_left_on_a_relative_path_is_removed_and_said(finished_rel
     python("from optuna.storages.journal import JournalFileSymlinkLock as L; L('r/tiny/journal.log').acquire()", cwd)
     lock = finished_relative / "journal.log.lock"
     assert lock.is_symlink() and not lock.exists()  # the link dangles: what made Optuna spin for ever
+    left = time.time() - 3 * GRACE_SECONDS  # left there a while ago (a fresh one waits the grace: the next tests)
+    os.utime(lock, (left, left), follow_symlinks=False)
     done = attnsearch_cli("run", "tiny.yaml", "--results", "r", "--no-dashboard", cwd=cwd)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "removed a stale lock" in done.stdout and "journal.log.lock" in done.stdout, done.stdout
