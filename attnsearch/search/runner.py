@@ -205,6 +205,10 @@ def _check_same_study(records: list[TrialRecord], store: ResultsStore, url: str 
     if url:
         trials = peek_trials(url, name)
         source = f"--storage {shown_url(url)}"
+        if records and store.journal_path.exists():  # its trials ran with the folder's own journal
+            hint = "run it without --storage (its trials ran with its journal), or give this run its own --results"
+            check_same_study(records, trials, folder=store.root, source=source, hint=hint)
+            return
     elif records and not store.journal_path.exists():
         trials, source = None, f"the journal {store.journal_path} (there is none)"
     else:

@@ -258,6 +258,9 @@ def peek_trials(url: str, name: str, *, tries: int = 4) -> list[FrozenTrial] | N
 
     import optuna
 
+    database = _sqlite_file(url)
+    if database is not None and not database.exists():
+        return None  # no study there, and looking must not make the file (a refused run changes nothing)
     for attempt in range(tries):
         try:
             storage = optuna.storages.get_storage(url)

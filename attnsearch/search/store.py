@@ -41,7 +41,15 @@ if TYPE_CHECKING:
 
     from ..space import SearchSpace
 
-__all__ = ["FolderClaim", "ResultsStore", "StoreError", "atomic_write", "check_writable", "read_state_dict", "write_files"]
+__all__ = [
+    "FolderClaim",
+    "ResultsStore",
+    "StoreError",
+    "atomic_write",
+    "check_writable",
+    "read_state_dict",
+    "write_files",
+]
 
 JOURNAL = "journal.log"
 SPACE = "space.yaml"

@@ -51,7 +51,8 @@ def test_journal_study_then_another_storage_is_refused(tmp_path: Path, tiny_spac
     results = tmp_path / "results"
     run_search(load_space(path), results=results)
     [line] = _assert_refused(path, results, f"sqlite:///{tmp_path}/other.db")
-    assert "another study" in line and "trial 0" in line and "--fresh" in line
+    assert "another study" in line and "trial 0" in line and "run it without --storage" in line, line
+    assert not (tmp_path / "other.db").exists()  # looking at the storage made no database either
 
 
 def test_storage_study_then_the_default_journal_is_refused(
