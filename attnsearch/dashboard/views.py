@@ -90,7 +90,7 @@ def header_panel(state: DashboardState, *, now: float | None = None, width: int 
         "elapsed ",
         (format_duration(state.elapsed(now)), "bold"),
         "  ETA ",
-        (("done" if eta == 0 and not state.running else format_duration(eta)) if state.target else "-", "bold"),
+        (_eta_text(state, eta) if state.target else "-", "bold"),
     )
     speed = Text("- trials/h" if rate is None else f"{rate:.{0 if rate >= 100 else 1}f} trials/h")
     speed.append(f" · {images:,.0f} img/s" if images is not None else " · - img/s")
@@ -103,6 +103,16 @@ def header_panel(state: DashboardState, *, now: float | None = None, width: int 
         line.truncate(inner, overflow="ellipsis")
     body = Text("\n").join(lines)
     return Panel(body, title=f"[bold]attnsearch[/] · {state.name or '…'}", title_align="left", box=box.ROUNDED)
+
+
+def _eta_text(state: DashboardState, eta: float | None) -> str:
+    """``done``; ``stopped`` for a study read back with nothing in flight short of its target (no pace to go on);
+    else the time left at this run's pace."""
+    if eta == 0 and not state.running:
+        return "done"
+    if state.ended is not None and not state.running:
+        return "stopped"
+    return format_duration(eta)
 
 
 def running_panel(state: DashboardState, *, rows: int = 8, bar_width: int = 12) -> Panel:

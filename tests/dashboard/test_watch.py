@@ -77,6 +77,19 @@ def test_a_running_trial_whose_process_is_gone_is_stale_and_stops_the_clock(tmp_
     assert any(line.kind == "stale" and line.trial == 3 for line in state.events)
 
 
+def test_a_stopped_study_short_of_its_target_shows_no_eta(tmp_path: Path) -> None:
+    # a run stopped (a signal, a kill) after 3 of its 6 trials: nothing in flight, so no pace to promise an end by
+    folder = Path(shutil.copytree(GOLDEN, tmp_path / "golden"))
+    for number in (3, 4, 5):
+        (folder / "trials" / str(number) / "trial.json").unlink()
+    stopped = StudyReader(folder).read()
+    assert stopped.counts()["done"] == 3 and stopped.target == 6
+    assert "ETA stopped" in screen(stopped)
+    running_as(Path(shutil.copytree(GOLDEN, tmp_path / "live")), WorkerInfo(host=socket.gethostname(), pid=os.getpid()))
+    assert "ETA stopped" not in screen(StudyReader(tmp_path / "live").read())  # a live trial: still going
+    assert "ETA done" in screen(StudyReader(GOLDEN).read())
+
+
 @pytest.mark.parametrize(
     ("worker", "started", "stale"),
     [
