@@ -51,17 +51,23 @@ def attnsearch(args: list[str], env: dict[str, str], code: str | None = None) ->
     )
 
 
-@pytest.mark.parametrize(
-    ("tmpdir", "ray_tmpdir"),
-    [(74, None), (150, 120)],  # the TMPDIR; and a deeper one with Ray's own variable deep too
-    ids=["TMPDIR-74", "TMPDIR-150-and-RAY_TMPDIR-120"],
-)
+def test_a_deep_ray_tmpdir_is_named_and_a_short_folder_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # variant: TMPDIR of 150 characters and Ray's own RAY_TMPDIR of 120: the folder is chosen before Ray starts
+    from attnsearch.search.ray_executor import ray_temp_dir
+
+    monkeypatch.setenv("TMPDIR", str(deep(tmp_path / "t", 150)))
+    monkeypatch.setenv("RAY_TMPDIR", str(deep(tmp_path / "r", 120)))
+    folder, note = ray_temp_dir()
+    assert folder == f"/tmp/attnsearch-ray-{os.getuid()}" and os.path.isdir(folder)
+    assert note is not None and note.startswith(f"RAY_TMPDIR ({os.environ['RAY_TMPDIR']}) is too long for Ray's")
+
+
 def test_a_deep_tmpdir_gives_ray_a_short_temp_folder_and_says_so(
-    tmp_path: Path, tiny_space_file: Callable[..., Path], tmpdir: int, ray_tmpdir: int | None
+    tmp_path: Path, tiny_space_file: Callable[..., Path]
 ) -> None:
+    # the input: a TMPDIR of 74 characters, a real run on a Ray it starts
+    tmpdir, ray_tmpdir = 74, None
     env = {"TMPDIR": str(deep(tmp_path / "t", tmpdir))}
-    if ray_tmpdir is not None:
-        env["RAY_TMPDIR"] = str(deep(tmp_path / "r", ray_tmpdir))
     space = tiny_space_file(**CHANGES)
     run = attnsearch(["run", str(space), "--results", str(tmp_path / "out"), "--no-dashboard"], env)
     assert run.returncode == 0, run.stdout + run.stderr
