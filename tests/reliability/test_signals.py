@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from attnsearch.search import runner
+from processes import wait_for_line
 from attnsearch.signals import Stopped, stop_signals
 
 pytestmark = [pytest.mark.reliability]
@@ -30,21 +31,6 @@ ENDLESS = {"train": {"epochs": 10_000}, "search": {"n_trials": 1, "pruner": "non
 
 def command(space: Path, results: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "attnsearch", "run", str(space), "--results", str(results), *extra]
-
-
-def wait_for_line(process: subprocess.Popen, needle: str, timeout: float = 300) -> None:
-    """Read the run's stdout until a line holds ``needle`` (the run is killed and the test fails if it never does)."""
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            break
-        seen.append(line)
-        if needle in line:
-            return
-    process.kill()
-    raise AssertionError(f"never saw {needle!r}:\n{''.join(seen)}")
 
 
 def the_trial(results: Path) -> dict:

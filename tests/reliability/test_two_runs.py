@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from processes import wait_for_line
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -23,11 +24,8 @@ LONG = {"train": {"epochs": 10000}, "search": {"n_trials": 2}}  # a trial that l
 def start(command: list[str]) -> subprocess.Popen:
     """The run, once its first trial has started training (its 'started' line)."""
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert run.stdout is not None
-    for line in run.stdout:
-        if " started: " in line:
-            return run
-    raise AssertionError(f"the run ended before its first trial started (exit {run.wait()})")
+    wait_for_line(run, " started: ")
+    return run
 
 
 def records(folder: Path) -> dict[int, dict]:

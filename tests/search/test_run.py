@@ -20,6 +20,7 @@ from click.testing import CliRunner
 import attnsearch as a
 from attnsearch.cli import main
 from attnsearch.search.store import ResultsStore
+from processes import wait_for_line
 
 
 def run(*args: str):
@@ -222,20 +223,6 @@ def _start(path: Path, results: Path) -> subprocess.Popen:
     )
 
 
-def _wait_for(process: subprocess.Popen, needle: str, timeout: float = 120) -> str:
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            break
-        seen.append(line)
-        if needle in line:
-            return "".join(seen)
-    process.kill()
-    raise AssertionError(f"never saw {needle!r}:\n{''.join(seen)}")
-
-
 # a run these tests stop while it trains: a target it cannot reach while a test looks (distinct learning rates, so no
 # trial reuses another's score); a test stops it once trial 1 trains, and judges whichever trial was running then
 UNENDING = {
@@ -250,7 +237,7 @@ def test_resume_after_kill_9(tmp_path: Path, tiny_space_file: Callable[..., Path
     path = tiny_space_file(**UNENDING)
     results = tmp_path / "results"
     process = _start(path, results)
-    _wait_for(process, "trial 1 epoch: epoch 1")  # trial 0 finished, trial 1 (or a later one by now) running
+    wait_for_line(process, "trial 1 epoch: epoch 1")  # trial 0 finished, trial 1 (or a later one by now) running
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     before = records(results / "tiny")
@@ -281,7 +268,7 @@ def test_ctrl_c_records_the_running_trial_as_interrupted(tmp_path: Path, tiny_sp
     path = tiny_space_file(**UNENDING)
     results = tmp_path / "results"
     process = _start(path, results)
-    _wait_for(process, "trial 1 epoch: epoch 1")
+    wait_for_line(process, "trial 1 epoch: epoch 1")
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=60)
     assert process.returncode == 130, out

@@ -1,0 +1,25 @@
+"""Driving a real ``attnsearch run`` process from a test: wait for a line it cannot skip, then act on it.
+
+Imported as ``processes`` (tests/ is on the path through conftest.py, as ``tiny`` is).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+
+def wait_for_line(process: subprocess.Popen, needle: str, timeout: float = 300) -> str:
+    """Read ``process``'s stdout (text, stderr merged or not) until a line holds ``needle``; return what was read.
+    The process is killed and the test fails, with what it printed, when the line never comes."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        seen.append(line)
+        if needle in line:
+            return "".join(seen)
+    process.kill()
+    raise AssertionError(f"never saw {needle!r}:\n{''.join(seen)}")
