@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from ..record import PERCENT_METRICS, TrialRecord, WorkerInfo
 from ..results import SlotScore, StudyResults
+from ..search.shared import EPOCH_ATTR
 from ..search.events import EpochEnded, Event, RunStarted, TrialEnded, TrialStarted
 
 __all__ = ["DashboardState", "EventLine", "RunningTrial"]
@@ -181,9 +182,14 @@ class DashboardState:
         progress: dict[int, tuple[int, float]] = {}
         if results.study is not None:
             for t in results.study.get_trials(deepcopy=False):
-                if t.intermediate_values:
-                    step = max(t.intermediate_values)
-                    progress[t.number] = (step, t.intermediate_values[step])
+                # validated epochs are intermediate values; the runner marks the others in a user attribute
+                step = max(t.intermediate_values, default=0)
+                value = t.intermediate_values.get(step) if step else None
+                trained = t.user_attrs.get(EPOCH_ATTR)
+                if isinstance(trained, int) and trained > step:
+                    step = trained
+                if step:
+                    progress[t.number] = (step, value)
         for record in results.running():
             epoch, value = progress.get(record.number, (0, None))
             (state.stale if record.number in gone else state.running)[record.number] = RunningTrial(

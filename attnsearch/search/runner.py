@@ -34,6 +34,7 @@ from .executor import Executor, Job, LocalExecutor
 from .settings import TrialSettings
 from .shared import (
     ATTR,
+    EPOCH_ATTR,
     Driver,
     asked,
     attrs,
@@ -463,6 +464,8 @@ class _Run:
             assert entry.record.candidate is not None
             epochs = entry.record.candidate.train.epochs
             prune = judge_epoch(entry.trial, epoch, value, single_objective=len(self.space.directions) == 1)
+            if value is None:  # not validated, so not in the trial's intermediate values: watch reads it here
+                entry.trial.set_user_attr(EPOCH_ATTR, epoch)
             emit(EpochEnded(number, epoch, epochs, value, worker))
             return prune
 

@@ -18,6 +18,9 @@ or have finished, and how ``watch --storage`` and ``report --storage`` show the 
 - ``skipped_for``: a duplicate of a candidate that trial was training in another driver: told failed at once,
   never trained, not counted towards ``n_trials``, recorded in no folder.
 
+``user_attrs["attnsearch.epoch"]`` (:data:`EPOCH_ATTR`): while it runs, the last epoch it trained that was not
+validated (validated epochs are its intermediate values), so that ``watch`` shows its progress.
+
 ``user_attrs["attnsearch.record"]`` (:data:`RECORD_ATTR`): once it ended, its whole record
 (:meth:`~attnsearch.record.TrialRecord.to_dict`), the same as the ``trial.json`` its driver wrote.
 """
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ATTR",
+    "EPOCH_ATTR",
     "RECORD_ATTR",
     "Driver",
     "asked",
@@ -62,6 +66,7 @@ __all__ = [
 
 ATTR = "attnsearch"  # the trial's state as attnsearch keeps it
 RECORD_ATTR = "attnsearch.record"  # the finished trial's whole record
+EPOCH_ATTR = "attnsearch.epoch"  # a running trial's last epoch trained, validated or not (for watch)
 
 
 def attrs(trial: FrozenTrial) -> dict[str, Any]:

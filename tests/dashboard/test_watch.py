@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from attnsearch.dashboard.views import render
 from attnsearch.dashboard.watch import StudyReader, process_gone
 from attnsearch.record import WorkerInfo, timestamp
 from attnsearch.search.store import ResultsStore
+from processes import wait_for_line
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "golden"  # a finished 6-trial study
 
@@ -138,3 +141,33 @@ def test_watch_shows_the_trial_of_a_killed_run_as_stale(tmp_path: Path, tiny_spa
     )
     assert shown.returncode == 0, shown.stderr
     assert "0 running" in shown.stdout and "1 stale" in shown.stdout
+
+
+@pytest.mark.slow
+def test_watch_shows_the_progress_of_epochs_that_are_not_validated(
+    tmp_path: Path, tiny_space_file: Callable[..., Path]
+) -> None:
+    # pruner none: no epoch but the last is validated, so none is an intermediate value; watch still sees the epochs
+    path = tiny_space_file(train={"epochs": 10_000}, search={"n_trials": 1, "pruner": "none"})
+    results = tmp_path / "r"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(results), "--no-dashboard"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_line(run, "trial 0 epoch: epoch 3/")
+        shown = subprocess.run(
+            [sys.executable, "-m", "attnsearch", "watch", str(results / "tiny"), "--once"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "COLUMNS": "120", "LINES": "40"},
+        )
+    finally:
+        run.send_signal(signal.SIGTERM)
+        run.communicate(timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    epochs = [int(found) for found in re.findall(r"\b(\d+)/10000\b", shown.stdout)]
+    assert epochs and max(epochs) >= 3, shown.stdout  # before: 0/10000 until the trial's end
