@@ -111,35 +111,42 @@ def test_which_running_trials_are_stale(worker: WorkerInfo, started: str | None,
     assert process_gone(worker, state.results.records[3].started_at) is stale
 
 
-@pytest.mark.slow
-def test_watch_shows_the_trial_of_a_killed_run_as_stale(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
-    # one trial of 10,000 epochs: still training when the test kills the run, however fast the machine
+def long_run(tiny_space_file: Callable[..., Path], results: Path) -> subprocess.Popen:
+    """A run of one 10,000-epoch trial (pruner none: only the last epoch would be validated), still training
+    whenever the test looks, however fast the machine."""
     path = tiny_space_file(train={"epochs": 10_000}, search={"n_trials": 1, "pruner": "none"})
-    results = tmp_path / "r"
-    run = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(results), "--no-dashboard"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    try:
-        for line in run.stdout:
-            if "trial 0 epoch: epoch 1/" in line:
-                break
-        else:
-            raise AssertionError("the run ended before its first epoch")
-    finally:
-        run.kill()  # as kill -9, an out-of-memory kill or a lost node would
-        run.wait(timeout=60)
-    assert json.loads((results / "tiny" / "trials" / "0" / "trial.json").read_text())["state"] == "running"
+
+
+def watch_once(folder: Path) -> subprocess.CompletedProcess:
+    """``attnsearch watch FOLDER --once`` in a process of its own, on a 120 x 40 screen."""
     shown = subprocess.run(
-        [sys.executable, "-m", "attnsearch", "watch", str(results / "tiny"), "--once"],
+        [sys.executable, "-m", "attnsearch", "watch", str(folder), "--once"],
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "COLUMNS": "120", "LINES": "40"},
     )
     assert shown.returncode == 0, shown.stderr
+    return shown
+
+
+@pytest.mark.slow
+def test_watch_shows_the_trial_of_a_killed_run_as_stale(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
+    results = tmp_path / "r"
+    run = long_run(tiny_space_file, results)
+    try:
+        wait_for_line(run, "trial 0 epoch: epoch 1/")
+    finally:
+        run.kill()  # as kill -9, an out-of-memory kill or a lost node would
+        run.wait(timeout=60)
+    assert json.loads((results / "tiny" / "trials" / "0" / "trial.json").read_text())["state"] == "running"
+    shown = watch_once(results / "tiny")
     assert "0 running" in shown.stdout and "1 stale" in shown.stdout
 
 
@@ -148,26 +155,13 @@ def test_watch_shows_the_progress_of_epochs_that_are_not_validated(
     tmp_path: Path, tiny_space_file: Callable[..., Path]
 ) -> None:
     # pruner none: no epoch but the last is validated, so none is an intermediate value; watch still sees the epochs
-    path = tiny_space_file(train={"epochs": 10_000}, search={"n_trials": 1, "pruner": "none"})
     results = tmp_path / "r"
-    run = subprocess.Popen(
-        [sys.executable, "-m", "attnsearch", "run", str(path), "--results", str(results), "--no-dashboard"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    run = long_run(tiny_space_file, results)
     try:
         wait_for_line(run, "trial 0 epoch: epoch 3/")
-        shown = subprocess.run(
-            [sys.executable, "-m", "attnsearch", "watch", str(results / "tiny"), "--once"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "COLUMNS": "120", "LINES": "40"},
-        )
+        shown = watch_once(results / "tiny")
     finally:
         run.send_signal(signal.SIGTERM)
         run.communicate(timeout=120)
-    assert shown.returncode == 0, shown.stderr
     epochs = [int(found) for found in re.findall(r"\b(\d+)/10000\b", shown.stdout)]
     assert epochs and max(epochs) >= 3, shown.stdout  # before: 0/10000 until the trial's end

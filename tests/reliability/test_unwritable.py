@@ -307,17 +307,25 @@ def test_a_replay_whose_save_fails_still_shows_its_result(places: Places, finish
 # ------------------------------------------------------------------------------------------------ export, report
 
 
-@pytest.mark.parametrize("where", ["read-only", "under a file", "full"])
-def test_export_into_a_place_it_cannot_write(places: Places, finished_study: Path, tmp_path: Path, where: str) -> None:
+def unwritable_output(
+    places: Places, tmp_path: Path, where: str, name: str, *, free: int, big: str
+) -> tuple[Path, str]:
+    """An output path ``name`` that cannot be written, and the system's reason: in a read-only folder, under a file
+    (ENOTDIR), or in a folder with ``free`` bytes left where a file named with ``big`` does not fit."""
     if where == "read-only":
         place = places.read_only()
-        out, reason = place.folder / "model.py", place.reason
     elif where == "under a file":
         (tmp_path / "notes.txt").write_text("a file, not a folder")
-        out, reason, place = tmp_path / "notes.txt" / "model.py", os.strerror(errno.ENOTDIR), None
-    else:  # the code fits, its weights do not: neither is left
-        place = places.full(free=64 << 10, big=".pt")
-        out, reason = place.folder / "model.py", place.reason
+        return tmp_path / "notes.txt" / name, os.strerror(errno.ENOTDIR)
+    else:
+        place = places.full(free=free, big=big)
+    return place.folder / name, place.reason
+
+
+@pytest.mark.parametrize("where", ["read-only", "under a file", "full"])
+def test_export_into_a_place_it_cannot_write(places: Places, finished_study: Path, tmp_path: Path, where: str) -> None:
+    # full: the code fits, its weights do not: neither is left
+    out, reason = unwritable_output(places, tmp_path, where, "model.py", free=64 << 10, big=".pt")
     before = tree(tmp_path)
     result = invoke("export", finished_study, "--trial", "1", "--weights", "-o", out)
     line = one_error_line(result)
@@ -327,15 +335,8 @@ def test_export_into_a_place_it_cannot_write(places: Places, finished_study: Pat
 
 @pytest.mark.parametrize("where", ["read-only", "under a file", "full"])
 def test_report_into_a_place_it_cannot_write(places: Places, finished_study: Path, tmp_path: Path, where: str) -> None:
-    if where == "read-only":
-        place = places.read_only()
-        out, reason = place.folder / "report", place.reason
-    elif where == "under a file":
-        (tmp_path / "notes.txt").write_text("a file, not a folder")
-        out, reason = tmp_path / "notes.txt" / "report", os.strerror(errno.ENOTDIR)
-    else:  # room for the probe and the small files, not for report.html with its plots
-        place = places.full(free=32 << 10, big="report.html")
-        out, reason = place.folder / "report", place.reason
+    # full: room for the probe and the small files, not for report.html with its plots
+    out, reason = unwritable_output(places, tmp_path, where, "report", free=32 << 10, big="report.html")
     before = tree(tmp_path)
     result = invoke("report", finished_study, "--out", out)
     line = one_error_line(result)
