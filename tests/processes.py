@@ -23,3 +23,12 @@ def wait_for_line(process: subprocess.Popen, needle: str, timeout: float = 300) 
             return "".join(seen)
     process.kill()
     raise AssertionError(f"never saw {needle!r}:\n{''.join(seen)}")
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` is alive and not a zombie waiting for its parent (Linux's /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -35,6 +35,7 @@ from attnsearch.search.reaper import _stat, descendants
 from attnsearch.search.runner import run_search
 from attnsearch.search.store import ResultsStore
 from attnsearch.space import parse_space
+from processes import running
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -170,18 +171,9 @@ def _kill_all(processes: list[subprocess.Popen]) -> list[int]:
     deadline = time.monotonic() + 60
     alive = list(family)
     while alive and time.monotonic() < deadline:
-        alive = [pid for pid in alive if _running(pid)]
+        alive = [pid for pid in alive if running(pid)]
         time.sleep(0.2)
     return alive
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (Linux)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture

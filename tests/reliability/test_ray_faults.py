@@ -20,6 +20,7 @@ from attnsearch.search.ray_executor import start_ray, stop_ray
 from attnsearch.search.runner import run_search
 from attnsearch.search.store import ResultsStore
 from attnsearch.space import parse_space
+from processes import running
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -91,12 +92,3 @@ def hook_in_workers() -> str:
     import ray
 
     return f"fault hook in a Ray worker: {ray.get(ray.remote(hook.failure).remote(), timeout=60) or 'installed'}"
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie waiting for its parent (Linux)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

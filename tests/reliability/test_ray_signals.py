@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from attnsearch.search.store import ResultsStore
+from processes import running
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -161,18 +162,9 @@ def test_the_reaper_kills_marked_orphans_of_a_dead_driver(tmp_path: Path) -> Non
         driver.kill()
         driver.wait(timeout=60)
         reaper.wait(timeout=120)  # it ends once it has swept
-        assert not _alive(orphans["marked"])
-        assert _alive(orphans["unmarked"])
+        assert not running(orphans["marked"])
+        assert running(orphans["unmarked"])
     finally:
         for pid in orphans.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """Alive and not a zombie (Linux)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
