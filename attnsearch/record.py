@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 SCHEMA = 1  # the version of trial.json this module writes; 0: records without a version
+Phase = Literal["search", "confirm"]
 TrialState = Literal["running", "complete", "pruned", "failed", "infeasible"]
 STATES: tuple[str, ...] = get_args(TrialState)
 # the metrics a study may optimise (search.objectives[].metric)
@@ -117,7 +118,9 @@ class Metrics:
     val_top5: float | None = None  # None also when the model has fewer than 5 classes
     val_loss: float | None = None  # mean cross-entropy on validation (no label smoothing)
     train_loss: float | None = None  # mean training loss of the last epoch (with label smoothing)
-    val_acc_std: float | None = None  # standard deviation of val_acc over repeats (2 or more)
+    val_acc_std: float | None = None  # standard deviation of val_acc over repeats (2 or more): seed-to-seed noise
+    val_acc_se: float | None = None  # standard error of val_acc from its val_images (Wilson; stats.accuracy_se)
+    val_images: int | None = None  # validation images the final scores were measured on
     images_per_second: float | None = None  # training images per second
     train_seconds: float | None = None  # seconds in training steps, all repeats
     params: int | None = None
@@ -230,6 +233,8 @@ class TrialRecord:
     replay_of: int | None = None  # replays/ only: the trial trained again
     overrides: dict[str, float] = field(default_factory=dict)  # replays/ only: the recipe fields changed
     threads: int | None = None  # replays/ only: torch threads of the replay
+    phase: Phase = "search"  # search: a trial of the search; confirm: a retraining of the confirmation race
+    split: dict[str, Any] = field(default_factory=dict)  # how the data were split (Dataset.split): sizes, seed
     schema: int = SCHEMA
 
     # -- what the views read -------------------------------------------------------------------------------------
@@ -242,6 +247,28 @@ class TrialRecord:
     def score(self, metric: str) -> float | None:
         """The recorded ``metric`` (a mean over repeats) as a finite float; None when absent or not finite."""
         return self.metrics.value(metric)
+
+    def score_se(self, metric: str) -> float | None:
+        """The standard error of :meth:`score`, or None where the record does not say.
+
+        For ``val_acc`` and ``val_top5``: the binomial noise of the validation images (:func:`attnsearch.stats.
+        accuracy_se`) and, with two or more repeats, the seed-to-seed noise of their mean (``val_acc_std /
+        sqrt(repeats)``), added in variance. Other metrics have no recorded noise.
+
+        Example:
+            >>> record = TrialRecord(0, "complete", metrics=Metrics(val_acc=0.776, val_images=1000))
+            >>> round(record.score_se("val_acc"), 4), record.score_se("params")
+            (0.0132, None)
+        """
+        from .stats import accuracy_se
+
+        metrics, value = self.metrics, self.score(metric)
+        if metric not in PERCENT_METRICS or value is None or not metrics.val_images:
+            return None
+        binomial = accuracy_se(min(max(value, 0.0), 1.0), metrics.val_images)
+        seeds = sum(r.state == "complete" for r in self.repeats)
+        spread = metrics.val_acc_std if metric == "val_acc" and seeds > 1 else None
+        return math.sqrt(binomial**2 + (spread**2 / seeds if spread is not None else 0.0))
 
     @property
     def counts_towards_target(self) -> bool:

@@ -20,6 +20,7 @@ read it.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .record import TrialRecord
-from .stats import paired_interval, welch_interval
+from .stats import Estimate, difference, mean_estimate, paired_interval
 
 if TYPE_CHECKING:
     import optuna
@@ -36,17 +37,48 @@ if TYPE_CHECKING:
     from .search.store import ResultsStore
     from .space import SearchSpace
 
-__all__ = ["DEFAULT_OBJECTIVES", "Effect", "SlotScore", "StudyResults"]
+__all__ = ["DEFAULT_OBJECTIVES", "Effect", "SlotScore", "SlotVerdict", "StudyResults"]
 
 DEFAULT_OBJECTIVES = (("val_acc", "maximize"),)  # a space file's default
 
 
 @dataclass(frozen=True)
 class SlotScore:
-    """One (slot, module) cell: the mean first-objective score of the ranked trials with that placement."""
+    """One (slot, module) cell: the mean first-objective score of the ranked trials with that placement, and its
+    noise (see :func:`attnsearch.stats.mean_estimate`)."""
 
     mean: float
     count: int
+    se: float | None = None  # standard error of the mean; None where the trials do not say (one trial, no noise)
+    df: float = math.inf  # degrees of freedom of se (count - 1 where estimated from the trials' spread)
+
+    @property
+    def estimate(self) -> Estimate | None:
+        return None if self.se is None else Estimate(self.mean, self.se, self.df)
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% interval of the mean, None where its noise is unknown."""
+        return None if self.se is None else Estimate(self.mean, self.se, self.df).interval()
+
+
+@dataclass(frozen=True)
+class SlotVerdict:
+    """Which module leads at ``slot`` and whether the lead is evidence: the 95% interval of the difference between
+    the leader's mean and the runner-up's (Welch-Satterthwaite, :func:`attnsearch.stats.difference`) excludes
+    zero. Otherwise the slot is a tie: no module separated at this budget."""
+
+    slot: str
+    leader: str  # the module with the best mean score
+    runner_up: str | None  # the next best; None where only one module was tried
+    difference: float | None  # leader minus runner-up in the first objective's units (negative when minimizing)
+    low: float | None  # its 95% interval; None where the noise of a side is unknown
+    high: float | None
+    separated: bool  # the interval excludes zero: the leader is the best module of the slot
+
+    @property
+    def tie(self) -> bool:
+        return not self.separated
 
 
 @dataclass(frozen=True)
@@ -60,12 +92,13 @@ class Effect:
     high: float | None
     method: str  # paired | unpaired | too few
     n: int  # pairs (paired), or trials with the module (unpaired)
-    n_none: int  # pairs (paired), or trials with none (unpaired)
+    n_none: int  # pairs (paired), or trials on the reference's side (unpaired)
+    reference: str = "none"  # what the module is compared with: none, or the slot's mean where none was not tried
 
     @property
     def tie(self) -> bool:
-        """The interval contains zero: no evidence the module changes the score."""
-        return self.low is not None and self.high is not None and self.low <= 0.0 <= self.high
+        """No evidence the module changes the score: the interval contains zero, or there is none."""
+        return self.low is None or self.high is None or self.low <= 0.0 <= self.high
 
     @property
     def basis(self) -> str:
@@ -74,7 +107,7 @@ class Effect:
             return f"paired, {self.n} pairs"
         if self.method == "unpaired":
             return f"unpaired (Welch), {self.n} vs {self.n_none} trials"
-        return f"too few trials ({self.n} vs {self.n_none})"
+        return f"too few trials ({self.n} vs {self.n_none}) and no recorded noise"
 
 
 @dataclass(frozen=True)
@@ -87,13 +120,17 @@ class StudyResults:
         >>> def trial(n, module, acc):
         ...     placed = (PlacementSpec("block3", module),) if module != "none" else ()
         ...     candidate = Candidate(BackboneSpec("vgg11", 0.25), placed)
-        ...     return TrialRecord(n, "complete", candidate=candidate, metrics=Metrics(val_acc=acc))
+        ...     return TrialRecord(n, "complete", candidate=candidate, metrics=Metrics(val_acc=acc, val_images=1000))
         >>> results = StudyResults({0: trial(0, "none", 0.70), 1: trial(1, "se", 0.75), 2: trial(2, "none", 0.72)},
         ...                        slots={"vgg11": {"block3": ("none", "se")}}, target=3)
         >>> [r.number for r in results.ranked()], results.best_modules(), results.done
         ([1, 2, 0], {'block3': 'se'}, 3)
-        >>> results.slot_scores()["block3"]["none"]
-        SlotScore(mean=0.71, count=2)
+        >>> cell = results.slot_scores()["block3"]["none"]
+        >>> cell.mean, cell.count, round(cell.se, 4)
+        (0.71, 2, 0.0101)
+        >>> verdict = results.verdicts()["block3"]
+        >>> verdict.leader, round(verdict.difference, 2), [round(x, 3) for x in (verdict.low, verdict.high)]
+        ('se', 0.04, [0.007, 0.073])
     """
 
     records: Mapping[int, TrialRecord] = field(default_factory=dict)  # number -> record, running ones included
@@ -273,52 +310,122 @@ class StudyResults:
         slots = self.slots.get(record.candidate.backbone.name) or {}
         return {slot: placed.get(slot, "none") for slot in slots} | placed
 
+    def score_se(self, record: TrialRecord) -> float | None:
+        """The standard error of a trial's first-objective score (:meth:`TrialRecord.score_se`), None if unknown."""
+        return record.score_se(self.objectives[0][0])
+
     @cached_property
     def _slot_scores(self) -> dict[str, dict[str, SlotScore]]:
-        scores: dict[str, dict[str, list[float]]] = {}
+        scores: dict[str, dict[str, list[TrialRecord]]] = {}
         for record in self._ranked:
             assert record.candidate is not None  # a complete trial has one
             placed = {p.slot: p.module for p in record.candidate.placements}
             for slot in self.slots.get(record.candidate.backbone.name, {}):
-                scores.setdefault(slot, {}).setdefault(placed.get(slot, "none"), []).append(self.score(record) or 0.0)
-        return {
-            slot: {m: SlotScore(statistics.fmean(v), len(v)) for m, v in modules.items()}
-            for slot, modules in scores.items()
-        }
+                scores.setdefault(slot, {}).setdefault(placed.get(slot, "none"), []).append(record)
+        return {slot: {m: self._cell(rs) for m, rs in modules.items()} for slot, modules in scores.items()}
+
+    def _cell(self, records: list[TrialRecord]) -> SlotScore:
+        values = [self.score(r) or 0.0 for r in records]
+        estimate = mean_estimate(values, [self.score_se(r) for r in records])
+        if estimate is None:
+            return SlotScore(statistics.fmean(values), len(values))
+        return SlotScore(estimate.mean, len(values), estimate.se, estimate.df)
 
     def slot_scores(self) -> dict[str, dict[str, SlotScore]]:
-        """Slot -> module -> mean first-objective score and count over the ranked trials; the modules of a slot in
-        the order of their best trial."""
+        """Slot -> module -> mean first-objective score, count and standard error over the ranked trials; the
+        modules of a slot in the order of their best trial."""
         return {slot: dict(modules) for slot, modules in self._slot_scores.items()}
 
-    def best_modules(self) -> dict[str, str]:
-        """Slot -> the module with the best mean score there (on equal means, the one whose best trial ranks first)."""
-        best: dict[str, str] = {}
+    @cached_property
+    def _verdicts(self) -> dict[str, SlotVerdict]:
+        verdicts = {}
         for slot, modules in self._slot_scores.items():
-            for module, cell in modules.items():
-                if slot not in best or self.better(cell.mean, modules[best[slot]].mean):
-                    best[slot] = module
-        return best
+            order = sorted(modules, key=lambda m: modules[m].mean, reverse=self.objectives[0][1] == "maximize")
+            leader = order[0]  # sorted() is stable: on equal means, the module whose best trial ranks first
+            if len(order) == 1:
+                verdicts[slot] = SlotVerdict(slot, leader, None, None, None, None, False)
+                continue
+            runner_up = order[1]
+            first, second = modules[leader].estimate, modules[runner_up].estimate
+            gap = modules[leader].mean - modules[runner_up].mean
+            if first is None or second is None:
+                verdicts[slot] = SlotVerdict(slot, leader, runner_up, gap, None, None, False)
+                continue
+            estimate = difference(first, second)
+            low, high = estimate.interval()
+            verdicts[slot] = SlotVerdict(slot, leader, runner_up, gap, low, high, estimate.excludes_zero())
+        return verdicts
+
+    def verdicts(self) -> dict[str, SlotVerdict]:
+        """Slot -> the leading module, the runner-up, the difference between them with its 95% interval, and
+        whether the interval excludes zero (only then is the leader called the slot's best module)."""
+        return dict(self._verdicts)
+
+    def best_modules(self) -> dict[str, str]:
+        """Slot -> its best module, for the slots where the leader is separated from the runner-up (see
+        :meth:`verdicts`); a slot where no module separated at this budget is left out."""
+        return {slot: v.leader for slot, v in self._verdicts.items() if v.separated}
 
     def effects(self) -> list[Effect]:
         """The effect of every module tried at every slot against ``none`` there (slots without ``none`` have
         none): paired where two or more pairs of ranked trials differ only at that slot, Welch's interval over all
-        ranked trials otherwise (two or more on each side), else no interval ("too few")."""
-        effects = []
+        ranked trials otherwise (two or more on each side, or trials whose scores carry their noise), else no
+        interval ("too few"). Intervals are never narrower than the noise the scores are known to carry."""
+        return [e for modules in self._differences.values() for e in modules.values() if e.reference == "none"]
+
+    def differences(self) -> dict[str, dict[str, Effect]]:
+        """Slot -> module -> its effect against ``none`` at the slot (as :meth:`effects`), or, at a slot where
+        ``none`` was not tried, against the mean of the slot's module means (``reference`` says which; the
+        interval then counts each module's noise, unpaired). The reference itself has no entry."""
+        return {slot: dict(modules) for slot, modules in self._differences.items()}
+
+    @cached_property
+    def _differences(self) -> dict[str, dict[str, Effect]]:
+        found: dict[str, dict[str, Effect]] = {}
         for slot, modules in self.slot_modules().items():
             if "none" not in modules:
+                found[slot] = self._against_mean(slot)
                 continue
-            at_slot: dict[str, list[float]] = {}
-            groups: dict[str, dict[str, list[float]]] = {}  # everything but this slot -> module here -> scores
+            at_slot: dict[str, list[tuple[float, float | None]]] = {}
+            groups: dict[str, dict[str, list[tuple[float, float | None]]]] = {}  # the rest -> module here -> scores
             for record in self._ranked:
                 module, rest = _split(record, slot)
-                value = self.score(record) or 0.0
+                value = (self.score(record) or 0.0, self.score_se(record))
                 at_slot.setdefault(module, []).append(value)
                 groups.setdefault(rest, {}).setdefault(module, []).append(value)
             without = at_slot.get("none", [])
-            for module in modules:
-                if module != "none":
-                    effects.append(_effect(slot, module, groups, at_slot.get(module, []), without))
+            found[slot] = {m: _effect(slot, m, groups, at_slot.get(m, []), without) for m in modules if m != "none"}
+        return found
+
+    def _against_mean(self, slot: str) -> dict[str, Effect]:
+        cells = self._slot_scores.get(slot, {})
+        if len(cells) < 2:
+            return {}
+        centre = statistics.fmean(c.mean for c in cells.values())
+        known = all(c.se is not None for c in cells.values())
+        k = len(cells)
+        effects = {}
+        for module, cell in cells.items():
+            low = high = None
+            if known:
+                # m_i - mean_j(m_j) = (1 - 1/k) m_i - sum_{j != i} m_j / k, the cells independent
+                variance = ((1 - 1 / k) * cell.se) ** 2 + sum(  # type: ignore[operator]
+                    (c.se / k) ** 2
+                    for m, c in cells.items()
+                    if m != module  # type: ignore[operator]
+                )
+                low, high = Estimate(cell.mean - centre, math.sqrt(variance)).interval()
+            effects[module] = Effect(
+                slot,
+                module,
+                cell.mean - centre,
+                low,
+                high,
+                "unpaired" if known else "too few",
+                cell.count,
+                sum(c.count for c in cells.values()),
+                reference="mean",
+            )
         return effects
 
     # -- summary.json --------------------------------------------------------------------------------------------
@@ -337,13 +444,15 @@ class StudyResults:
                 "placements": record.label,
                 "val_acc": metrics.val_acc,
                 "val_acc_std": metrics.val_acc_std,
+                "val_acc_se": metrics.val_acc_se,
+                "val_images": metrics.val_images,
                 "params": metrics.params,
                 "flops": metrics.flops,
                 "train_seconds": metrics.train_seconds,
                 "weights": record.number in weights,
             }
 
-        best, best_modules = self.best(), self.best_modules()
+        best, verdicts = self.best(), self._verdicts
         summary: dict[str, Any] = {
             "name": self.name,
             "objectives": [{"metric": metric, "direction": direction} for metric, direction in self.objectives],
@@ -352,8 +461,13 @@ class StudyResults:
             "best": row(best) if best is not None else None,
             "slots": {
                 slot: {
-                    "modules": {m: {"mean": c.mean, "count": c.count} for m, c in modules.items()},
-                    "best": best_modules[slot],
+                    "modules": {m: _cell_summary(c) for m, c in modules.items()},
+                    "best": verdicts[slot].leader if verdicts[slot].separated else None,
+                    "leader": verdicts[slot].leader,
+                    "runner_up": verdicts[slot].runner_up,
+                    "difference": verdicts[slot].difference,
+                    "interval": None if verdicts[slot].low is None else [verdicts[slot].low, verdicts[slot].high],
+                    "separated": verdicts[slot].separated,
                 }
                 for slot, modules in self._slot_scores.items()
             },
@@ -372,19 +486,42 @@ def _split(record: TrialRecord, slot: str) -> tuple[str, str]:
     return module, rest.key(with_seed=True)
 
 
+def _cell_summary(cell: SlotScore) -> dict[str, Any]:
+    interval = cell.interval
+    return {"mean": cell.mean, "count": cell.count, "se": cell.se, "interval": list(interval) if interval else None}
+
+
 def _effect(
-    slot: str, module: str, groups: dict[str, dict[str, list[float]]], with_module: list[float], without: list[float]
+    slot: str,
+    module: str,
+    groups: dict[str, dict[str, list[tuple[float, float | None]]]],
+    with_module: list[tuple[float, float | None]],
+    without: list[tuple[float, float | None]],
 ) -> Effect:
-    pairs = [
-        statistics.fmean(group[module]) - statistics.fmean(group["none"])
-        for group in groups.values()
-        if module in group and "none" in group
-    ]
+    pairs = []  # (difference of the group means, its noise variance or None)
+    for group in groups.values():
+        if module in group and "none" in group:
+            a, b = mean_estimate(*zip(*group[module], strict=True)), mean_estimate(*zip(*group["none"], strict=True))
+            noise = (
+                a.se**2 + b.se**2 if a is not None and b is not None and math.isinf(a.df) and math.isinf(b.df) else None
+            )
+            pairs.append(
+                (statistics.fmean(v for v, _ in group[module]) - statistics.fmean(v for v, _ in group["none"]), noise)
+            )
     if len(pairs) >= 2:
-        difference, low, high = paired_interval(pairs)
-        return Effect(slot, module, difference, low, high, "paired", len(pairs), len(pairs))
-    if len(with_module) >= 2 and len(without) >= 2:
-        difference, low, high = welch_interval(with_module, without)
-        return Effect(slot, module, difference, low, high, "unpaired", len(with_module), len(without))
-    difference = statistics.fmean(with_module) - statistics.fmean(without) if with_module and without else None
-    return Effect(slot, module, difference, None, None, "too few", len(with_module), len(without))
+        noises = [n for _, n in pairs]
+        noise_se = math.sqrt(statistics.fmean(noises)) if None not in noises else None  # type: ignore[arg-type]
+        mean, low, high = paired_interval([d for d, _ in pairs], noise_se=noise_se)
+        return Effect(slot, module, mean, low, high, "paired", len(pairs), len(pairs))
+    a = mean_estimate(*zip(*with_module, strict=True)) if with_module else None
+    b = mean_estimate(*zip(*without, strict=True)) if without else None
+    if a is not None and b is not None:
+        estimate = difference(a, b)
+        low, high = estimate.interval()
+        return Effect(slot, module, estimate.mean, low, high, "unpaired", len(with_module), len(without))
+    gap = (
+        statistics.fmean(v for v, _ in with_module) - statistics.fmean(v for v, _ in without)
+        if with_module and without
+        else None
+    )
+    return Effect(slot, module, gap, None, None, "too few", len(with_module), len(without))

@@ -90,7 +90,7 @@ def test_records_keep_their_keys_and_gain_a_schema(name: str) -> None:
         record = TrialRecord.from_json(path.read_bytes(), str(path))
         after = record.to_dict()
         # every key kept, the schema added; a reused trial's own start time (it has none) written as null
-        assert set(after) - set(before) <= {"schema", "started"} and set(before) <= set(after)
+        assert set(after) - set(before) <= {"schema", "started", "phase", "split"} and set(before) <= set(after)
         assert after["schema"] == 1 and after["metrics"] == before["metrics"] and after["history"] == before["history"]
         # the candidate is the same but for the pruner's setting, which left the recipe
         assert before["candidate"]["train"].pop("first_val_epoch") >= 1

@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from attnsearch.candidate import BackboneSpec, Candidate, PlacementSpec, TrainRecipe
-from attnsearch.record import Metrics, TrialRecord
+from attnsearch.record import Metrics, RepeatRecord, TrialRecord
 from attnsearch.results import StudyResults
 from attnsearch.stats import welch_interval
 
@@ -27,10 +27,11 @@ def record(
     lr: float = 0.05,
     params: int = 1000,
     reused_from: int | None = None,
+    val_images: int | None = None,
 ) -> TrialRecord:
     placements = tuple(PlacementSpec(s, m) for s, m in (("block3", block3), ("block5", block5)) if m != "none")
     candidate = Candidate(BackboneSpec("vgg11_bn"), placements, TrainRecipe(lr=lr))
-    metrics = Metrics(val_acc=score, params=params)
+    metrics = Metrics(val_acc=score, params=params, val_images=val_images)
     return TrialRecord(number, state, reason, candidate, metrics=metrics, reused_from=reused_from)  # type: ignore[arg-type]
 
 
@@ -69,7 +70,12 @@ def test_placements_per_slot_their_means_and_the_best_module() -> None:
     assert scores["block3"]["none"].mean == 0.50 and "cbam" not in scores["block3"]
     assert list(scores["block3"]) == ["se", "none"]  # in the order of each module's best trial
     assert scores["block5"]["none"].mean == pytest.approx(0.55) and scores["block5"]["eca"].count == 1
-    assert study.best_modules() == {"block3": "se", "block5": "eca"}
+    # one trial with eca and no recorded noise: its score's noise is unknown, so nothing is called best there
+    assert scores["block5"]["eca"].se is None and scores["block5"]["eca"].interval is None
+    verdicts = study.verdicts()
+    assert (verdicts["block3"].leader, verdicts["block3"].runner_up) == ("se", "none")
+    assert verdicts["block5"].leader == "eca" and verdicts["block5"].low is None and verdicts["block5"].tie
+    assert study.best_modules() == {}
     assert study.slot_modules() == {"block3": ["none", "se", "cbam"], "block5": ["none", "eca"]}
 
 
@@ -120,7 +126,7 @@ def test_effects_are_paired_where_trials_differ_only_at_the_slot() -> None:
     assert (se.difference, se.low, se.high) == pytest.approx((0.025, 0.025 - half, 0.025 + half))
     assert se.tie  # two pairs: t(1) = 12.7, the interval is wide
     cbam = effects["block3", "cbam"]  # one trial with cbam: too few for an interval
-    assert cbam.method == "too few" and cbam.low is None and not cbam.tie
+    assert cbam.method == "too few" and cbam.low is None and cbam.tie
     assert cbam.difference == pytest.approx(0.90 - statistics.fmean([0.70, 0.71, 0.60, 0.66]))
     eca = effects["block5", "eca"]  # one pair only: unpaired, Welch over all trials
     assert eca.method == "unpaired" and eca.basis == "unpaired (Welch), 4 vs 3 trials"
@@ -135,3 +141,63 @@ def test_an_interval_without_zero_is_not_a_tie() -> None:
     study = results(*(record(i, a, b, s) for i, ((a, b), s) in enumerate(zip(pairs, scores, strict=True))))
     effect = next(e for e in study.effects() if (e.slot, e.module) == ("block3", "se"))
     assert effect.method == "paired" and effect.n == 3 and effect.low > 0 and not effect.tie
+
+
+# ------------------------------------------------------------------------------------------------ noise and verdicts
+
+
+def test_a_score_records_its_binomial_noise() -> None:
+    """The Wilson score interval by hand (Wilson 1927): centre (p + z^2/2n) / (1 + z^2/n), half-width
+    z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n); the recorded standard error is the half-width over z."""
+    z, p, n = 1.959963984540054, 0.776, 1000
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    trial = record(0, score=p, val_images=n)
+    assert trial.score_se("val_acc") == pytest.approx(half / z, rel=1e-9)
+    assert trial.score_se("val_acc") == pytest.approx(0.01318, abs=1e-5)  # the normal approximation's 1.3 points
+    assert trial.score_se("params") is None and record(1, score=p).score_se("val_acc") is None
+    with_seeds = TrialRecord(
+        2,
+        "complete",
+        metrics=Metrics(val_acc=p, val_images=n, val_acc_std=0.02),
+        repeats=tuple(RepeatRecord(s, "complete", 0.77, None, None, None, None, 3) for s in range(4)),
+    )
+    # binomial and seed-to-seed noise of a mean over 4 seeds, added in variance
+    assert with_seeds.score_se("val_acc") == pytest.approx(math.sqrt((half / z) ** 2 + 0.02**2 / 4))
+
+
+def test_a_lead_within_the_noise_is_a_tie_and_a_large_one_is_separated() -> None:
+    # 1000 validation images: each score has a standard error of about 1.3 points
+    close = results(record(0, score=0.776, val_images=1000), record(1, "se", score=0.778, val_images=1000))
+    verdict = close.verdicts()["block3"]
+    assert (verdict.leader, verdict.runner_up) == ("se", "none") and verdict.tie and close.best_modules() == {}
+    se = math.sqrt(
+        record(0, score=0.776, val_images=1000).score_se("val_acc") ** 2
+        + record(1, score=0.778, val_images=1000).score_se("val_acc") ** 2
+    )
+    assert (verdict.difference, verdict.low, verdict.high) == pytest.approx(
+        (0.002, 0.002 - 1.959963984540054 * se, 0.002 + 1.959963984540054 * se)
+    )
+    far = results(record(0, score=0.70, val_images=1000), record(1, "se", score=0.80, val_images=1000))
+    assert far.verdicts()["block3"].separated and far.best_modules() == {"block3": "se"}
+    summary = far.summary()["slots"]["block3"]
+    assert summary["best"] == "se" and summary["separated"] and summary["interval"][0] > 0
+    assert close.summary()["slots"]["block3"]["best"] is None
+
+
+def test_cell_noise_is_never_below_the_scores_own() -> None:
+    # two trials that agree to 0.0002 by chance: the spread says 0.0001, the binomial noise says 0.0093
+    study = results(record(0, "se", score=0.7, val_images=1000), record(1, "se", "eca", score=0.7002, val_images=1000))
+    cell = study.slot_scores()["block3"]["se"]
+    own = record(0, score=0.7, val_images=1000).score_se("val_acc")
+    assert cell.se == pytest.approx(math.sqrt(2 * own**2) / 2, rel=1e-3) and math.isinf(cell.df)
+
+
+def test_differences_at_a_slot_without_none_are_against_the_slot_mean() -> None:
+    study = StudyResults(
+        {i: record(i, m, score=s, val_images=500) for i, (m, s) in enumerate([("se", 0.6), ("cbam", 0.8)])},
+        slots={"vgg11_bn": {"block3": ("se", "cbam")}},
+    )
+    found = study.differences()["block3"]
+    assert found["cbam"].reference == "mean" and found["cbam"].difference == pytest.approx(0.1)
+    assert found["se"].difference == pytest.approx(-0.1) and found["cbam"].low > 0 and found["se"].high < 0
+    assert study.effects() == []  # effects are against none only

@@ -75,11 +75,12 @@ def print_summary(results: StudyResults, console: Any = None, *, top: int = 10) 
     slots = Table(title="Best module per slot (mean score over completed trials)", title_justify="left")
     for column in ("slot", "best", "score", "trials", "others"):
         slots.add_column(column, overflow="fold")
-    best_modules = results.best_modules()
+    verdicts = results.verdicts()
     for slot, modules in results.slot_scores().items():
-        best = modules[best_modules[slot]]
+        leader = verdicts[slot].leader
+        best = modules[leader]
         others = "  ".join(
-            f"{m} {_score(metric, cell.mean)} ({cell.count})" for m, cell in modules.items() if m != best_modules[slot]
+            f"{m} {_score(metric, cell.mean)} ({cell.count})" for m, cell in modules.items() if m != leader
         )
-        slots.add_row(slot, best_modules[slot], _score(metric, best.mean), str(best.count), others)
+        slots.add_row(slot, leader, _score(metric, best.mean), str(best.count), others)
     console.print(slots)

@@ -22,6 +22,7 @@ from ..costs import measure_costs, measure_latency
 from ..data import Dataset
 from ..model import build_model
 from ..record import EpochRecord, Metrics, RepeatRecord, WorkerInfo
+from ..stats import accuracy_se
 from ..train import is_out_of_memory, train_model
 from .settings import Constraints, TrialSettings
 
@@ -40,6 +41,7 @@ class TrialOutcome:
     timings: dict[str, float] = field(default_factory=dict)  # build, costs, train, eval, total seconds
     worker: WorkerInfo = field(default_factory=WorkerInfo)  # host, pid, device; node and gpus under Ray
     classes: tuple[str, ...] = ()  # what each output of the trained model means
+    split: dict[str, Any] = field(default_factory=dict)  # how the data were split (Dataset.split)
     state_dict: dict[str, torch.Tensor] | None = None  # first repeat's trained weights, on the CPU
 
     def record_fields(self) -> dict[str, Any]:
@@ -188,10 +190,23 @@ def _run_candidate(
     accuracies = [r.val_acc for r in finished if r.val_acc is not None]
     if len(accuracies) > 1:
         metrics["val_acc_std"] = statistics.stdev(accuracies)
+    scored = [epoch.val_images for epoch in history if epoch.val_images > 0]
+    if scored:  # the last validation of the first repeat; every repeat scores the same images
+        metrics["val_images"] = scored[-1]
+        if metrics.get("val_acc") is not None:
+            metrics["val_acc_se"] = accuracy_se(min(max(metrics["val_acc"], 0.0), 1.0), scored[-1])
     metrics["train_seconds"] = timings.get("train", 0.0)
     timings["total"] = time.perf_counter() - started
     return TrialOutcome(
-        outcome_state, outcome_reason, Metrics(**metrics), history, tuple(runs), timings, worker, state_dict=weights
+        outcome_state,
+        outcome_reason,
+        Metrics(**metrics),
+        history,
+        tuple(runs),
+        timings,
+        worker,
+        split=dict(getattr(dataset, "split", None) or {}),
+        state_dict=weights,
     )
 
 
