@@ -48,6 +48,14 @@ AUGMENTS: tuple[str, ...] = get_args(Augment)
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
+def _all_is_none(value: Any) -> Any:
+    """A split size written ``all`` in a space file means no cap: None."""
+    return None if value == "all" else value
+
+
+SplitSize = Annotated[PositiveInt | None, BeforeValidator(_all_is_none)]  # a cap on a split; None or "all": all
+
+
 @with_config(STRICT)
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -80,13 +88,13 @@ class PlacementSpec:
 @dataclass(frozen=True)
 class DataSpec:
     dataset: DatasetName = "shapes"
-    root: str | None = None  # folder of torchvision datasets and of imagefolder's train images
+    root: str | None = None  # folder of a published dataset's files and of imagefolder's train images
     val_root: str | None = None  # imagefolder only: a separate validation folder
     image_size: Annotated[int, Field(ge=8, le=1024)] = 32  # images are resized (or generated) to this square
-    train_size: PositiveInt | None = None  # cap on training images, None = all
-    val_size: PositiveInt | None = None  # cap on validation images, None = all
-    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2  # held out from train when there is no validation split
-    download: bool = False  # torchvision datasets only: fetch when missing
+    train_size: SplitSize = None  # cap on training images, None (or "all" in a space file) = all
+    val_size: SplitSize = None  # cap on validation images, None (or "all" in a space file) = all
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2  # validation part held out of train (not: shapes, val_root)
+    download: bool = False  # published datasets only: torchvision fetches them into root when missing
     seed: int = 0  # the split and the generated data depend on it, never on the trial's seed
 
 

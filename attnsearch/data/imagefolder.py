@@ -25,7 +25,7 @@ from torch import Tensor
 from ..candidate import DataSpec
 from ..errors import AttnsearchError
 from .dataset import Dataset
-from .prepare import check_fraction, derive_seed, finish, holdout, one_line
+from .prepare import finish, held_out, one_line
 
 __all__ = ["plan_imagefolder"]
 
@@ -80,7 +80,7 @@ def _images_under(root: Path, name: str) -> list[str]:
     return sorted(found)
 
 
-def plan_imagefolder(spec: DataSpec) -> Callable[[], Dataset]:
+def plan_imagefolder(spec: DataSpec) -> Callable[[bool], Dataset]:
     if spec.root is None:
         raise AttnsearchError("imagefolder needs data.root: a folder with one sub-folder of images per class")
     train = _scan(spec.root, "root")
@@ -92,20 +92,21 @@ def plan_imagefolder(spec: DataSpec) -> Callable[[], Dataset]:
             f"imagefolder val_root {val.root} has different class folders from root {train.root}: "
             f"missing {missing}, extra {extra}"
         )
-    split: tuple[Tensor, Tensor] | None = None
+    drawn: tuple[Tensor, Tensor, dict[str, Any]] | None = None
     if val is None:
-        check_fraction(spec)
         labels = torch.tensor(train.labels, dtype=torch.int64)
-        split = holdout(labels, spec.val_fraction, derive_seed(spec.seed, "split"), f"imagefolder root {train.root}")
+        drawn = held_out(spec, labels, f"imagefolder root {train.root}")
 
-    def load() -> Dataset:
+    def load(test: bool) -> Dataset:
+        if test:
+            raise AttnsearchError("imagefolder has no test split")
         x, y = _load_folder(train, spec.image_size)
-        if val is None:
-            assert split is not None
-            t, v = split
-            return finish(spec, x[t], y[t], x[v], y[v], train.classes)
+        if drawn is not None:
+            t, v, split = drawn
+            return finish(spec, x[t], y[t], x[v], y[v], train.classes, split=split)
+        assert val is not None
         vx, vy = _load_folder(val, spec.image_size)
-        return finish(spec, x, y, vx, vy, train.classes)
+        return finish(spec, x, y, vx, vy, train.classes, split={"validation": "val_root"})
 
     return load
 

@@ -1,13 +1,15 @@
 """What every source does with its raw tensors: hold out a validation split, cap each split, make uint8 RGB.
 
-Random choices come from the spec's seed through :func:`derive_seed`, one independent stream per choice; caps
-keep a class-balanced subset; images of another size are resized (antialiased bilinear) and grey ones repeated to
-three channels.
+Random choices come from the spec's seed through :func:`derive_seed`, one independent stream per choice; the
+validation split is held out of the training images class by class (:func:`held_out`); caps keep a class-balanced
+subset; images of another size are resized (antialiased bilinear) and grey ones repeated to three channels. A test
+split, when asked for, is converted the same way and never capped.
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +19,9 @@ from ..candidate import DataSpec
 from ..errors import AttnsearchError
 from .dataset import Dataset
 
-__all__ = ["check_fraction", "derive_seed", "finish", "holdout", "one_line"]
+__all__ = ["HELD_OUT", "check_fraction", "derive_seed", "finish", "held_out", "holdout", "one_line"]
+
+HELD_OUT = "held out from train"  # Dataset.split["validation"] of a split drawn by held_out
 
 _RESIZE_CHUNK = 4096  # images resized together: bounds the float copy
 
@@ -32,15 +36,46 @@ def derive_seed(seed: int, tag: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{tag}".encode()).digest()[:8], "little") >> 1
 
 
-def finish(spec: DataSpec, x: Tensor, y: Tensor, vx: Tensor, vy: Tensor, classes: tuple[str, ...]) -> Dataset:
-    # caps first (cheaper resizing), then uint8 RGB at the requested size
+def finish(
+    spec: DataSpec,
+    x: Tensor,
+    y: Tensor,
+    vx: Tensor,
+    vy: Tensor,
+    classes: tuple[str, ...],
+    *,
+    split: dict[str, Any],
+    test: tuple[Tensor, Tensor] | None = None,
+    test_images: int | None = None,
+) -> Dataset:
+    # caps first (cheaper resizing), then uint8 RGB at the requested size; ``split`` gains the sizes
     keep = _cap(y, spec.train_size, derive_seed(spec.seed, "train-cap"))
     if keep is not None:
         x, y = x[keep], y[keep]
     vkeep = _cap(vy, spec.val_size, derive_seed(spec.seed, "val-cap"))
     if vkeep is not None:
         vx, vy = vx[vkeep], vy[vkeep]
-    return Dataset(spec.dataset, _to_rgb(x, spec.image_size), y, _to_rgb(vx, spec.image_size), vy, classes)
+    record = {**split, "train_images": int(y.shape[0]), "val_images": int(vy.shape[0])}
+    tx = ty = None
+    if test is not None:
+        tx, ty = _to_rgb(test[0], spec.image_size), test[1]
+        test_images = int(ty.shape[0])
+    if test_images is not None:
+        record["test_images"] = test_images
+    size = spec.image_size
+    return Dataset(
+        spec.dataset, _to_rgb(x, size), y, _to_rgb(vx, size), vy, classes, test_x=tx, test_y=ty, split=record
+    )
+
+
+def held_out(spec: DataSpec, y: Tensor, what: str) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """Indices of the training and validation images of ``y``'s images, the validation ones a stratified
+    ``spec.val_fraction`` drawn with a seed derived from ``spec.seed``, and the ``Dataset.split`` entries that
+    say so."""
+    check_fraction(spec)
+    seed = derive_seed(spec.seed, "split")
+    t, v = holdout(y, spec.val_fraction, seed, what)
+    return t, v, {"validation": HELD_OUT, "val_fraction": spec.val_fraction, "split_seed": seed}
 
 
 def _cap(y: Tensor, cap: int | None, seed: int) -> Tensor | None:

@@ -1,25 +1,26 @@
-"""load_dataset and check_data for every source, offline: fake torchvision files, a tiny image-folder tree."""
+"""load_dataset and check_data for shapes, digits and image folders, offline (published datasets: test_published)."""
 
 from __future__ import annotations
 
 import os
 import re
-import struct
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-import torchvision.datasets
+from click.testing import CliRunner
 from PIL import Image
 
 import attnsearch.data.sources as sources
+from attnsearch.cli import main
 from attnsearch.candidate import DataSpec
 from attnsearch.data import DATASETS, Dataset, check_data, load_dataset
 from attnsearch.data.shapes import SHAPE_CLASSES, make_shapes
+from attnsearch.space import load_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,6 +63,22 @@ def test_bad_sizes(change: dict[str, int], match: str) -> None:
     same_error(DataSpec(dataset="shapes", **change), match)
 
 
+@pytest.mark.parametrize(
+    ("value", "error"), [("all", None), (None, None), ("lots", "must be a valid integer, got 'lots'")]
+)
+@pytest.mark.parametrize("field", ["train_size", "val_size"])
+def test_split_size_all(field: str, value: str | None, error: str | None, tiny_space_file: Any) -> None:
+    # "all" in a space file means no cap (None); any other string is the usual one-line error naming the key
+    path = tiny_space_file(data={field: value})
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    if error is None:
+        assert result.exit_code == 0, result.output
+        assert getattr(load_space(path).data_spec(), field) is None
+    else:
+        assert result.exit_code == 2
+        assert result.output.strip().splitlines() == [f"attnsearch: error: data.{field}: {error}"]
+
+
 # --- shapes ---------------------------------------------------------------------------------------------------
 
 
@@ -84,6 +101,28 @@ def test_shapes_default_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sources, "make_shapes", fake)
     load_dataset(DataSpec(dataset="shapes", image_size=8))
     assert calls == [(10_000, 8), (2_000, 8)]
+
+
+def test_shapes_test_split_only_when_asked() -> None:
+    spec = DataSpec(dataset="shapes", image_size=16, train_size=60, val_size=30, seed=3)
+    plain = load_dataset(spec)
+    assert plain.test_x is None and plain.test_y is None
+    assert plain.split == {"validation": "generated", "train_images": 60, "val_images": 30, "test_images": 30}
+    ds = load_dataset(spec, test=True)
+    assert ds.test_x is not None and ds.test_y is not None
+    assert ds.test_x.shape == (30, 3, 16, 16) and ds.test_y.dtype == torch.int64
+    assert torch.equal(ds.val_x, plain.val_x) and torch.equal(ds.train_x, plain.train_x)  # the same trial data
+    assert not torch.equal(ds.test_x, ds.val_x)  # a third stream, not the validation images again
+    assert torch.equal(ds.test_x, make_shapes(30, 16, seed=sources.derive_seed(3, "shapes-test"))[0])
+    assert load_dataset(DataSpec(dataset="shapes", image_size=8, train_size=10), test=True).test_y.shape == (2000,)
+
+
+def test_dataset_to_moves_the_test_split() -> None:
+    ds = load_dataset(DataSpec(dataset="shapes", image_size=8, train_size=20, val_size=10), test=True)
+    moved = ds.to("meta")
+    assert {t.device.type for t in (moved.train_x, moved.val_y, moved.test_x, moved.test_y)} == {"meta"}
+    assert moved.split == ds.split
+    assert load_dataset(DataSpec(dataset="shapes", image_size=8, train_size=20, val_size=10)).to("meta").test_x is None
 
 
 def test_check_shapes_is_instant(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,6 +154,16 @@ def test_digits() -> None:
     assert torch.equal(again.val_x, ds.val_x)
     other = load_dataset(DataSpec(dataset="digits", image_size=16, seed=2))
     assert not torch.equal(other.val_y, ds.val_y)
+    assert ds.test_x is None
+    assert ds.split == {
+        "validation": "held out from train",
+        "val_fraction": 0.2,
+        "split_seed": sources.derive_seed(1, "split"),
+        "train_images": len(ds.train_y),
+        "val_images": len(ds.val_y),
+    }
+    with pytest.raises(ValueError, match=r"^digits has no test split$"):
+        load_dataset(spec, test=True)
 
 
 def test_digits_caps_are_class_balanced() -> None:
@@ -129,110 +178,6 @@ def test_digits_without_sklearn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     msg = same_error(DataSpec(dataset="digits"), "digits needs scikit-learn")
     assert msg == "digits needs scikit-learn: pip install 'attnsearch[digits]'"
-
-
-# --- torchvision ----------------------------------------------------------------------------------------------
-
-EXPECTED_FILES = {
-    "cifar10": [f"cifar-10-batches-py/{f}" for f in ("data_batch_1", "data_batch_5", "test_batch", "batches.meta")],
-    "cifar100": ["cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"],
-    "mnist": ["MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/t10k-labels-idx1-ubyte"],
-    "fashion_mnist": ["FashionMNIST/raw/train-images-idx3-ubyte", "FashionMNIST/raw/t10k-labels-idx1-ubyte"],
-}
-
-
-@pytest.mark.parametrize("name", ["cifar10", "cifar100", "mnist", "fashion_mnist"])
-def test_missing_torchvision_files(name: str, tmp_path: Path) -> None:
-    folder = EXPECTED_FILES[name][0].split("/")[0]
-    msg = same_error(DataSpec(dataset=name, root=str(tmp_path)), re.escape(f"{name} not found under {tmp_path}"))
-    assert folder in msg and "data.download: true" in msg
-    for rel in EXPECTED_FILES[name]:
-        assert rel.rsplit("/", 1)[-1] in msg
-    missing_root = tmp_path / "nowhere"
-    same_error(DataSpec(dataset=name, root=str(missing_root)), re.escape(f"{name} not found under {missing_root}"))
-    same_error(DataSpec(dataset=name), f"{name} needs data.root")
-
-
-def touch_cifar(root: Path, name: str) -> None:
-    for rel in sources._TORCHVISION[name].files:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(b"")
-
-
-def test_cifar_integrity_is_checked_by_torchvision(tmp_path: Path) -> None:
-    # torchvision verifies CIFAR's md5 sums unconditionally: right names with wrong bytes pass check_data (names
-    # only, it must stay cheap) and load_dataset reports the corruption in one line
-    touch_cifar(tmp_path, "cifar10")
-    spec = DataSpec(dataset="cifar10", root=str(tmp_path))
-    check_data(spec)
-    with pytest.raises(ValueError, match="incomplete or corrupted") as err:
-        load_dataset(spec)
-    assert "\n" not in str(err.value)
-
-
-class FakeCifar:
-    """Stand-in for torchvision's CIFAR classes: their attributes, our bytes (real files need real md5 sums)."""
-
-    calls: ClassVar[list[tuple[str, bool, bool]]] = []
-
-    def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
-        FakeCifar.calls.append((root, train, download))
-        n = 60 if train else 20
-        gen = np.random.default_rng(0 if train else 1)
-        self.data = gen.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)  # HWC like CIFAR
-        self.targets = [i % 10 for i in range(n)]
-        self.classes = [f"class{i}" for i in range(10)]
-
-
-@pytest.mark.parametrize(("name", "cls_name"), [("cifar10", "CIFAR10"), ("cifar100", "CIFAR100")])
-def test_cifar_through_torchvision(name: str, cls_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    touch_cifar(tmp_path, name)
-    monkeypatch.setattr(torchvision.datasets, cls_name, FakeCifar)
-    FakeCifar.calls = []
-    ds = load_dataset(DataSpec(dataset=name, root=str(tmp_path), image_size=32))
-    assert FakeCifar.calls == [(str(tmp_path), True, False), (str(tmp_path), False, False)]  # never downloads
-    assert_well_formed(ds, 32)
-    assert (len(ds.train_y), len(ds.val_y)) == (60, 20)  # train split trains, test split validates
-    assert ds.classes == tuple(f"class{i}" for i in range(10))
-    expected = torch.from_numpy(FakeCifar(str(tmp_path)).data).permute(0, 3, 1, 2)
-    assert torch.equal(ds.train_x, expected)  # HWC -> CHW, no resize at 32
-
-    small = load_dataset(DataSpec(dataset=name, root=str(tmp_path), image_size=16, train_size=30, val_size=10))
-    assert_well_formed(small, 16)
-    assert torch.bincount(small.train_y).tolist() == [3] * 10
-    assert (len(small.train_y), len(small.val_y)) == (30, 10)
-
-
-def test_download_flag_is_passed_and_skips_the_file_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCifar)
-    FakeCifar.calls = []
-    spec = DataSpec(dataset="cifar10", root=str(tmp_path / "new"), download=True)
-    check_data(spec)
-    load_dataset(spec)
-    assert [c[2] for c in FakeCifar.calls] == [True, True]
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    # the IDX format torchvision reads: zero, zero, type 0x08 (uint8), rank; big-endian dims; the bytes
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-@pytest.mark.parametrize(("name", "folder"), [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
-def test_mnist_real_files(name: str, folder: str, tmp_path: Path) -> None:
-    gen = np.random.default_rng(0)
-    for split, n in (("train", 50), ("t10k", 20)):
-        write_idx(tmp_path / folder / "raw" / f"{split}-images-idx3-ubyte", gen.integers(0, 256, (n, 28, 28)))
-        write_idx(tmp_path / folder / "raw" / f"{split}-labels-idx1-ubyte", np.arange(n) % 10)
-    spec = DataSpec(dataset=name, root=str(tmp_path), image_size=32)
-    check_data(spec)
-    ds = load_dataset(spec)
-    assert_well_formed(ds, 32)  # 28 -> 32
-    assert (len(ds.train_y), len(ds.val_y)) == (50, 20)
-    assert ds.classes == tuple(getattr(torchvision.datasets, folder).classes)
-    assert torch.equal(ds.train_x[:, 0], ds.train_x[:, 1])
-    assert ds.train_y.tolist() == [i % 10 for i in range(50)]
 
 
 # --- imagefolder ----------------------------------------------------------------------------------------------
@@ -284,6 +229,9 @@ def test_imagefolder_loads_and_splits(tree: Path) -> None:
     assert ds.classes == ("ant", "bee", "cat")
     assert (len(ds.train_y), len(ds.val_y)) == (12, 3)
     assert ds.val_y.sort().values.tolist() == [0, 1, 2]
+    assert ds.split["validation"] == "held out from train" and "test_images" not in ds.split
+    with pytest.raises(ValueError, match=r"^imagefolder has no test split$"):
+        load_dataset(DataSpec(dataset="imagefolder", root=str(tree), image_size=16), test=True)
     again = load_dataset(DataSpec(dataset="imagefolder", root=str(tree), image_size=16, seed=5))
     assert not torch.equal(torch.cat([again.train_x, again.val_x]), torch.cat([ds.train_x, ds.val_x]))
 
@@ -306,6 +254,7 @@ def test_imagefolder_with_val_root(tmp_path: Path) -> None:
     spec = DataSpec(dataset="imagefolder", root=str(tmp_path / "train"), val_root=str(tmp_path / "val"), image_size=8)
     ds = load_dataset(spec)
     assert (len(ds.train_y), len(ds.val_y)) == (15, 6)
+    assert ds.split == {"validation": "val_root", "train_images": 15, "val_images": 6}
     assert cache_files(tmp_path / "train") and cache_files(tmp_path / "val")
 
 
