@@ -1,4 +1,4 @@
-"""The images a trial trains on: built-in, torchvision and image-folder sources as one in-memory ``Dataset``.
+"""The images a trial trains on: built-in, published and image-folder sources as one in-memory ``Dataset``.
 
 Example:
     >>> from attnsearch.candidate import DataSpec
