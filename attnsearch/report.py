@@ -1,15 +1,22 @@
 """``attnsearch report``: what a finished (or running) study found, with the evidence for each placement.
 
-For each slot, the effect of each module against ``none`` at that slot is the mean difference in the first
-objective's score with a 95% confidence interval (computed by :meth:`attnsearch.results.StudyResults.effects`):
+For each slot, the report gives a verdict (:meth:`attnsearch.results.StudyResults.verdicts`): the leading module
+is called the slot's best (★) only where the 95% interval of its difference from the runner-up excludes 0;
+otherwise the slot is a tie and the report says "no module separated at this budget" (its leader marked ~).
+
+The effect of each module against ``none`` at its slot (or against the slot's mean where ``none`` was not tried)
+is the mean difference in the first objective's score with a 95% confidence interval (computed by
+:meth:`attnsearch.results.StudyResults.differences`):
 
 - **paired** where at least two pairs of complete trials differ only at that slot (same backbone, recipe and
   placements elsewhere; a grid or ablation design gives them): a t-interval over the per-pair differences;
-- **unpaired** otherwise: Welch's t-interval between all complete trials with the module there and all with
-  ``none`` there (at least two on each side).
+- **unpaired** otherwise: Welch's t-interval between the complete trials with the module there and those on the
+  reference's side (two or more on each side, or scores that carry their own noise: ``val_images``);
+- no interval (**too few**) where neither holds: one trial a side and no recorded noise.
 
-An interval that contains zero is flagged as a tie. The terminal gets the leaderboard, the placement map, the
-effects and Optuna's parameter importances; ``--out`` gets ``report.html`` (one self-contained page: plotly's
+An interval that contains zero is flagged as a tie, one that is missing as "no interval": neither is evidence of
+an effect. The terminal gets the leaderboard, the placement map, the verdicts, the effects and Optuna's parameter
+importances; ``--out`` gets ``report.html`` (one self-contained page: plotly's
 JavaScript inlined, Optuna's plots, our heatmap and effect plot), ``heatmap.png`` and ``history.png``
 (matplotlib) and ``summary.md``. This module computes the report and writes its text; the plots are drawn in
 :mod:`attnsearch.report_figures`.
@@ -26,8 +33,9 @@ from typing import TYPE_CHECKING
 from .dashboard.state import DashboardState
 from .dashboard.watch import StudyReader
 from .record import PERCENT_METRICS
+from .evidence import BEST, LEADS, TIE_SENTENCE
 from .report_figures import heatmap_png, history_png, html_figures, placement_grid
-from .results import Effect, StudyResults
+from .results import Effect, StudyResults, SlotVerdict
 
 if TYPE_CHECKING:
     import optuna
@@ -42,7 +50,7 @@ class Report:
 
     folder: Path
     results: StudyResults
-    effects: list[Effect]
+    effects: list[Effect]  # every module against none at its slot, or against the slot's mean (Effect.reference)
     importances: dict[str, float] | None
     importance_note: str  # why there are none, or which evaluator made them
     study: optuna.Study | None = field(default=None, repr=False)
@@ -65,7 +73,8 @@ def build_report(folder: Path | str, *, storage: str | None = None) -> Report:
     reader = StudyReader(folder, storage=storage)
     results = reader.results()
     importances, note = _importances(reader.study, len(results.ranked()))
-    return Report(reader.store.root, results, results.effects(), importances, note, reader.study)
+    effects = [e for modules in results.differences().values() for e in modules.values()]
+    return Report(reader.store.root, results, effects, importances, note, reader.study)
 
 
 def _importances(study: optuna.Study | None, complete: int) -> tuple[dict[str, float] | None, str]:
@@ -109,19 +118,27 @@ def print_report(report: Report, console: Console | None = None) -> None:
     console.print(f"[bold]{state.name}[/bold]: {states}", highlight=False)
     console.print(leaderboard_panel(state, rows=10))
     console.print(placement_map_panel(state, rows=len(state.slot_modules()), width=console.width))
+    verdicts = state.verdicts()
+    if verdicts:
+        console.print(_verdicts_title(state), style="bold", highlight=False)
+        table = Table()
+        for column in _VERDICT_COLUMNS:
+            table.add_column(column, no_wrap=column != "verdict")
+        for verdict in verdicts.values():
+            table.add_row(*_verdict_row(state, verdict))
+        console.print(table, highlight=False)
     console.print(_effects_title(state), style="bold", highlight=False)
     table = Table()
-    for column in ("slot", "module", "difference", "95% CI", "", "basis"):
+    header, rows = _effect_rows(state, report.effects)
+    for column in header:
         table.add_column(column, no_wrap=column != "basis")
-    for effect in report.effects:
-        tie = "[yellow]tie[/]" if effect.tie else ("" if effect.low is None else "[green]differs[/]")
-        low, high = _units(state, effect.low), _units(state, effect.high)
-        interval = f"[{low}, {high}]" if effect.low is not None else "-"
-        table.add_row(effect.slot, effect.module, _units(state, effect.difference), interval, tie, effect.basis)
+    styles = {"tie": "[yellow]tie[/]", "differs": "[green]differs[/]", "no interval": "[dim]no interval[/]"}
+    for row in rows:
+        table.add_row(*row[:-2], styles[row[-2]], row[-1])
     if report.effects:
         console.print(table, highlight=False)
     else:
-        console.print("No slot has 'none' among its choices: no effects against the baseline.")
+        console.print("No slot has two modules with scores: no effects.")
     if report.importances:
         console.print(f"Parameter importances ({report.importance_note})", style="bold", highlight=False)
         importance = Table()
@@ -134,10 +151,43 @@ def print_report(report: Report, console: Console | None = None) -> None:
         console.print(f"Parameter importances: {report.importance_note}", highlight=False)
 
 
+_VERDICT_COLUMNS = ("slot", "leader", "runner-up", "leader - runner-up", "95% CI", "verdict")
+
+
+def _verdicts_title(state: DashboardState) -> str:
+    return (
+        f"Verdict per slot ({state.objectives[0][0]}: the leader is the best module only where the 95% CI of "
+        "leader - runner-up excludes 0)"
+    )
+
+
+def _verdict_row(state: DashboardState, verdict: SlotVerdict) -> list[str]:
+    gap = _units(state, verdict.difference) if verdict.runner_up is not None else "-"
+    interval = f"[{_units(state, verdict.low)}, {_units(state, verdict.high)}]" if verdict.low is not None else "-"
+    said = f"{BEST} {verdict.leader} is best" if verdict.separated else TIE_SENTENCE
+    return [verdict.slot, verdict.leader, verdict.runner_up or "-", gap, interval, said]
+
+
 def _effects_title(state: DashboardState) -> str:
     metric = state.objectives[0][0]
     unit = "percentage points" if metric in PERCENT_METRICS else metric
-    return f"Effect of each module against none at its slot ({metric}, {unit}; 95% CI; tie: the CI contains 0)"
+    return (
+        f"Effect of each module against none at its slot, or the slot's mean where none was not tried ({metric}, "
+        f"{unit}; 95% CI; tie: the CI contains 0; no interval: too few trials and no recorded noise)"
+    )
+
+
+def _effect_rows(state: DashboardState, effects: list[Effect]) -> tuple[list[str], list[list[str]]]:
+    """The effects table's header and rows; an ``against`` column only where some slot had no ``none``."""
+    against = any(e.reference != "none" for e in effects)
+    header = ["slot", "module", *(["against"] if against else []), "difference", "95% CI", "verdict", "basis"]
+    rows = []
+    for e in effects:
+        verdict = "no interval" if e.low is None or e.high is None else "tie" if e.tie else "differs"
+        interval = f"[{_units(state, e.low)}, {_units(state, e.high)}]" if e.low is not None else "-"
+        reference = ["none" if e.reference == "none" else "slot mean"] if against else []
+        rows.append([e.slot, e.module, *reference, _units(state, e.difference), interval, verdict, e.basis])
+    return header, rows
 
 
 def _units(state: DashboardState, value: float | None) -> str:
@@ -231,37 +281,28 @@ def _document(report: Report) -> tuple[str, list[_Section]]:
     )
     slots, modules, _, labels = placement_grid(state)
     placement = _Table(["slot", *modules], [[slot, *row] for slot, row in zip(slots, labels, strict=True)])
-    effects = _Table(
-        ["slot", "module", "difference", "95% CI", "tie", "basis"],
-        [
-            [
-                e.slot,
-                e.module,
-                _units(state, e.difference),
-                f"[{_units(state, e.low)}, {_units(state, e.high)}]" if e.low is not None else "-",
-                "tie" if e.tie else "",
-                e.basis,
-            ]
-            for e in report.effects
-        ],
+    verdicts = state.verdicts()
+    verdict_table = _Table(list(_VERDICT_COLUMNS), [_verdict_row(state, v) for v in verdicts.values()])
+    effects = _Table(*_effect_rows(state, report.effects))
+    legend = (
+        f"Mean {metric}{' (%)' if metric in PERCENT_METRICS else ''} of the complete trials with each placement, "
+        "with the 95% interval of that mean where its noise is known (number of trials); "
+        f"{BEST} marks a slot's best module, only where its lead over the runner-up is separated (95% CI of the "
+        "difference excludes 0)."
     )
+    if any(not v.separated for v in verdicts.values()):
+        legend += f" {LEADS} marks the leader of a slot where {TIE_SENTENCE}."
     if report.importances:
         importances: list[str | _Table] = [
             report.importance_note + ".",
             _Table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in report.importances.items()]),
         ]
     else:
-        importances = [report.importance_note.capitalize() + "."]
+        importances = [report.importance_note[:1].upper() + report.importance_note[1:] + "."]
     return opening, [
         _Section("Leaderboard", [leaderboard]),
-        _Section(
-            "Placement map",
-            [
-                f"Mean {metric}{' (%)' if metric in PERCENT_METRICS else ''} of the complete trials with each "
-                "placement (number of trials); ★ marks the best module of each slot.",
-                placement,
-            ],
-        ),
+        _Section("Placement map", [legend, placement]),
+        _Section("Verdict per slot", [_verdicts_title(state) + ".", verdict_table]),
         _Section("Effect of each module against none", [_effects_title(state) + ".", effects]),
         _Section("Parameter importances", importances),
     ]

@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from attnsearch.cli import main
+from attnsearch.evidence import BEST, TIE_SENTENCE
 from attnsearch.report import build_report
 
 
@@ -42,9 +43,8 @@ def test_report_terminal_files_and_read_only(finished_study: Path, tmp_path: Pat
         ("block3", "cbam", "paired"),
         ("block5", "eca", "paired"),
     }
-    assert ("tie" in text) == any(e.tie for e in report.effects)
-    for e in report.effects:
-        assert e.tie == (e.low <= 0 <= e.high)
+    for e in report.effects:  # one trial per cell carries its binomial noise (val_images): every effect has one
+        assert e.low is not None and e.tie == (e.low <= 0 <= e.high)
     assert "Parameter importances" in text
     assert f"Report: {tmp_path / 'out' / 'report.html'}" in text
     # the files
@@ -58,7 +58,16 @@ def test_report_terminal_files_and_read_only(finished_study: Path, tmp_path: Pat
         assert matplotlib.image.imread(out / name).shape[0] > 100
     summary = (out / "summary.md").read_text()
     assert "## Leaderboard" in summary and "| slot | none | se | cbam | eca |" in summary
-    assert "| slot | module | difference | 95% CI | tie | basis |" in summary and "paired, 2 pairs" in summary
+    assert "| slot | module | difference | 95% CI | verdict | basis |" in summary and "paired, 2 pairs" in summary
+    # each effect's verdict as its interval says, and each slot's verdict as StudyResults.verdicts says
+    for e in report.effects:
+        verdict = "tie" if e.tie else "differs"
+        assert f"| {e.slot} | {e.module} | {100 * e.difference:+.2f} | [{100 * e.low:+.2f}, " in summary
+        assert f"{100 * e.high:+.2f}] | {verdict} | {e.basis} |" in summary
+    for slot, v in report.results.verdicts().items():
+        said = f"{BEST} {v.leader} is best" if v.separated else TIE_SENTENCE
+        row = f"| {slot} | {v.leader} | {v.runner_up} |"
+        assert [line for line in summary.splitlines() if line.startswith(row) and line.endswith(f"| {said} |")]
 
 
 class Page(HTMLParser):

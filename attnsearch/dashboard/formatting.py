@@ -1,16 +1,21 @@
-"""How the dashboard writes values: durations, SI-prefixed counts, placements, and two texts spread across a line.
+"""How the dashboard writes values: durations, SI-prefixed counts, placements, and two texts spread across a line;
+and the look its panels share (:func:`panel_table`, :func:`panel`).
 
-Pure functions from a value to its text, shared by the panels of :mod:`attnsearch.dashboard.views`; ``-`` stands
-for a value not known yet.
+Pure functions from a value to its text, shared by the panels of :mod:`attnsearch.dashboard.views` and
+:mod:`attnsearch.dashboard.placement`; ``-`` stands for a value not known yet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from rich import box
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
 from rich.text import Text
 
-__all__ = ["format_duration", "format_placements", "format_seconds", "format_si", "spread_line"]
+__all__ = ["format_duration", "format_placements", "format_seconds", "format_si", "panel", "panel_table", "spread_line"]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -44,3 +49,21 @@ def spread_line(left: Text, right: Text, width: int) -> Text:
     if gap < 1:
         return Text.assemble(left, "  ", right)
     return Text.assemble(left, " " * gap, right)
+
+
+def panel_table() -> Table:
+    """A borderless table filling its panel, bold headers: the body of most panels."""
+    return Table(box=None, padding=(0, 1), pad_edge=False, expand=True, header_style="bold", show_edge=False)
+
+
+def panel(body: RenderableType, title: str, subtitle: str | None) -> Panel:
+    """A rounded panel with a bold title at the left and an optional subtitle at the bottom right."""
+    return Panel(
+        Group(body),
+        title=f"[bold]{title}[/]",
+        title_align="left",
+        subtitle=subtitle,
+        subtitle_align="right",
+        box=box.ROUNDED,
+        padding=(0, 1),
+    )

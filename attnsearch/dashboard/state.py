@@ -15,8 +15,10 @@ from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..evidence import Shading, shading
 from ..record import PERCENT_METRICS, TrialRecord, WorkerInfo
-from ..results import SlotScore, StudyResults
+from ..results import SlotScore, SlotVerdict, StudyResults
 from ..search.shared import EPOCH_ATTR
 from ..search.events import EpochEnded, Event, RunStarted, TrialEnded, TrialStarted
 
@@ -75,6 +77,7 @@ class DashboardState:
     folder: Path | None = None
     events: deque[EventLine] = field(default_factory=lambda: deque(maxlen=RECENT))
     version: int = 0  # bumped by every change; a view may cache what it drew for one version
+    _shading: tuple[StudyResults, Shading] | None = field(default=None, repr=False, compare=False)
 
     # -- what the study is ---------------------------------------------------------------------------------------
 
@@ -294,7 +297,18 @@ class DashboardState:
         return self.results.slot_scores()
 
     def best_cells(self) -> dict[str, str]:
+        """Slot -> its best module, only where the lead over the runner-up is separated (a tie has none)."""
         return self.results.best_modules()
+
+    def verdicts(self) -> dict[str, SlotVerdict]:
+        """Slot -> leader, runner-up, their difference with its 95% interval, and whether it is separated."""
+        return self.results.verdicts()
+
+    def shading(self) -> Shading:
+        """The noise-aware shades of the placement map (:func:`attnsearch.evidence.shading`), kept per results."""
+        if self._shading is None or self._shading[0] is not self.results:
+            self._shading = (self.results, shading(self.results))
+        return self._shading[1]
 
     def slot_modules(self) -> dict[str, list[str]]:
         return self.results.slot_modules()

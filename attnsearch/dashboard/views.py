@@ -3,7 +3,8 @@
 Nothing here keeps state or touches the terminal; :class:`attnsearch.dashboard.live.LiveDashboard` shows what
 :func:`render` returns. Every panel takes the number of rows it may use, so :func:`render` can fit an 80x24
 terminal (smaller panels, the least useful ones dropped) and fill a 160x48 one. How a value is written (a
-duration, a count, placements) is :mod:`attnsearch.dashboard.formatting`'s.
+duration, a count, placements) is :mod:`attnsearch.dashboard.formatting`'s; the placement map, which judges
+placements against their noise, is :mod:`attnsearch.dashboard.placement`'s (re-exported here).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from rich import box
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.layout import Layout
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
@@ -20,11 +21,15 @@ from rich.table import Table
 from rich.text import Text
 
 from ..record import PERCENT_METRICS
-from ..results import SlotScore
 from .formatting import format_duration, format_placements, format_seconds, format_si, spread_line
+from .formatting import panel as _panel
+from .formatting import panel_table as _table
+from .placement import BEST, PALETTE, _map_width, placement_map_height, placement_map_panel
 from .state import DashboardState
 
 __all__ = [
+    "BEST",
+    "PALETTE",
     "events_panel",
     "header_panel",
     "leaderboard_panel",
@@ -34,8 +39,6 @@ __all__ = [
     "running_panel",
 ]
 
-BEST = "★"  # marks the best module of each slot in the placement map
-PALETTE = ("red", "dark_orange", "yellow", "green_yellow", "green")  # worst .. best cell of the placement map
 KIND_STYLES = {
     "best": "bold green",
     "pruned": "yellow",
@@ -188,32 +191,6 @@ def leaderboard_panel(state: DashboardState, *, rows: int = 10) -> Panel:
     return _panel(body, f"Leaderboard ({len(ranked)} complete{f', {reused} reused' if reused else ''})", None)
 
 
-def placement_map_panel(state: DashboardState, *, rows: int = 20, width: int = 160) -> Panel:
-    """Slot x module grid: mean score of the complete trials with that placement and their count, coloured by
-    value, the best module of each slot marked with ★; 'none' (nothing placed) is a column like the others.
-
-    Within ``width`` columns the counts lose their parentheses, then the module names are shortened.
-    """
-    metric = state.objectives[0][0]
-    compact = _map_width(state, compact=False) > width
-    modules, grid = _map_cells(state, compact=compact)
-    shorten = _map_width(state, compact=compact) > width
-    table = _table()
-    table.add_column("slot", no_wrap=True, style="bold", min_width=max((len(s) for s in grid), default=4))
-    for module in modules:
-        cells = max((row[module].cell_len for row in grid.values()), default=1)
-        table.add_column(module, justify="right", no_wrap=True, max_width=max(cells, 4) if shorten else None)
-    names = list(grid)
-    for slot in names[:rows]:
-        table.add_row(slot, *(grid[slot][m] for m in modules))
-    unit = f"mean {metric}{' %' if metric in PERCENT_METRICS else ''}"
-    unit += f" · n trials · {BEST} best" if compact else f" (n trials), {BEST} best per slot"
-    hidden = len(names) - rows
-    subtitle = unit + (f", +{hidden} slots" if hidden > 0 else "")
-    body: RenderableType = table if names else Text("no slots yet", style="dim")
-    return _panel(body, "Placement map", subtitle)
-
-
 def pareto_panel(state: DashboardState, *, rows: int = 8) -> Panel:
     """The non-dominated trials when the study has two or more objectives."""
     front = state.pareto()
@@ -285,15 +262,17 @@ def render(state: DashboardState, width: int, height: int, *, now: float | None 
                 name="leaderboard",
             ),
         )
-        map_rows = min(slots, max(space // 2 - 3, 1))
+        tie_line = placement_map_height(state, 0) - 3  # the map's "no module separated" line, when it has one
+        map_rows = min(slots, max(space // 2 - 3 - tie_line, 1))
+        map_height = placement_map_height(state, map_rows)
         panes = [
             Layout(
                 _Lazy(lambda: placement_map_panel(state, rows=map_rows, width=right_width)),
                 name="placement_map",
-                size=map_rows + 3,
+                size=map_height,
             )
         ]
-        rest = space - map_rows - 3
+        rest = space - map_height
         if multi:
             front = min(max(len(state.pareto()), 1), max(rest // 2 - 3, 1))
             panes.append(Layout(_Lazy(lambda: pareto_panel(state, rows=front)), name="pareto", size=front + 3))
@@ -303,14 +282,16 @@ def render(state: DashboardState, width: int, height: int, *, now: float | None 
         return root
     # one column: running, placement map, leaderboard; the front and the events only where room is left
     leaders_min = 5  # a leaderboard of two rows
-    map_rows = min(slots, max(space - running_size - leaders_min - 3, 1))
-    rest = space - running_size - (map_rows + 3)
+    tie_line = placement_map_height(state, 0) - 3
+    map_rows = min(slots, max(space - running_size - leaders_min - 3 - tie_line, 1))
+    map_height = placement_map_height(state, map_rows)
+    rest = space - running_size - map_height
     panes = [
         Layout(_Lazy(lambda: running_panel(state, rows=running, bar_width=bar)), name="running", size=running_size),
         Layout(
             _Lazy(lambda: placement_map_panel(state, rows=map_rows, width=width)),
             name="placement_map",
-            size=map_rows + 3,
+            size=map_height,
         ),
     ]
     wanted = max(len(state.ranked()), 1) + 3  # the leaderboard with every complete trial
@@ -347,65 +328,3 @@ class _Lazy:
         if self.built is None:
             self.built = self.build()
         yield self.built
-
-
-def _table() -> Table:
-    return Table(box=None, padding=(0, 1), pad_edge=False, expand=True, header_style="bold", show_edge=False)
-
-
-def _panel(body: RenderableType, title: str, subtitle: str | None) -> Panel:
-    return Panel(
-        Group(body),
-        title=f"[bold]{title}[/]",
-        title_align="left",
-        subtitle=subtitle,
-        subtitle_align="right",
-        box=box.ROUNDED,
-        padding=(0, 1),
-    )
-
-
-def _map_cells(state: DashboardState, *, compact: bool) -> tuple[list[str], dict[str, dict[str, Text]]]:
-    """Module columns ('none' first) and slot -> module -> the cell's text."""
-    slots = state.slot_modules()
-    modules = list(dict.fromkeys(m for ms in slots.values() for m in ms))
-    if "none" in modules:  # the baseline first
-        modules.remove("none")
-        modules.insert(0, "none")
-    found = state.placement_map()
-    best = state.best_cells()
-    means = [cell.mean for cells in found.values() for cell in cells.values()]
-    grid: dict[str, dict[str, Text]] = {}
-    for slot, tried in slots.items():
-        row = grid.setdefault(slot, {})
-        for module in modules:
-            cell = found.get(slot, {}).get(module)
-            if module not in tried:
-                row[module] = Text("")
-            elif cell is None:
-                row[module] = Text("·", style="dim")
-            else:
-                row[module] = _cell(state, cell, means, best=best.get(slot) == module, compact=compact)
-    return modules, grid
-
-
-def _map_width(state: DashboardState, *, compact: bool) -> int:
-    """Columns the placement map needs with full module names: slot names, cells, padding and border."""
-    modules, grid = _map_cells(state, compact=compact)
-    slot_width = max((len(s) for s in grid), default=4)
-    widths = [max([len(m), *(row[m].cell_len for row in grid.values())]) for m in modules]
-    return slot_width + sum(w + 1 for w in widths) + 4
-
-
-def _cell(state: DashboardState, cell: SlotScore, means: list[float], *, best: bool, compact: bool) -> Text:
-    low, high = min(means), max(means)
-    share = 0.5 if high == low else (cell.mean - low) / (high - low)
-    if state.objectives[0][1] == "minimize":
-        share = 1.0 - share
-    colour = PALETTE[min(int(share * len(PALETTE)), len(PALETTE) - 1)]
-    metric = state.objectives[0][0]
-    value = f"{100 * cell.mean:.1f}" if metric in PERCENT_METRICS else f"{cell.mean:.3g}"
-    text = Text(BEST if best else "", style="bold " + colour)
-    text.append(value, style=("bold " if best else "") + colour)
-    text.append(f" {cell.count}" if compact else f" ({cell.count})", style="dim")
-    return text

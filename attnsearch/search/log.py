@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from ..evidence import BEST, TIE_SENTENCE, format_difference
 from ..record import PERCENT_METRICS
 from ..results import StudyResults
 from .events import Event
@@ -42,7 +43,8 @@ def _count(value: Any) -> str:
 
 
 def print_summary(results: StudyResults, console: Any = None, *, top: int = 10) -> None:
-    """The end of a run: trials per state, the leaderboard (``top`` rows) and the best module per slot."""
+    """The end of a run: trials per state, the leaderboard (``top`` rows) and the verdict per slot: its best module
+    only where the lead is separated from the runner-up, else a tie (:mod:`attnsearch.evidence`)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -72,15 +74,39 @@ def print_summary(results: StudyResults, console: Any = None, *, top: int = 10) 
             f"{metrics.train_seconds:.1f}" if metrics.train_seconds else "-",
         )
     console.print(table)
-    slots = Table(title="Best module per slot (mean score over completed trials)", title_justify="left")
-    for column in ("slot", "best", "score", "trials", "others"):
+    _print_slots(results, console)
+
+
+def _print_slots(results: StudyResults, console: Any) -> None:
+    """One row per slot: the best module only where its lead over the runner-up is separated (★), else the slot is
+    a tie; the leader's mean with its 95% interval, and leader minus runner-up with its 95% interval."""
+    from rich.table import Table
+
+    metric = results.objectives[0][0]
+    slots = Table(title=f"Module per slot (mean {metric} over completed trials, 95% intervals)", title_justify="left")
+    for column in ("slot", "best", "score", "trials", "leader - runner-up", "others"):
         slots.add_column(column, overflow="fold")
     verdicts = results.verdicts()
     for slot, modules in results.slot_scores().items():
-        leader = verdicts[slot].leader
-        best = modules[leader]
+        verdict = verdicts[slot]
+        leader = modules[verdict.leader]
+        if verdict.separated:
+            best = f"{BEST}{verdict.leader}"
+        elif verdict.runner_up is None:
+            best = f"tie: {verdict.leader} (only module tried)"
+        else:
+            best = f"tie: {verdict.leader} vs {verdict.runner_up}"
+        score = _score(metric, leader.mean)
+        if leader.interval is not None:
+            score += " [" + ", ".join(_score(metric, v) for v in leader.interval) + "]"
+        gap = format_difference(metric, verdict.difference, verdict.low, verdict.high)
         others = "  ".join(
-            f"{m} {_score(metric, cell.mean)} ({cell.count})" for m, cell in modules.items() if m != leader
+            f"{m} {_score(metric, c.mean)} ({c.count})" for m, c in modules.items() if m != verdict.leader
         )
-        slots.add_row(slot, leader, _score(metric, best.mean), str(best.count), others)
+        slots.add_row(slot, best, score, str(leader.count), gap if verdict.runner_up else "-", others)
     console.print(slots)
+    if any(not v.separated for v in verdicts.values()):
+        console.print(
+            f"tie: {TIE_SENTENCE} (the 95% interval of leader - runner-up contains 0, or the noise is unknown).",
+            highlight=False,
+        )

@@ -33,7 +33,9 @@ def trial(
     for epoch in range(1, epochs + 1):
         events.append(EpochEnded(number, epoch, 3, 0.3, worker))
     history = tuple(EpochRecord(e, 1.0, 0.3, None, 1.0, 64, 0.01, 1.0, 0.1) for e in range(1, epochs + 1))
-    metrics = Metrics(val_acc=score, params=params, flops=5_200_000, train_seconds=4.0, images_per_second=900.0)
+    metrics = Metrics(
+        val_acc=score, val_images=1000, params=params, flops=5_200_000, train_seconds=4.0, images_per_second=900.0
+    )
     state = "complete" if end == "finished" else end
     events.append(TrialEnded(TrialRecord(number, state, reason, c, metrics=metrics, history=history, worker=worker)))
     return events
