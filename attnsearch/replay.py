@@ -8,16 +8,22 @@ the search used: the record's ``worker.threads`` where it has one, else the stud
 ``space.yaml``, else torch's default (all cores, as a search with no ``threads`` setting ran). On CUDA, kernels with
 atomic adds are not bit-reproducible, and a replay within :data:`CUDA_TOLERANCE` counts as reproduced.
 
-With recipe overrides (``epochs``, ``batch_size``, ``lr``) a replay is "now train it properly": the result is a new
-record under ``RESULTS_DIR/replays/<n>-<tag>/`` (``trial.json`` with ``replay_of``, and ``model.pt``), written
-atomically; the trial's own folder is never touched.
+With overrides (the recipe's ``epochs``, ``batch_size``, ``lr``; the data's ``train_size``, ``val_size``, where
+``"all"`` is the whole split: :mod:`attnsearch.replay_budget`) a replay is "now train it properly", at another
+budget than the search's: its validation score is not comparable with the record's and is not checked against it.
+The result is a new record under ``RESULTS_DIR/replays/<n>-<tag>/`` (``trial.json`` with ``replay_of`` and
+``overrides``, and ``model.pt``), written atomically; the trial's own folder is never touched.
+
+With ``test=True`` the trained model (the first seed's) is also scored once on the dataset's test split, after
+training and apart from every validation figure: ``test_acc`` and ``test_images``, kept in the replay's record
+(never the trial's). A dataset without a test split is refused before any training. The test score is for
+reporting a candidate chosen on validation scores: choosing among replays by it would select on the test set.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +34,11 @@ from .data import Dataset, load_dataset
 from .device import resolve_device
 from .errors import AttnsearchError
 from .record import TrialRecord, timestamp, versions
+from .replay_budget import OVERRIDES, apply_overrides, check_overrides, folder_tag, recorded_overrides, searched_values
 from .results import StudyResults
 from .search.store import ResultsStore, StoreError, check_writable
 from .search.worker import TrialOutcome, run_candidate
+from .stats import kendall, spearman, wilson_interval
 
 __all__ = [
     "CUDA_TOLERANCE",
@@ -40,17 +48,18 @@ __all__ = [
     "ranking_agreement",
     "replay_trial",
     "replay_trials",
-    "spearman",
 ]
 
 CUDA_TOLERANCE = 0.01  # val_acc, 0..1: one percentage point
-OVERRIDES = {"epochs": "e", "batch_size": "b", "lr": "lr"}  # recipe field -> its part of a replay folder's name
 COMPARED = ("val_acc", "val_top5", "val_loss", "train_loss")
 
 
 @dataclass(frozen=True)
 class ReplayResult:
     """One trial trained again, next to its record.
+
+    Accuracies are fractions 0..1. ``test_acc`` is None unless the replay was asked to score the test split; it
+    is never one of ``recorded`` / ``replayed`` (validation figures only).
 
     Example:
         >>> [r] = replay_trials("results/tiny", [2], device="cpu")  # doctest: +SKIP
@@ -65,17 +74,46 @@ class ReplayResult:
     replayed: dict[str, float | None]  # the same, from the replay
     state: str  # the replay's: complete | failed (with its reason)
     reason: str | None
-    overrides: dict[str, Any]  # recipe fields changed; empty for a plain replay
+    overrides: dict[str, Any]  # fields changed, as asked ("all" for a whole split); empty for a plain replay
     device: str
     threads: int | None  # torch threads of the replay (None: torch's default)
     tolerance: float | None  # allowed |val_acc difference|; None when overrides make it a different run
     matches: bool | None  # val_acc within the tolerance; None with overrides
     weights_equal: bool | None  # replayed weights equal the recorded model.pt; None when not comparable
     saved: Path | None  # the replay's own record folder (overrides only)
+    searched: dict[str, Any] = field(default_factory=dict)  # the search's value of each overridden field
+    recorded_images: int | None = None  # validation images of the recorded val_acc
+    replayed_images: int | None = None  # validation images of the replayed val_acc
+    test_acc: float | None = None  # top-1 on the test split (first seed), when asked for
+    test_images: int | None = None
+
+    def interval(self, which: str) -> tuple[float, float] | None:
+        """The Wilson 95% interval (:func:`attnsearch.stats.wilson_interval`) of the ``"recorded"`` or
+        ``"replayed"`` val_acc, or of the ``"test"`` accuracy, from the number of images it was measured on; None
+        when the score or its count is unknown. With repeats, a val_acc is a mean over seeds and the interval
+        holds the images' noise alone.
+
+        Example:
+            >>> r = ReplayResult(0, "", "val_acc", {}, {}, "complete", None, {}, "cpu", 1, None, None, None, None,
+            ...                  test_acc=0.912, test_images=10000)
+            >>> [round(x, 4) for x in r.interval("test")], r.interval("recorded")
+            ([0.9063, 0.9174], None)
+        """
+        if which == "test":
+            value, n = self.test_acc, self.test_images
+        elif which in ("recorded", "replayed"):
+            value = (self.recorded if which == "recorded" else self.replayed).get("val_acc")
+            n = self.recorded_images if which == "recorded" else self.replayed_images
+        else:
+            raise ValueError(f"interval of 'recorded', 'replayed' or 'test', not {which!r}")
+        if value is None or not n or not 0.0 <= value <= 1.0:
+            return None
+        return wilson_interval(round(value * n), n)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["saved"] = str(self.saved) if self.saved is not None else None
+        d["intervals"] = {k: self.interval(k) for k in ("recorded", "replayed", "test")}  # Wilson 95%
         return d
 
 
@@ -97,23 +135,29 @@ def replay_trials(
     *,
     top: int | None = None,
     overrides: Mapping[str, Any] | None = None,
+    test: bool = False,
     device: str = "auto",
     threads: int | None = None,
     on_start: Callable[[int, str], None] | None = None,
 ) -> list[ReplayResult]:
     """Train trials ``trials`` (and the ``top`` best complete ones) again, each with its recorded seed.
 
+    ``overrides``: field -> value for :func:`attnsearch.replay_budget.check_overrides` (``epochs``,
+    ``batch_size``, ``lr``, ``train_size``, ``val_size``; a split size may be ``"all"``; None values are not
+    changes). ``test``: also score each trained model once on the test split (:class:`ReplayResult` ``test_acc``).
+
     Every input is checked before any training: the folder, each record (complete, with a usable candidate), a
-    kept ``model.pt`` (a plain state_dict, loaded with ``weights_only=True``), the overrides, the device and, with
-    overrides, that ``replays/`` can be written; a problem is one AttnsearchError line and nothing is written. A
-    save that fails after training all the same raises :class:`ReplayNotSaved`, which carries the results.
-    ``threads`` overrides the thread count found in the record. ``on_start(trial, placements)`` is called before
-    each training run.
+    kept ``model.pt`` (a plain state_dict, loaded with ``weights_only=True``), the overrides, the device, the data
+    (and with ``test`` that the dataset has a test split) and, with overrides, that ``replays/`` can be written; a
+    problem is one AttnsearchError line and nothing is written. A save that fails after training all the same
+    raises :class:`ReplayNotSaved`, which carries the results. ``threads`` overrides the thread count found in the
+    record. ``on_start(trial, placements)`` is called before each training run.
 
     Example:
-        >>> results = replay_trials("results/tiny", top=3, overrides={"epochs": 20})  # doctest: +SKIP
-        >>> [str(r.saved) for r in results][0]  # doctest: +SKIP
-        'results/tiny/replays/2-e20'
+        >>> results = replay_trials("results/tiny", top=1, overrides={"epochs": 20, "train_size": "all"},
+        ...                         test=True)  # doctest: +SKIP
+        >>> str(results[0].saved), results[0].test_images  # doctest: +SKIP
+        ('results/tiny/replays/2-e20-trainall', 2000)
     """
     store = ResultsStore.open(results_dir)
     results = StudyResults.from_store(store)
@@ -127,7 +171,7 @@ def replay_trials(
         raise AttnsearchError(f"{store.root}: the study has no complete trial to take the top {top} of")
     if not numbers:
         raise AttnsearchError("nothing to replay: name trials with --trial N or --top K")
-    changes = _check_overrides(overrides or {})
+    changes = check_overrides(overrides or {})
     if changes:  # a new recipe is saved: a folder that cannot take it is refused before any training
         check_writable(store.root / "replays")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -139,21 +183,21 @@ def replay_trials(
         record = store.read_finished(number)
         assert record.candidate is not None  # read_finished guarantees it
         kept = store.read_weights(number) if store.weights_path(number).exists() and not changes else None
-        jobs.append(_Job(number, record, record.candidate, kept))
+        jobs.append(_Job(number, record, apply_overrides(record.candidate, changes), kept))
     # the threads the search used: the record's, else the space's execution.threads, else torch's default
     default_threads = results.space.config.execution.threads if results.space is not None else None
     datasets: dict[str, Dataset] = {}  # by repr: a record's values may be unhashable (a list where none belongs)
-    for job in jobs:  # a data problem shows before any training
-        if repr(job.candidate.data) not in datasets:
-            datasets[repr(job.candidate.data)] = load_dataset(job.candidate.data).to(torch_device)
+    for job in jobs:  # a data problem (a missing test split included) shows before any training
+        if repr(job.trained.data) not in datasets:
+            datasets[repr(job.trained.data)] = _load(job.trained, test).to(torch_device)
 
     results = []
     for i, job in enumerate(jobs):
         if on_start is not None:
-            on_start(job.number, job.candidate.describe())
+            on_start(job.number, job.trained.describe())
         run_threads = threads if threads is not None else (job.record.worker.threads or default_threads)
-        dataset = datasets[repr(job.candidate.data)]
-        result, unsaved = _replay(store, job, metric, changes, dataset, torch_device, run_threads)
+        dataset = datasets[repr(job.trained.data)]
+        result, unsaved = _replay(store, job, metric, changes, dataset, torch_device, run_threads, test)
         results.append(result)
         if unsaved is not None:
             left = [j.number for j in jobs[i + 1 :]]
@@ -173,67 +217,46 @@ def replay_trial(results_dir: Path | str, trial: int, **options: Any) -> ReplayR
     return replay_trials(results_dir, [trial], **options)[0]
 
 
-def ranking_agreement(results: Sequence[ReplayResult]) -> tuple[float | None, int]:
-    """Spearman's correlation of the recorded and replayed scores, and how many pairs it is over.
+def ranking_agreement(results: Sequence[ReplayResult], method: str = "spearman") -> tuple[float | None, int]:
+    """The rank correlation of the recorded and replayed scores, and how many pairs it is over: Spearman's rho
+    (``method="spearman"``) or Kendall's tau-b (``"kendall"``), both from ``scipy.stats``
+    (:mod:`attnsearch.stats`); ties get their average rank.
 
-    Trials without both scores are left out; with fewer than three pairs the correlation is None.
+    Trials without both scores are left out; with fewer than three pairs, or every score of one side equal, the
+    correlation is None.
 
     Example:
         >>> ranking_agreement([])
         (None, 0)
     """
+    correlation = {"spearman": spearman, "kendall": kendall}.get(method)
+    if correlation is None:
+        raise ValueError(f"method must be 'spearman' or 'kendall', not {method!r}")
     pairs = [(r.recorded[r.metric], r.replayed[r.metric]) for r in results]
     kept = [(x, y) for x, y in pairs if x is not None and y is not None]
     if len(kept) < 3:
         return None, len(kept)
-    return spearman([x for x, _ in kept], [y for _, y in kept]), len(kept)
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Spearman's rank correlation of two equally long sequences; ties get their average rank.
-
-    None when it is undefined: fewer than two values, or every value of one side equal.
-
-    Example:
-        >>> spearman([0.1, 0.5, 0.3], [10, 30, 20])
-        1.0
-        >>> spearman([1, 2, 2, 3], [4, 3, 2, 1])
-        -0.9486832980505138
-    """
-    if len(a) != len(b):
-        raise ValueError(f"spearman: sequences of different lengths ({len(a)} and {len(b)})")
-    if len(a) < 2:
-        return None
-    ra, rb = _ranks(a), _ranks(b)
-    mean = (len(a) + 1) / 2  # the mean rank, ties or not
-    cov = sum((x - mean) * (y - mean) for x, y in zip(ra, rb, strict=True))
-    var_a = sum((x - mean) ** 2 for x in ra)
-    var_b = sum((y - mean) ** 2 for y in rb)
-    if var_a == 0 or var_b == 0:
-        return None
-    return cov / math.sqrt(var_a * var_b)
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for i in order[start : end + 1]:
-            ranks[i] = (start + end) / 2 + 1  # ranks count from 1; a tie shares the mean of its positions
-        start = end + 1
-    return ranks
+    xs, ys = [x for x, _ in kept], [y for _, y in kept]
+    if len(set(xs)) < 2 or len(set(ys)) < 2:  # undefined: no ranking on one side (scipy would warn and give NaN)
+        return None, len(kept)
+    return correlation(xs, ys), len(kept)
 
 
 @dataclass(frozen=True)
 class _Job:
     number: int
     record: TrialRecord
-    candidate: Candidate
+    trained: Candidate  # the record's candidate with the overrides applied
     kept: dict[str, torch.Tensor] | None  # the recorded weights, for a plain replay
+
+
+def _load(candidate: Candidate, test: bool) -> Dataset:
+    try:
+        return load_dataset(candidate.data, test=test)
+    except AttnsearchError as err:
+        if test and "no test split" in str(err):
+            raise AttnsearchError(f"--test: {err}; replay without --test to train it") from None
+        raise
 
 
 def _replay(
@@ -244,19 +267,20 @@ def _replay(
     dataset: Dataset,
     device: torch.device,
     threads: int | None,
+    test: bool,
 ) -> tuple[ReplayResult, StoreError | None]:
     """The replay's result, and the error that kept its new record from being saved (None when it was)."""
-    trained = _with_overrides(job.candidate, changes)
     started = timestamp()
     # the last epoch alone is validated: its score is what a replay compares (validation changes no training)
     outcome = run_candidate(
-        trained,
+        job.trained,
         dataset,
         device=device,
         repeats=len(job.record.repeats) or 1,
         threads=threads,
         keep_weights=True,
-        first_val_epoch=trained.train.epochs,
+        first_val_epoch=job.trained.train.epochs,
+        score_test=test,
     )
     keys = (*COMPARED, metric)
     recorded = {key: job.record.score(key) for key in keys}
@@ -265,7 +289,7 @@ def _replay(
     tolerance = matches = weights_equal = saved = unsaved = None
     if changes:
         try:
-            saved = _save(store, job.number, trained, changes, outcome, dataset, threads, started)
+            saved = _save(store, job.number, job.trained, changes, outcome, dataset, threads, started)
         except StoreError as err:
             unsaved = err
     else:
@@ -278,9 +302,10 @@ def _replay(
             weights_equal = job.kept.keys() == weights.keys() and all(
                 torch.equal(job.kept[k], weights[k]) for k in weights
             )
+    assert job.record.candidate is not None  # read_finished guarantees it
     result = ReplayResult(
         trial=job.number,
-        placements=job.candidate.describe(),
+        placements=job.trained.describe(),
         metric=metric,
         recorded=recorded,
         replayed=replayed,
@@ -293,6 +318,11 @@ def _replay(
         matches=matches,
         weights_equal=weights_equal,
         saved=saved,
+        searched=searched_values(job.record.candidate, changes),
+        recorded_images=job.record.metrics.val_images,
+        replayed_images=outcome.metrics.val_images if complete else None,
+        test_acc=outcome.test_acc if complete else None,
+        test_images=outcome.test_images if complete else None,
     )
     return result, unsaved
 
@@ -301,35 +331,6 @@ def _number(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise AttnsearchError(f"--trial must be a trial number, got {value!r:.40}")
     return value
-
-
-def _check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    checked: dict[str, Any] = {}
-    for name, value in overrides.items():
-        if name not in OVERRIDES:
-            raise AttnsearchError(f"unknown recipe override {name!r}; valid: {', '.join(OVERRIDES)}")
-        if value is None:
-            continue
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if name == "lr" and not (number and math.isfinite(value) and value > 0):
-            raise AttnsearchError(f"--lr must be a positive number, got {value!r}")
-        if name != "lr" and not (number and isinstance(value, int) and value >= 1):
-            raise AttnsearchError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        checked[name] = float(value) if name == "lr" else value
-    return checked
-
-
-def _with_overrides(candidate: Candidate, changes: dict[str, Any]) -> Candidate:
-    if not changes:
-        return candidate
-    recipe = replace(candidate.train, **changes)
-    if "epochs" in changes:
-        recipe = replace(recipe, steps=None)  # a step budget would overrule the epochs asked for
-    return replace(candidate, train=recipe)
-
-
-def _tag(changes: dict[str, Any]) -> str:
-    return "-".join(f"{OVERRIDES[name]}{value:g}" for name, value in changes.items())
 
 
 def _save(
@@ -350,7 +351,7 @@ def _save(
         finished=timestamp(),
         versions=versions(),
         replay_of=number,
-        overrides=changes,
+        overrides=recorded_overrides(changes, dataset.split),
         threads=threads,
     )
-    return store.write_replay(f"{number}-{_tag(changes)}", record, outcome.state_dict)
+    return store.write_replay(f"{number}-{folder_tag(changes)}", record, outcome.state_dict)

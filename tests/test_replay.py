@@ -16,7 +16,7 @@ from click.testing import CliRunner
 import attnsearch as a
 from attnsearch.candidate import Candidate
 from attnsearch.cli import main
-from attnsearch.replay import CUDA_TOLERANCE, ReplayResult, replay_trials, spearman
+from attnsearch.replay import CUDA_TOLERANCE, ReplayResult, ranking_agreement, replay_trials
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,7 +61,7 @@ def test_replay_table_json_and_spearman(
     assert "Spearman rank correlation of val_acc, recorded vs replayed, over 3 trials:" in table.output
     assert ("1.000" if expected else "undefined") in table.output and "exactly" in table.output
     as_json = json.loads(invoke("replay", str(finished_study), "--top", "3", "--json").output)
-    assert as_json["spearman"] == expected and as_json["metric"] == "val_acc"
+    assert as_json["spearman"] == expected and as_json["kendall"] == expected and as_json["metric"] == "val_acc"
     assert [t["replayed"]["val_acc"] for t in as_json["trials"]] == [r.replayed["val_acc"] for r in replayed]
     one = invoke("replay", str(finished_study), "--trial", "0")
     assert one.exit_code == 0 and "val_acc reproduced exactly (cpu, 1 thread(s)" in one.output
@@ -99,17 +99,34 @@ def test_a_record_from_cuda_is_held_to_the_tolerance(study_copy: Path) -> None:
     assert result.tolerance == CUDA_TOLERANCE and result.matches
 
 
-def test_spearman_by_hand() -> None:
-    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    # ties share their average rank: [1, 2.5, 2.5, 4] vs [1, 3, 2, 4] -> 4.5 / sqrt(4.5 * 5)
-    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(22.5))
+def _pairs(recorded: list[float | None], replayed: list[float | None]) -> list[ReplayResult]:
+    """Replays that carry only a recorded and a replayed val_acc: what ranking_agreement reads."""
+    return [
+        ReplayResult(
+            i, "", "val_acc", {"val_acc": x}, {"val_acc": y}, "complete", None, {}, "cpu", 1, 0.0, x == y, None, None
+        )
+        for i, (x, y) in enumerate(zip(recorded, replayed, strict=True))
+    ]
+
+
+def test_ranking_agreement_by_hand() -> None:
+    # the numbers the hand-written Spearman this replaced gave (scipy.stats now): ties share their average rank
+    assert ranking_agreement(_pairs([1, 2, 3, 4], [10, 20, 30, 40])) == (pytest.approx(1.0), 4)
+    assert ranking_agreement(_pairs([1, 2, 3, 4], [4, 3, 2, 1]))[0] == pytest.approx(-1.0)
+    # [1, 2.5, 2.5, 4] vs [1, 3, 2, 4] -> 4.5 / sqrt(4.5 * 5)
+    assert ranking_agreement(_pairs([1, 2, 2, 3], [1, 3, 2, 4]))[0] == pytest.approx(4.5 / math.sqrt(22.5))
     # ties on both sides: [1, 2.5, 2.5, 4.5, 4.5] vs [1.5, 1.5, 3, 4, 5] -> 8.25 / sqrt(9 * 9.5)
-    assert spearman([10, 20, 20, 30, 30], [1, 1, 2, 3, 4]) == pytest.approx(8.25 / math.sqrt(85.5))
-    assert spearman([0.5, 0.5, 0.5], [1, 2, 3]) is None  # one side constant: undefined
-    assert spearman([1.0], [2.0]) is None
-    with pytest.raises(ValueError, match="different lengths"):
-        spearman([1, 2], [1, 2, 3])
+    assert ranking_agreement(_pairs([10, 20, 20, 30, 30], [1, 1, 2, 3, 4]))[0] == pytest.approx(8.25 / math.sqrt(85.5))
+    assert ranking_agreement(_pairs([1, 2, 2, 3], [4, 3, 2, 1]))[0] == pytest.approx(-0.9486832980505138)
+    # Kendall's tau-b by hand: 5 concordant, 1 discordant of 6 pairs -> 4/6; with a tie in x: 5 / sqrt(5 * 6)
+    assert ranking_agreement(_pairs([1, 2, 3, 4], [10, 20, 40, 30]), "kendall")[0] == pytest.approx(4 / 6)
+    assert ranking_agreement(_pairs([1, 2, 2, 3], [1, 3, 2, 4]), "kendall")[0] == pytest.approx(5 / math.sqrt(30))
+    # undefined: one side constant, or fewer than three pairs with both scores
+    assert ranking_agreement(_pairs([0.5, 0.5, 0.5], [1, 2, 3])) == (None, 3)
+    assert ranking_agreement(_pairs([0.5, 0.5, 0.5], [1, 2, 3]), "kendall") == (None, 3)
+    assert ranking_agreement(_pairs([1, 2, None], [1, 2, 3])) == (None, 2)
+    with pytest.raises(ValueError, match="spearman"):
+        ranking_agreement(_pairs([1, 2, 3], [1, 2, 3]), "pearson")
 
 
 class _Evil:

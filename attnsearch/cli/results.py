@@ -136,6 +136,24 @@ def export(
         click.echo(f"ONNX: {result.onnx}")
 
 
+class _SplitSize(click.ParamType):
+    """A split size: a positive integer or ``all``."""
+
+    name = "N|all"
+
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str:  # click would upper-case the name
+        return "N|all"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        from ..errors import AttnsearchError
+        from ..replay_budget import parse_size
+
+        try:
+            return parse_size(str(value))
+        except AttnsearchError:
+            self.fail(f"{str(value)!r:.40} is not a positive integer or 'all'", param, ctx)
+
+
 @click.command()
 @results_dir_argument
 @click.option(
@@ -145,6 +163,17 @@ def export(
 @click.option("--epochs", type=click.IntRange(min=1), help="Train this many epochs instead (saved under replays/).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Another batch size (saved under replays/).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Another peak learning rate (saved too).")
+@click.option(
+    "--train-size", type=_SplitSize(), help="Training images: a number, or 'all' for the whole training split."
+)
+@click.option(
+    "--val-size", type=_SplitSize(), help="Validation images: a number, or 'all' for the whole validation split."
+)
+@click.option(
+    "--test",
+    is_flag=True,
+    help="Also score the trained model once on the dataset's test split (shown and saved apart from val).",
+)
 @device_option(default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads  [default: those the search used]")
 @json_option
@@ -155,6 +184,9 @@ def replay(
     epochs: int | None,
     batch_size: int | None,
     lr: float | None,
+    train_size: int | str | None,
+    val_size: int | str | None,
+    test: bool,
     device: str,
     threads: int | None,
     as_json: bool,
@@ -162,23 +194,30 @@ def replay(
     """Train trials again from their trial.json alone and compare with what was recorded.
 
     Without overrides the replay checks the record (on CPU the accuracy must match exactly). With --epochs,
-    --batch-size or --lr it trains the candidate with that recipe and saves a new record under
-    RESULTS_DIR/replays/. Three or more trials also get the Spearman rank correlation of recorded vs replayed.
+    --batch-size, --lr, --train-size or --val-size it trains the candidate at that budget, e.g. the winner on
+    the whole training set, and saves a new record under RESULTS_DIR/replays/; its val score is then not
+    comparable with the search's and is not checked. --test also scores the trained model once on the test
+    split, labelled apart from val (use it to report the candidate the validation scores chose, not to choose
+    one). Accuracies come with their Wilson 95% interval. Three or more trials also get the Spearman and Kendall
+    rank correlations of recorded vs replayed.
 
     \b
     Examples:
       attnsearch replay results/vgg16-shapes-quick --trial 3
       attnsearch replay results/vgg16-shapes-quick --top 5 --epochs 30
+      attnsearch replay results/quickstart --top 1 --train-size all --epochs 15 --test
     """
     from ..errors import AttnsearchError
     from ..replay import ReplayNotSaved, replay_trials
 
+    overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "train_size": train_size, "val_size": val_size}
     try:
         results = replay_trials(
             results_dir,
             trials,
             top=top,
-            overrides={"epochs": epochs, "batch_size": batch_size, "lr": lr},
+            overrides=overrides,
+            test=test,
             device=device,
             threads=threads,
             on_start=lambda number, text: click.echo(f"replaying trial {number}: {text}", err=True),
@@ -194,28 +233,49 @@ def _show_replays(results: list[Any], as_json: bool) -> None:
 
     metric = results[0].metric
     rho, pairs = ranking_agreement(results)
+    tau, _ = ranking_agreement(results, "kendall")
     if as_json:
-        print_json({"metric": metric, "spearman": rho, "trials": [r.to_dict() for r in results]})
+        print_json({"metric": metric, "spearman": rho, "kendall": tau, "trials": [r.to_dict() for r in results]})
         return
+    tested = any(r.test_images for r in results)
     if len(results) == 1:
         r = results[0]
         keys = list(dict.fromkeys(["val_acc", "val_top5", "val_loss", "train_loss", metric]))
-        rows = [[k, *_side_by_side(k, r.recorded[k], r.replayed[k])] for k in keys]
+        rows = [[k, *_side_by_side(k, r)] for k in keys]
         print_table(f"Trial {r.trial}: {r.placements}", ["metric", "recorded", "replayed", "difference"], rows)
     else:
+        columns = ["trial", "placements", "recorded", "replayed", "difference"]
+        columns += ["test_acc [95% CI]"] if tested else []
         rows = [
-            [str(r.trial), r.placements, *_side_by_side(metric, r.recorded[metric], r.replayed[metric]), _verdict(r)]
+            [str(r.trial), r.placements, *_side_by_side(metric, r, intervals=True)]
+            + ([_accuracy_text(r, "test", cell=True)] if tested else [])
+            + [_verdict(r)]
             for r in results
         ]
-        print_table("Replays", ["trial", "placements", "recorded", "replayed", "difference", "verdict"], rows)
+        print_table("Replays", [*columns, "verdict"], rows)
+        if note := _interval_note(results, metric, tested):
+            click.echo(note)
+    if len(results) > 1:  # one trial's verdict says it itself
+        for note in dict.fromkeys(_budget_note(r) for r in results if r.overrides):
+            click.echo(note)
     for r in results:
         if len(results) == 1:
             click.echo(_verdict(r, long=True))
+            for which, label in (("recorded", "val accuracy, recorded:"), ("replayed", "val accuracy, replayed:")):
+                if r.interval(which) is not None:
+                    click.echo(f"{label} {_accuracy_text(r, which)}")
+            if r.test_images:
+                click.echo(f"test accuracy {_accuracy_text(r, 'test')}")
         if r.saved is not None:
             click.echo(f"Trial {r.trial} replay saved: {r.saved}")
+    if tested and len(results) > 1:
+        click.echo("The test scores report candidates chosen on validation: picking one by them would select on test.")
     if pairs >= 3:
         value = f"{rho:.3f}" if rho is not None else "undefined (all scores equal on one side)"
-        click.echo(f"Spearman rank correlation of {metric}, recorded vs replayed, over {pairs} trials: {value}")
+        kendall = f", Kendall's tau-b {tau:.3f}" if tau is not None else ""
+        click.echo(
+            f"Spearman rank correlation of {metric}, recorded vs replayed, over {pairs} trials: {value}{kendall}"
+        )
 
 
 def _score_text(metric: str, value: float | None) -> str:
@@ -224,21 +284,60 @@ def _score_text(metric: str, value: float | None) -> str:
     return f"{value:.2%}" if metric in ("val_acc", "val_top5") else f"{value:.6g}"
 
 
-def _side_by_side(metric: str, recorded: float | None, replayed: float | None) -> list[str]:
-    if recorded is None or replayed is None:
+def _accuracy_text(r: Any, which: str, *, cell: bool = False) -> str:
+    """``91.2% [90.6, 91.7] on 10000 images (Wilson 95%)``; in a table ``cell``, ``91.20% [90.6, 91.7]``."""
+    interval = r.interval(which)
+    if interval is None:
+        return "-"
+    value = r.test_acc if which == "test" else (r.recorded if which == "recorded" else r.replayed)["val_acc"]
+    low, high = interval
+    if cell:
+        return f"{value:.2%} [{low * 100:.1f}, {high * 100:.1f}]"
+    n = {"test": r.test_images, "recorded": r.recorded_images, "replayed": r.replayed_images}[which]
+    return f"{value:.1%} [{low * 100:.1f}, {high * 100:.1f}] on {n} images (Wilson 95%)"
+
+
+def _interval_note(results: list[Any], metric: str, tested: bool) -> str:
+    def images(attribute: str) -> str:
+        return " or ".join(str(n) for n in sorted({getattr(r, attribute) or 0 for r in results}) if n) or "?"
+
+    parts = [f"val_acc on {images('recorded_images')} images recorded, {images('replayed_images')} replayed"]
+    parts = (parts if metric == "val_acc" else []) + ([f"test on {images('test_images')} images"] if tested else [])
+    return f"Intervals: Wilson 95%, {'; '.join(parts)}." if parts else ""
+
+
+def _budget_note(r: Any) -> str:
+    changed = ", ".join(f"{k} {_value(r.searched.get(k))} -> {_value(v)}" for k, v in r.overrides.items())
+    return (
+        f"Budget differs from the search's ({changed}): the replayed val score is not comparable with the "
+        "recorded one, and no exactness check is done."
+    )
+
+
+def _value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def _side_by_side(metric: str, r: Any, *, intervals: bool = False) -> list[str]:
+    recorded, replayed = r.recorded[metric], r.replayed[metric]
+    if recorded is None or replayed is None or r.overrides:  # another budget: no difference to read
         difference = "-"
     elif metric in ("val_acc", "val_top5"):
         difference = f"{(replayed - recorded) * 100:+.2f} pp"
     else:
         difference = f"{replayed - recorded:+.6g}"
+    if intervals and metric == "val_acc":
+        return [_accuracy_text(r, "recorded", cell=True), _accuracy_text(r, "replayed", cell=True), difference]
     return [_score_text(metric, recorded), _score_text(metric, replayed), difference]
 
 
 def _verdict(r: Any, *, long: bool = False) -> str:
     if r.state != "complete":
         return f"replay {r.state}: {r.reason}"
+    if r.matches is None and long:
+        return _budget_note(r)
     if r.matches is None:
-        return f"new recipe ({', '.join(f'{k}={v:g}' for k, v in r.overrides.items())})"
+        return f"new budget ({', '.join(f'{k}={_value(v)}' for k, v in r.overrides.items())})"
     if r.tolerance == 0:
         short = "exactly" if r.matches else "no"
         where = f"{r.device}, {r.threads or 'default'} thread(s): the CPU trainer is deterministic"
