@@ -57,6 +57,10 @@ PERCENT_METRICS = ("val_acc", "val_top5")  # fractions 0..1, shown in percent
 RETRY_REASONS = ("killed", "interrupted", "worker_lost")
 
 
+# keys a record holds only when they have a value: most records have none of them
+_WRITTEN_WHEN_SET = ("reused_from", "replay_of", "confirm_round", "confirm_of", "test_acc", "test_images")
+
+
 def counts_towards_target(state: str, reason: str | None) -> bool:
     """Whether a trial that ended in ``state`` for ``reason`` counts towards the study's ``n_trials``.
 
@@ -235,6 +239,11 @@ class TrialRecord:
     threads: int | None = None  # replays/ only: torch threads of the replay
     phase: Phase = "search"  # search: a trial of the search; confirm: a retraining of the confirmation race
     split: dict[str, Any] = field(default_factory=dict)  # how the data were split (Dataset.split): sizes, seed
+    # -- confirmation trials only (phase "confirm", attnsearch.search.confirm); absent from other records ---------
+    confirm_round: int | None = None  # the race's seed round, from 1 (the seed itself is the candidate's)
+    confirm_of: int | None = None  # the search trial whose candidate it trains again; None: a baseline not tried
+    test_acc: float | None = None  # top-1 on the test split, scored once after training; never used to select
+    test_images: int | None = None  # test images it was scored on
     schema: int = SCHEMA
 
     # -- what the views read -------------------------------------------------------------------------------------
@@ -312,7 +321,7 @@ class TrialRecord:
         }
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in d or f.name == "schema" or (f.name in ("reused_from", "replay_of") and value is None):
+            if f.name in d or f.name == "schema" or (f.name in _WRITTEN_WHEN_SET and value is None):
                 continue
             if f.name in ("overrides", "threads") and self.replay_of is None:
                 continue

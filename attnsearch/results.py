@@ -12,7 +12,9 @@ only adds how far running trials have got and what Optuna's importances need), i
   differ only at that slot, Welch's otherwise; see :mod:`attnsearch.stats`);
 - :meth:`~StudyResults.counts`, :attr:`~StudyResults.done`, :attr:`~StudyResults.target`: where the study stands
   (the rule of what counts towards ``n_trials`` is :func:`attnsearch.record.counts_towards_target`);
-- :meth:`~StudyResults.summary`: ``summary.json``.
+- :meth:`~StudyResults.summary`: ``summary.json``;
+- :meth:`~StudyResults.confirmation`: the confirmation race's verdict, from its own records (``confirm_records``,
+  never counted, ranked or averaged with the search's; see :mod:`attnsearch.confirmation`).
 
 ``summary.json``, the run's closing tables, the live dashboard, ``watch``, ``report``, ``export`` and ``replay`` all
 read it.
@@ -33,6 +35,8 @@ from .stats import Estimate, difference, mean_estimate, paired_interval
 
 if TYPE_CHECKING:
     import optuna
+
+    from .confirmation import Confirmation
 
     from .search.store import ResultsStore
     from .space import SearchSpace
@@ -140,6 +144,9 @@ class StudyResults:
     name: str = ""
     space: SearchSpace | None = field(default=None, repr=False, compare=False)
     study: optuna.Study | None = field(default=None, repr=False, compare=False)  # Optuna's, when read with it
+    # the confirmation race's trials (phase confirm), number -> record: apart from ``records``, so that nothing of
+    # the search (done, ranked, slot scores, effects) ever counts them
+    confirm_records: Mapping[int, TrialRecord] = field(default_factory=dict)
 
     # -- building ------------------------------------------------------------------------------------------------
 
@@ -151,8 +158,10 @@ class StudyResults:
         *,
         target: int | None = None,
         study: optuna.Study | None = None,
+        confirm_records: Iterable[TrialRecord] = (),
     ) -> StudyResults:
-        """The results of ``space``'s study so far; ``target`` defaults to the space's (:meth:`SearchSpace.target`)."""
+        """The results of ``space``'s study so far; ``target`` defaults to the space's (:meth:`SearchSpace.target`).
+        ``confirm_records``: the confirmation race's trials, if any."""
         return cls(
             records={r.number: r for r in records},
             objectives=tuple((o.metric, o.direction) for o in space.config.search.objectives),
@@ -161,6 +170,7 @@ class StudyResults:
             name=space.name,
             space=space,
             study=study,
+            confirm_records={r.number: r for r in confirm_records},
         )
 
     @classmethod
@@ -174,15 +184,17 @@ class StudyResults:
 
         store = store if isinstance(store, ResultsStore) else ResultsStore(store)
         records = store.read_records()
+        confirmed = store.read_confirm_records()
         space = store.read_space()
         if space is not None:
-            return cls.from_space(space, records, study=study)
+            return cls.from_space(space, records, study=study, confirm_records=confirmed)
         return cls(
             records={r.number: r for r in records},
             objectives=store.read_summary_objectives() or DEFAULT_OBJECTIVES,
             target=len(records),
             name=store.root.name,
             study=study,
+            confirm_records={r.number: r for r in confirmed},
         )
 
     @classmethod
@@ -474,7 +486,36 @@ class StudyResults:
         }
         if len(self.objectives) > 1:
             summary["pareto"] = [row(r) for r in self.pareto()]
+        if self.confirm_records:
+            summary["confirmation"] = self.confirmation().to_dict()
         return summary
+
+    # -- the confirmation race (phase confirm) ----------------------------------------------------------------------
+
+    def with_confirm_record(self, record: TrialRecord) -> StudyResults:
+        """These results with confirmation trial ``record`` added (or replacing the record of its number)."""
+        return replace(self, confirm_records={**self.confirm_records, record.number: record})
+
+    def confirmation(self, *, entrants: list[str] | None = None) -> Confirmation:
+        """The confirmation race's state and verdict from :attr:`confirm_records`, on the first objective
+        (:func:`attnsearch.confirmation.judge`; ``entrants``: the contenders' keys in the order they entered, as
+        the race knows them before each has a record). Its text: :func:`attnsearch.confirmation.describe_confirmation`.
+
+        Example:
+            >>> StudyResults().confirmation().contenders
+            ()
+        """
+        from .confirmation import judge
+
+        confirm = self.space.config.search.confirm if self.space is not None else None
+        metric, direction = self.objectives[0]
+        return judge(
+            self.confirm_records.values(),
+            metric=metric,
+            direction=direction,
+            seeds=confirm.seeds if confirm is not None else None,
+            entrants=entrants,
+        )
 
 
 def _split(record: TrialRecord, slot: str) -> tuple[str, str]:

@@ -347,6 +347,9 @@ def parse_space(data: Any, *, check_data: bool = True) -> SearchSpace:
     metrics = [o.metric for o in search.objectives]
     if len(set(metrics)) != len(metrics):
         raise SpaceError("search.objectives: a metric is listed twice")
+    confirm = search.confirm
+    if confirm is not None and confirm.epochs is not None and config.train.steps is not None:
+        raise SpaceError("search.confirm.epochs: the recipe's budget is train.steps; leave epochs out (null)")
     if config.execution.executor == "local" and config.execution.address is not None:
         raise SpaceError("execution.address: only used with executor: ray")
     if check_data:

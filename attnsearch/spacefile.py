@@ -11,7 +11,7 @@ from __future__ import annotations
 import typing
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from .candidate import BackboneSpec, DataSpec, TrainRecipe
 from .device import DEVICE_PATTERN
@@ -22,6 +22,7 @@ from .search.settings import Constraints
 
 __all__ = [
     "BackboneSection",
+    "ConfirmSection",
     "ConstraintsSection",
     "DataSection",
     "ExecutionSection",
@@ -72,6 +73,17 @@ class Objective(_Section):
     direction: Literal["maximize", "minimize"]
 
 
+class ConfirmSection(_Section):
+    """``search.confirm``: the confirmation race run after the search (:mod:`attnsearch.search.confirm`). The
+    ``top`` best distinct candidates of the search and the baseline (nothing placed) are trained again with up to
+    ``seeds`` fresh seeds shared across them; ``epochs`` and ``train_size`` (None: the search's) set its budget."""
+
+    top: Annotated[int, Field(ge=1, le=100)] = 3  # distinct candidates of the search's ranking
+    seeds: Annotated[int, Field(ge=2, le=100)] = 5  # seed rounds at most (two at least: one pair gives no interval)
+    epochs: Annotated[int, Field(ge=1, le=10_000)] | None = None  # None: each candidate's own train.epochs
+    train_size: PositiveInt | Literal["all"] | None = None  # None: the search's data.train_size; all: no cap
+
+
 class SearchSection(_Section):
     sampler: Literal["tpe", "random", "grid", "nsga2", "ablation"] = "tpe"
     n_trials: Annotated[int, Field(ge=1, le=1_000_000)] = 24
@@ -83,6 +95,13 @@ class SearchSection(_Section):
     constraints: ConstraintsSection = Field(default_factory=ConstraintsSection)  # type: ignore[valid-type]
     repeats: Annotated[int, Field(ge=1, le=100)] = 1
     seed: int | None = None  # the sampler's seed; None: the train seed
+    confirm: ConfirmSection | None = None  # the confirmation race after the search; None (absent): none
+
+    @field_validator("confirm", mode="before")
+    @classmethod
+    def _confirm_switch(cls, value: Any) -> Any:
+        """``confirm: true`` is the race with its defaults, ``confirm: false`` none."""
+        return {} if value is True else None if value is False else value
 
 
 class ExecutionSection(_Section):

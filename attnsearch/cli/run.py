@@ -34,6 +34,13 @@ __all__ = ["run", "validate"]
     help="Keep model.pt of the best K trials (0: none), for export --weights.",
 )
 @click.option("--force", is_flag=True, help="Run a grid larger than the grid limit.")
+@click.option(
+    "--no-confirm",
+    "confirm",
+    flag_value=False,
+    default=True,
+    help="Skip the confirmation race (search.confirm) this time; a later run without it runs or continues it.",
+)
 @click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
 def run(space_file: str, no_dashboard: bool, **options: Any) -> None:
     """Run (or continue) the search of SPACE.yaml: every trial is built, briefly trained, scored and recorded.
@@ -41,6 +48,10 @@ def run(space_file: str, no_dashboard: bool, **options: Any) -> None:
     Running it again continues the same study under RESULTS/<name>/. Ctrl-C stops cleanly (exit code 130): the
     running trial is recorded as interrupted and the summary written; so do SIGTERM (exit 143) and SIGHUP (129),
     as a scheduler or a closed terminal sends them. A second signal stops at once.
+
+    With search.confirm in the space, a search that reached its target is followed by the confirmation race: the
+    best candidates and the baseline trained again over shared seeds, ending with its verdict (resumed like the
+    search when stopped).
 
     \b
     Examples:
@@ -74,6 +85,12 @@ def run(space_file: str, no_dashboard: bool, **options: Any) -> None:
     except RunInterrupted as stop:  # the command line says it in one line and exits 128 + the signal
         raise Stopped(stop.signum, str(stop)) from None
     print_summary(outcome.results)
+    if outcome.results.confirm_records:
+        from ..confirmation import describe_confirmation
+
+        click.echo("Confirmation race (shared seeds, paired 95% intervals against the baseline):")
+        for line in describe_confirmation(outcome.results.confirmation()):
+            click.echo(f"  {line}")
     click.echo(f"Results: {outcome.folder}")
 
 

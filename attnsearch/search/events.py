@@ -18,9 +18,25 @@ from typing import TYPE_CHECKING, ClassVar
 from ..record import TrialRecord, WorkerInfo
 
 if TYPE_CHECKING:
+    from ..confirmation import Confirmation
     from ..space import SearchSpace
 
-__all__ = ["EpochEnded", "Event", "NewBest", "Note", "RunStarted", "TrialEnded", "TrialResumed", "TrialStarted"]
+__all__ = [
+    "ConfirmEnded",
+    "ConfirmEpochEnded",
+    "ConfirmRoundEnded",
+    "ConfirmStarted",
+    "ConfirmTrialEnded",
+    "ConfirmTrialStarted",
+    "EpochEnded",
+    "Event",
+    "NewBest",
+    "Note",
+    "RunStarted",
+    "TrialEnded",
+    "TrialResumed",
+    "TrialStarted",
+]
 
 
 class Event:
@@ -166,3 +182,114 @@ def scored_label(record: TrialRecord) -> str:
     """The candidate and its validation accuracy, e.g. ``block3=se  val_acc 81.25%``."""
     score = record.metrics.val_acc
     return record.label + (f"  val_acc {score:.2%}" if score is not None else "")
+
+
+# ---------------------------------------------------------------------------------------------- the confirmation race
+# Events of the race after the search (attnsearch.search.confirm). They derive from Event alone, never from the
+# trial events above: a listener that knows only those (the dashboard dispatches on their classes) takes no
+# confirmation trial for a search trial, and their ``trial`` is None (confirmation trials are numbered apart).
+
+
+@dataclass(frozen=True)
+class ConfirmStarted(Event):
+    """The race begins (or continues): its contenders (labels, the baseline among them), its seed rounds and
+    its budget in words."""
+
+    kind: ClassVar[str] = "confirm"
+    contenders: tuple[str, ...]
+    seeds: int
+    budget: str  # e.g. "2 epochs on 512 training images"
+    rounds_done: int = 0  # rounds finished before this run
+
+    @property
+    def text(self) -> str:
+        done = f", {self.rounds_done} done before" if self.rounds_done else ""
+        return (
+            f"confirmation race of {len(self.contenders)} candidates ({', '.join(self.contenders)}) over up to "
+            f"{self.seeds} shared seeds at {self.budget}{done}"
+        )
+
+
+@dataclass(frozen=True)
+class ConfirmTrialStarted(Event):
+    """A confirmation trial's ``running`` record was written; it goes to a worker."""
+
+    kind: ClassVar[str] = "confirm started"
+    record: TrialRecord
+
+    @property
+    def text(self) -> str:
+        r = self.record
+        seed = r.candidate.seed if r.candidate is not None else "?"
+        return f"confirmation trial {r.number} (round {r.confirm_round}, seed {seed}): {r.label}"
+
+
+@dataclass(frozen=True)
+class ConfirmEpochEnded(Event):
+    """A running confirmation trial finished an epoch (``value``: its validation score when validated)."""
+
+    kind: ClassVar[str] = "confirm epoch"
+    number: int  # the confirmation trial's number
+    epoch: int
+    epochs: int
+    value: float | None = None
+
+    @property
+    def text(self) -> str:
+        score = f": val_acc {self.value:.2%}" if self.value is not None else ""
+        return f"confirmation trial {self.number} epoch {self.epoch}/{self.epochs}{score}"
+
+
+@dataclass(frozen=True)
+class ConfirmTrialEnded(Event):
+    """A confirmation trial is over and its final record written."""
+
+    record: TrialRecord
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return "confirm finished" if self.record.state == "complete" else f"confirm {self.record.state}"
+
+    @property
+    def text(self) -> str:
+        r = self.record
+        if r.state != "complete":
+            return f"confirmation trial {r.number} (round {r.confirm_round}): {r.reason}  ({r.label})"
+        return f"confirmation trial {r.number} (round {r.confirm_round}): {scored_label(r)}"
+
+
+@dataclass(frozen=True)
+class ConfirmRoundEnded(Event):
+    """A seed round is over and the rule applied: who leads, who was dropped now, who remains."""
+
+    kind: ClassVar[str] = "confirm round"
+    round: int
+    leader: str | None
+    dropped: tuple[str, ...] = ()
+    remaining: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        text = f"round {self.round} over"
+        if self.leader is not None:
+            text += f", leader {self.leader}"
+        if self.dropped:
+            text += f"; dropped (worse than the leader): {', '.join(self.dropped)}"
+        return text + f"; {len(self.remaining)} remain"
+
+
+@dataclass(frozen=True)
+class ConfirmEnded(Event):
+    """The race is over; ``verdict`` says what it found (its lines: :func:`attnsearch.confirmation.
+    describe_confirmation`)."""
+
+    kind: ClassVar[str] = "confirmed"
+    verdict: Confirmation
+
+    @property
+    def text(self) -> str:
+        winners = self.verdict.winners
+        if not winners:
+            return f"after {self.verdict.rounds} seed rounds: no placement beats the baseline at this budget"
+        verb = "beats" if len(winners) == 1 else "beat"
+        return f"after {self.verdict.rounds} seed rounds: {', '.join(c.label for c in winners)} {verb} the baseline"

@@ -31,8 +31,12 @@ OnReport = Callable[[int, int, float | None, WorkerInfo], bool]
 
 @dataclass(frozen=True)
 class Job:
-    number: int  # the Optuna trial number
+    number: int  # the Optuna trial number; a confirmation trial's own number (attnsearch.search.confirm)
     candidate: Candidate
+    # confirmation trials only: the bare backbone whose initialisation the candidate's shared layers start from,
+    # and whether to score the test split once at the end (see attnsearch.search.worker.run_candidate)
+    init_from: Candidate | None = None
+    score_test: bool = False
 
 
 class Executor(Protocol):
@@ -87,6 +91,8 @@ class LocalExecutor:
             should_stop=self.should_stop,
             keep_weights=self.settings.keep_weights,
             first_val_epoch=self.settings.first_val_epoch,
+            init_from=job.init_from,
+            score_test=job.score_test,
         )
         outcome.classes = tuple(self.dataset.classes)
         return [(job, outcome)]

@@ -176,7 +176,7 @@ def _worker_class() -> Any:
 
     @ray.remote(max_concurrency=2)  # one thread trains, the other receives decisions and stop requests
     class TrialWorker:
-        def __init__(self, data: dict[str, Any], threads: int, device: str, reports: Any) -> None:
+        def __init__(self, data: dict[str, Any], threads: int, device: str, reports: Any, test: bool) -> None:
             import torch
 
             from ..data import load_dataset
@@ -184,7 +184,8 @@ def _worker_class() -> Any:
 
             torch.set_num_threads(threads)  # Ray gives a 1-CPU worker one thread; we give it its CPU share
             self.device = resolve_device(device)
-            self.dataset = load_dataset(DataSpec(**data)).to(self.device)  # resident for every later trial
+            # resident for every later trial; the test split only for confirmation trials, which score it
+            self.dataset = load_dataset(DataSpec(**data), test=test).to(self.device)
             self.reports = reports
             self.answers: dict[int, list[Any]] = {}
             self.stopping = threading.Event()
@@ -201,7 +202,14 @@ def _worker_class() -> Any:
         def describe(self) -> WorkerInfo:
             return self.worker
 
-        def run(self, number: int, candidate: dict[str, Any], settings: TrialSettings) -> TrialOutcome:
+        def run(
+            self,
+            number: int,
+            candidate: dict[str, Any],
+            settings: TrialSettings,
+            init_from: dict[str, Any] | None = None,
+            score_test: bool = False,
+        ) -> TrialOutcome:
             from .worker import run_candidate
 
             def report(epoch: int, value: float | None) -> bool:
@@ -221,6 +229,7 @@ def _worker_class() -> Any:
 
             try:
                 trial = Candidate.from_dict(candidate)
+                shared = Candidate.from_dict(init_from) if init_from is not None else None
             except ValueError as err:  # a candidate this version cannot read fails its trial, here as anywhere
                 return TrialOutcome("failed", one_line(err), worker=self.worker)
             outcome = run_candidate(
@@ -234,6 +243,8 @@ def _worker_class() -> Any:
                 should_stop=self.stopping.is_set,
                 keep_weights=settings.keep_weights,
                 first_val_epoch=settings.first_val_epoch,
+                init_from=shared,
+                score_test=score_test,
             )
             # where it ran (the actor's node, GPUs and id), with the threads the trial used
             outcome.worker = replace(self.worker, threads=outcome.worker.threads)
@@ -278,6 +289,7 @@ class RayExecutor:
         gpus_per_trial: float = 0.0,
         max_concurrent: int | None = None,
         note: Callable[[str], None] | None = None,
+        test: bool = False,
     ) -> None:
         import ray
         from ray.util.queue import Queue
@@ -285,6 +297,7 @@ class RayExecutor:
 
         self.started_ray = start_ray(address, note=note)
         self.data = asdict(data)
+        self.test = test  # the actors load the test split too (a confirmation race's executor)
         self.cpus, self.gpus = cpus_per_trial, gpus_per_trial
         self.device = "cuda" if gpus_per_trial > 0 else ("cpu" if device == "auto" else device)
         # the threads a trial uses: its CPU share, unless the space fixes them
@@ -315,7 +328,7 @@ class RayExecutor:
 
     def _new_actor(self) -> Any:
         return self._worker.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(
-            self.data, self.threads, self.device, self.reports
+            self.data, self.threads, self.device, self.reports, self.test
         )
 
     def submit(self, job: Job) -> None:
@@ -325,7 +338,8 @@ class RayExecutor:
             actor = self.starting.pop(next(iter(self.starting)))
         else:
             actor = self._new_actor()
-        ref = actor.run.remote(job.number, job.candidate.to_dict(), self.settings)
+        shared = job.init_from.to_dict() if job.init_from is not None else None
+        ref = actor.run.remote(job.number, job.candidate.to_dict(), self.settings, shared, job.score_test)
         self.running[ref] = (job, actor)
         self.actors[job.number] = actor
         if self.stopping:  # submitted after stop() (a signal between the runner's check and this call)

@@ -104,11 +104,14 @@ def run_search(
     space_text: bytes | None = None,
     on_event: Callable[[Event], None] | None = None,
     executor: Executor | None = None,
+    confirm: bool = True,
 ) -> RunResult:
     """Run (or continue) the study of ``space``; see ``attnsearch run --help`` for the options.
 
     ``executor`` runs the trials instead of the one the space names (the caller made it, holds its data and closes
-    it): ``attnsearch bench overhead`` passes one that times each trial from outside. Raises SpaceError or
+    it): ``attnsearch bench overhead`` passes one that times each trial from outside. Once the search has reached
+    its target, a space with ``search.confirm`` runs (or continues) its confirmation race
+    (:mod:`attnsearch.search.confirm`), unless ``confirm`` is False or ``executor`` was given. Raises SpaceError or
     StoreError (one line, nothing written) for a space or folder that cannot be used (a folder whose trial records
     are not trials of the study in ``storage``, or in its journal without one, included), and :class:`RunInterrupted`
     after Ctrl-C or another stop signal (SIGTERM, SIGHUP, ...: see :mod:`attnsearch.signals`), once the running
@@ -147,6 +150,7 @@ def run_search(
                 f"{store.root} holds a study of a different space; use --fresh to start over or change `name`"
             )
         previous = store.read_records()  # a record this version cannot read is refused before anything is written
+        confirmed = store.read_confirm_records()  # the confirmation race's, likewise
         # the local executor loads the data here, before any folder exists: a data error writes nothing
         dataset = load_dataset(space.data_spec()) if local else None
         note = lambda text: emit(Note(text))  # noqa: E731 (what was done to the journal or Ray's folder on the way)
@@ -178,7 +182,7 @@ def run_search(
         owned = executor is None
         if executor is None:
             executor = _make_executor(space, settings, dataset, torch_device, device, note)
-        results_so_far = StudyResults.from_space(space, previous, target=target)
+        results_so_far = StudyResults.from_space(space, previous, target=target, confirm_records=confirmed)
         run = _Run(space, study, store, executor, results_so_far, shared=bool(storage))
         try:
             run.recover(emit)
@@ -188,6 +192,11 @@ def run_search(
         finally:
             if owned:
                 executor.close()
+        if owned and confirm and search.confirm is not None and run.results.done >= target:
+            from .confirm import run_confirmation  # the race: its own executor, its own records
+
+            race = run_confirmation(space, store, run.results, emit=emit, device=device, torch_device=torch_device)
+            run.results = race
         summary = run.write_summary()
         return RunResult(space.name, store.root, run.results, summary, ran)
     finally:

@@ -8,6 +8,7 @@
   trials/<n>/model.pt      trained weights (a plain state_dict), for the top-k trials when asked
   summary.json             best trial (or Pareto set) and the leaderboard
   replays/<n>-<tag>/       a trial trained again with another recipe: its trial.json and model.pt
+  confirm/<n>/trial.json   the confirmation race's trials (phase confirm), numbered on their own: no Optuna trial
 ```
 Every file is written atomically (a temp file in the same folder, then ``os.replace``): a killed process leaves the
 old version or the new one, never half of one. Records are read and written as
@@ -55,6 +56,7 @@ JOURNAL = "journal.log"
 SPACE = "space.yaml"
 SUMMARY = "summary.json"
 RECORD = "trial.json"
+CONFIRM = "confirm"
 WEIGHTS = "model.pt"
 
 
@@ -245,6 +247,11 @@ class ResultsStore:
     def record_path(self, number: int) -> Path:
         return self.trial_dir(number) / RECORD
 
+    def confirm_record_path(self, number: int) -> Path:
+        """Where confirmation trial ``number`` is recorded (its numbers are not Optuna's: see
+        :mod:`attnsearch.search.confirm`)."""
+        return self.root / CONFIRM / str(number) / RECORD
+
     def weights_path(self, number: int) -> Path:
         return self.trial_dir(number) / WEIGHTS
 
@@ -275,7 +282,9 @@ class ResultsStore:
         return target
 
     def write_record(self, record: TrialRecord) -> None:
-        atomic_write(self.record_path(record.number), record.to_json())
+        """Write a trial's record: under ``trials/``, or ``confirm/`` for a confirmation trial (its phase)."""
+        path = self.confirm_record_path(record.number) if record.phase == "confirm" else self.record_path(record.number)
+        atomic_write(path, record.to_json())
 
     def write_weights(self, number: int, state_dict: dict[str, torch.Tensor]) -> None:
         atomic_write(self.weights_path(number), _weights_bytes(state_dict))
@@ -304,8 +313,10 @@ class ResultsStore:
 
     # -- reading -------------------------------------------------------------------------------------------------
 
-    def read_record(self, number: int) -> TrialRecord:
-        path = self.record_path(number)
+    def read_record(self, number: int, *, confirm: bool = False) -> TrialRecord:
+        """Trial ``number``'s record (``confirm``: confirmation trial ``number``'s); a StoreError when it cannot
+        be read."""
+        path = self.confirm_record_path(number) if confirm else self.record_path(number)
         try:
             text = path.read_bytes()
         except FileNotFoundError:
@@ -334,6 +345,26 @@ class ResultsStore:
     def read_records(self) -> list[TrialRecord]:
         """Every trial's record, by number."""
         return [self.read_record(number) for number in self.trial_numbers()]
+
+    def confirm_numbers(self) -> list[int]:
+        """The numbers of the confirmation trials recorded under ``confirm/``."""
+        folder = self.root / CONFIRM
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / RECORD).exists())
+
+    def read_confirm_records(self) -> list[TrialRecord]:
+        """Every confirmation trial's record, by number; a StoreError for one that is not a confirmation trial's.
+
+        Example:
+            >>> ResultsStore("tests/golden/golden").read_confirm_records()  # a study without a race
+            []
+        """
+        found = [self.read_record(number, confirm=True) for number in self.confirm_numbers()]
+        for record in found:
+            if record.phase != "confirm":
+                raise StoreError(f"{self.confirm_record_path(record.number)}: not a confirmation trial's record")
+        return found
 
     def kept_weights(self) -> set[int]:
         """The trials whose trained weights are kept."""

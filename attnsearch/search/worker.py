@@ -26,7 +26,7 @@ from ..stats import accuracy_se
 from ..train import is_out_of_memory, train_model
 from .settings import Constraints, TrialSettings
 
-__all__ = ["TrialOutcome", "build_candidate", "one_line", "run_candidate"]
+__all__ = ["TrialOutcome", "build_candidate", "one_line", "run_candidate", "share_backbone"]
 
 
 @dataclass
@@ -42,6 +42,8 @@ class TrialOutcome:
     worker: WorkerInfo = field(default_factory=WorkerInfo)  # host, pid, device; node and gpus under Ray
     classes: tuple[str, ...] = ()  # what each output of the trained model means
     split: dict[str, Any] = field(default_factory=dict)  # how the data were split (Dataset.split)
+    test_acc: float | None = None  # score_test only: top-1 on the test split, apart from every metric
+    test_images: int | None = None
     state_dict: dict[str, torch.Tensor] | None = None  # first repeat's trained weights, on the CPU
 
     def record_fields(self) -> dict[str, Any]:
@@ -49,8 +51,23 @@ class TrialOutcome:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "state_dict"}
 
 
-def build_candidate(candidate: Candidate, dataset: Dataset, seed: int) -> torch.nn.Module:
-    """The candidate's model for ``dataset``; its initial weights depend on ``seed`` only."""
+def build_candidate(
+    candidate: Candidate, dataset: Dataset, seed: int, *, init_from: Candidate | None = None
+) -> torch.nn.Module:
+    """The candidate's model for ``dataset``; its initial weights depend on ``seed`` only.
+
+    ``init_from`` (a confirmation trial's bare backbone, :mod:`attnsearch.search.confirm`): that candidate's model
+    is built with the same ``seed`` and its every parameter and buffer copied into the layer of the same name
+    (:func:`share_backbone`), so candidates raced against each other start from one initialisation of their
+    shared layers; the inserted modules keep the initialisation ``seed`` gave them.
+    """
+    model = _build(candidate, dataset, seed)
+    if init_from is not None and init_from.placements != candidate.placements:
+        share_backbone(model, _build(init_from, dataset, seed))
+    return model
+
+
+def _build(candidate: Candidate, dataset: Dataset, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     b = candidate.backbone
     return build_model(
@@ -62,6 +79,40 @@ def build_candidate(candidate: Candidate, dataset: Dataset, seed: int) -> torch.
         image_size=dataset.image_size,
         pretrained=b.pretrained,
     )
+
+
+def share_backbone(model: torch.nn.Module, reference: torch.nn.Module) -> list[str]:
+    """Copy every parameter and buffer of ``reference`` (a backbone, nothing placed) into ``model`` (the same
+    backbone with modules placed) by name; returns the names copied.
+
+    Names match because placing a module never renames a backbone layer: :func:`attnsearch.backbones.slots.
+    insert_modules` adds ``<slot>_attn`` children after a site and ``attn`` attributes inside per-layer blocks,
+    so ``features.7.weight`` is the same convolution with and without a module before it (a Sequential index
+    would shift). The inserted modules' own tensors are the only ones ``reference`` lacks.
+
+    Raises:
+        ValueError: a tensor of ``reference`` that ``model`` lacks, or holds in another shape (not the same
+            backbone).
+
+    Example:
+        >>> from attnsearch.model import build_model
+        >>> bare = build_model("vgg11_bn", num_classes=10, width=0.125, head="compact", image_size=32)
+        >>> placed = build_model("vgg11_bn", {"block3": "se"}, num_classes=10, width=0.125, head="compact",
+        ...                      image_size=32)
+        >>> copied = share_backbone(placed, bare)
+        >>> len(copied) == len(bare.state_dict()), torch.equal(placed.features[0].weight, bare.features[0].weight)
+        (True, True)
+    """
+    target = model.state_dict()
+    source = reference.state_dict()
+    for name, tensor in source.items():
+        if name not in target or target[name].shape != tensor.shape:
+            found = tuple(target[name].shape) if name in target else "nothing"
+            raise ValueError(f"cannot share initialisation: {name} {tuple(tensor.shape)} against {found}")
+    with torch.no_grad():
+        for name, tensor in source.items():
+            target[name].copy_(tensor)  # state_dict tensors share storage with the model's
+    return list(source)
 
 
 def run_candidate(
@@ -76,6 +127,8 @@ def run_candidate(
     should_stop: Callable[[], bool] | None = None,
     keep_weights: bool = False,
     first_val_epoch: int = 1,
+    init_from: Candidate | None = None,
+    score_test: bool = False,
 ) -> TrialOutcome:
     """Build, cost, check constraints, then train ``repeats`` seeds; the first seed's epochs go to ``report``.
 
@@ -84,13 +137,18 @@ def run_candidate(
     the first training step (``train_memory_bytes``). ``threads`` holds for the whole trial (build, costs,
     training); the caller's setting is restored afterwards. Epochs are validated from ``first_val_epoch`` on, and
     the last (:func:`attnsearch.train.validates`).
+
+    Confirmation trials (:mod:`attnsearch.search.confirm`): ``init_from`` starts the candidate's backbone layers
+    from that candidate's initialisation (:func:`build_candidate`); ``score_test`` scores the first seed's trained
+    model once on ``dataset.test_x`` (when the dataset has it) into ``test_acc`` and ``test_images``, apart from
+    every metric, after everything that judges the trial is known.
     """
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         settings = TrialSettings(constraints or Constraints(), repeats, threads, keep_weights, first_val_epoch)
-        return _run_candidate(candidate, dataset, device, settings, report, should_stop)
+        return _run_candidate(candidate, dataset, device, settings, report, should_stop, init_from, score_test)
     finally:
         torch.set_num_threads(previous)
 
@@ -102,6 +160,8 @@ def _run_candidate(
     settings: TrialSettings,
     report: Callable[[int, float | None], bool] | None,
     should_stop: Callable[[], bool] | None,
+    init_from: Candidate | None = None,
+    score_test: bool = False,
 ) -> TrialOutcome:
     started = time.perf_counter()
     # threads change float results: a replay must use the same number to reproduce the record
@@ -109,7 +169,7 @@ def _run_candidate(
     timings: dict[str, float] = {}
 
     def build(seed: int) -> torch.nn.Module:
-        return build_candidate(candidate, dataset, seed)
+        return build_candidate(candidate, dataset, seed, init_from=init_from)
 
     try:
         t = time.perf_counter()
@@ -137,6 +197,7 @@ def _run_candidate(
 
     runs: list[RepeatRecord] = []
     outcome_state, outcome_reason, history, weights = "complete", None, (), None
+    test: dict[str, Any] = {}
     for i in range(settings.repeats):
         seed = candidate.seed + i
         if i > 0:
@@ -167,6 +228,10 @@ def _run_candidate(
                 metrics["train_memory_bytes"] = result.train_memory_bytes
             if settings.keep_weights and result.state == "complete":
                 weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if score_test and result.state == "complete" and dataset.test_x is not None:
+                t = time.perf_counter()
+                test = _score_test(model, dataset, candidate)
+                timings["test"] = time.perf_counter() - t
         runs.append(
             RepeatRecord(
                 seed=seed,
@@ -207,7 +272,28 @@ def _run_candidate(
         worker,
         split=dict(getattr(dataset, "split", None) or {}),
         state_dict=weights,
+        **test,
     )
+
+
+def _score_test(model: torch.nn.Module, dataset: Dataset, candidate: Candidate) -> dict[str, Any]:
+    """``test_acc`` and ``test_images`` of a trained model: the test split, normalised as training was."""
+    from ..data.loader import normalization
+    from ..evaluation import evaluate
+
+    assert dataset.test_x is not None and dataset.test_y is not None
+    mean, std = normalization(dataset.train_x)
+    recipe = candidate.train
+    scored = evaluate(
+        model,
+        (dataset.test_x, dataset.test_y),
+        mean=mean,
+        std=std,
+        batch_size=max(2 * recipe.batch_size, 256),
+        precision=recipe.precision,
+        channels_last=recipe.channels_last,
+    )
+    return {"test_acc": scored.accuracy, "test_images": scored.count}
 
 
 _COUNTS: dict[tuple[Any, ...], dict[str, int]] = {}  # structure -> params and FLOPs, for this process's trials
