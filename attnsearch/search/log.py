@@ -83,7 +83,8 @@ def _print_slots(results: StudyResults, console: Any) -> None:
     from rich.table import Table
 
     metric = results.objectives[0][0]
-    slots = Table(title=f"Module per slot (mean {metric} over completed trials, 95% intervals)", title_justify="left")
+    title = f"Best module per slot, where separated (mean {metric} over completed trials, 95% intervals)"
+    slots = Table(title=title, title_justify="left")
     for column in ("slot", "best", "score", "trials", "leader - runner-up", "others"):
         slots.add_column(column, overflow="fold")
     verdicts = results.verdicts()

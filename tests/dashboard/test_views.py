@@ -13,6 +13,7 @@ from scenario import scenario, state_of
 from attnsearch.dashboard.live import LiveDashboard
 from attnsearch.dashboard.state import DashboardState
 from attnsearch.dashboard.views import BEST, placement_map_panel, render
+from attnsearch.evidence import LEADS, TIE_SENTENCE
 from attnsearch.search.events import Note, RunStarted
 from attnsearch.space import parse_space
 
@@ -41,6 +42,37 @@ def test_every_panel_fits_and_reads(state: DashboardState, width: int, height: i
     assert f"{BEST}75.0" in map_lines[0] and "50.0" in map_lines[0]
     assert f"{BEST}75.0" in map_lines[1]
     assert "block3=se block5=eca" in text and "75.0%" in text  # the leader
+
+
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (160, 48)])
+def test_a_tie_is_no_star_and_says_so(width: int, height: int) -> None:
+    """50% vs 51% on 1000 validation images each: within noise at both slots."""
+    lines = screen(state_of(scenario(second=0.51)), width, height)
+    assert len(lines) == height and max(len(line) for line in lines) <= width
+    text = "\n".join(lines)
+    map_lines = [line for line in lines if re.search(r"│ block[35] ", line)]
+    assert len(map_lines) == 2 and all("~51.0" in line and BEST not in line for line in map_lines)
+    assert f"{LEADS} tie: {TIE_SENTENCE}" in text
+
+
+def test_the_map_colours_only_separated_differences() -> None:
+    """The map's cells in colour: neutral within noise and for the reference; green beyond it."""
+
+    def styles(state: DashboardState) -> dict[str, str]:
+        console = Console(width=100, file=io.StringIO(), color_system="truecolor")
+        lines = console.render_lines(placement_map_panel(state, width=100), console.options)
+        found = {}
+        for line in lines:
+            text = "".join(segment.text for segment in line)
+            if "│ block3 " in text:
+                for segment in line:  # a mean, its mark before it, its ± after it (the count is dim)
+                    colour = segment.style.color if segment.style else None
+                    for token in re.findall(r"[★~]|±?\d+\.\d", segment.text):
+                        found[token] = colour.name if colour else ""
+        return found
+
+    assert styles(state_of(scenario())) == {"50.0": "", "±3.1": "", BEST: "green", "75.0": "green", "±2.7": "green"}
+    assert styles(state_of(scenario(second=0.51))) == {"50.0": "", "±3.1": "", LEADS: "", "51.0": ""}
 
 
 def test_a_large_terminal_is_used(state: DashboardState) -> None:
