@@ -211,7 +211,7 @@ def test_simulated_search_without_pruning_trains_every_trial_in_full(fake_grid: 
 
 
 def test_bench_search_on_a_hand_made_grid(fake_grid: SearchGrid) -> None:
-    bench = bench_search(grid=fake_grid, seeds=3)
+    bench = bench_search(grids=[fake_grid], seeds=3)
     assert [m.method for m in bench.methods] == ["tpe + median pruning", "tpe", "random", "random + median pruning"]
     assert bench.grid["candidates"] == 8 and bench.grid["compute"] == 24 and bench.grid["within_target"] == 1
     for method in bench.methods:
@@ -225,8 +225,8 @@ def test_bench_search_on_a_hand_made_grid(fake_grid: SearchGrid) -> None:
 
 def test_quick_grid_is_trained_once_then_read_from_the_cache(tmp_path: Path) -> None:
     cache = tmp_path / "grid.json"
-    bench = bench_search(quick=True, seeds=2, cache=cache)
-    assert bench.grid["candidates"] == 4 and not bench.grid["cached"]
+    bench = bench_search(quick=True, seeds=2, grid_seeds=1, cache=cache)
+    assert bench.grid["candidates"] == 4 and bench.grid["cached"] == [False]
     assert bench.grid["compute"] == 4 * bench.grid["epochs"]
     again, cached = evaluate_grid(bench.config["space"], cache=cache)
     assert cached and again.best == bench.grid["best_val_acc"]
@@ -277,9 +277,11 @@ def test_bench_commands_print_json_and_save(tmp_path: Path, monkeypatch: pytest.
     assert {r["module"] for r in rows} == {"self_attention", "naive bmm-softmax", "linear_attention"}
     saved = json.loads((tmp_path / "results" / "benchmarks" / "memory.json").read_text())
     assert saved["benchmark"] == "memory" and saved["machine"]["torch"] == torch.__version__
-    table = runner.invoke(main, ["bench", "search", "--quick", "--seeds", "2", "--no-save"])
+    table = runner.invoke(main, ["bench", "search", "--quick", "--seeds", "2", "--grid-seeds", "2", "--no-save"])
     assert table.exit_code == 0, table.output
     assert "tpe + median pruning" in table.stdout and "regret @25%" in table.stdout
+    assert "2 training seed(s)" in table.stdout and "seeds 0 and 1: Kendall" in table.stdout
+    assert "grid, training seed 1 (2/2), 4/4: " in table.stderr  # progress, with its ETA
     assert not (tmp_path / "results" / "benchmarks" / "search_quick.json").exists()
     assert (tmp_path / "results" / "benchmarks" / "search_grid.json").exists()  # the cache, saved or not
     bad = runner.invoke(main, ["bench", "memory", "--sizes", "8,x"])

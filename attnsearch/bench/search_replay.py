@@ -55,6 +55,38 @@ class SearchTrace:
         found = self.best_within(budget)
         return math.inf if found is None else max(0.0, (best - found) * 100)
 
+    def pick_within(self, budget: float) -> dict[str, Any] | None:
+        """The parameters of the complete trial a search finished within ``budget`` epochs would report as its best:
+        the highest score it saw (the earliest of equal ones); None when there is none."""
+        pick, seen = None, -math.inf
+        for t in self.trials:
+            if t.compute > budget:
+                break
+            if t.value is not None and t.value > seen:
+                pick, seen = t.params, t.value
+        return pick
+
+    def regret_on(self, truth: Callable[[dict[str, Any]], float], best: float, budget: float) -> float:
+        """``best`` minus ``truth`` of the pick within ``budget`` (:meth:`pick_within`), in accuracy points; infinite
+        when nothing was found. With ``truth`` the scores the search saw, this is :meth:`regret`."""
+        pick = self.pick_within(budget)
+        return math.inf if pick is None else max(0.0, (best - truth(pick)) * 100)
+
+    def compute_to_stay(self, truth: Callable[[dict[str, Any]], float], target: float) -> float:
+        """Epochs spent when the search's pick (:meth:`pick_within`) came to score at least ``target`` on ``truth``
+        and stayed there to the end of the trace; infinite when it did not end there. A new pick can fall below:
+        the search chooses on the draw it saw, not on ``truth``."""
+        since, pick, seen = math.inf, None, -math.inf
+        for t in self.trials:
+            if t.value is None or t.value <= seen:
+                continue
+            pick, seen = t.params, t.value
+            if truth(pick) < target:
+                since = math.inf
+            elif math.isinf(since):
+                since = float(t.compute)
+        return since
+
     def compute_to_reach(self, target: float) -> float:
         """Epochs spent when a complete trial first scored at least ``target``; infinite when none did."""
         for t in self.trials:

@@ -1,0 +1,179 @@
+"""The ground truth of ``attnsearch bench search``: the reference grid trained under several training seeds.
+
+One training of a candidate is one noisy draw of its score: the same recipe and data under another training seed
+(initial weights, batch order) can land points away. The truth a search is judged against is therefore each
+candidate's final validation accuracy averaged over the training seeds (the *seed-mean*), and this module says how
+noisy that truth is:
+
+- per candidate, the seed-to-seed standard deviation of its final score (sample SD, ``k - 1``), its mean and
+  maximum over the grid, and the standard error of a seed-mean (SD / sqrt(k));
+- for every pair of seeds, Kendall's tau-b and Spearman's rho between the two draws of the grid, with their
+  p-values (``scipy.stats.kendalltau``, ``scipy.stats.spearmanr``: the null hypothesis is no association);
+- how often the grid's best under one seed is its best under another (a candidate at the top of both, equal
+  top scores all counted as best), the rank one seed's best takes under the other (1 + the candidates scoring
+  strictly higher; the best rank among equal tops), and the overlap of the two top-3 sets (the three highest,
+  equal scores taken in the grid's order);
+- for each seed, the regret on the seed-mean of that seed's own best (the mean over equal tops): what even an
+  exhaustive search of one draw loses against the truth.
+
+All differences are in accuracy points (percentage points).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .search_grid import SearchGrid, _params_key
+
+__all__ = ["SeedTruth", "seed_noise"]
+
+TOP = 3  # the size of the top sets compared between seeds
+
+
+@dataclass(frozen=True)
+class SeedTruth:
+    """Each candidate's final score under every training seed, and their mean: the ground truth of the benchmark.
+
+    Example:
+        >>> from attnsearch.bench.search_grid import GridPoint, QUICK_SPACE
+        >>> a = SearchGrid(QUICK_SPACE, [GridPoint({"s": "x"}, (0.5, 0.7)), GridPoint({"s": "y"}, (0.5, 0.6))])
+        >>> b = SearchGrid(QUICK_SPACE, [GridPoint({"s": "y"}, (0.5, 0.9)), GridPoint({"s": "x"}, (0.5, 0.8))])
+        >>> truth = SeedTruth.from_grids([a, b])
+        >>> [round(m, 2) for m in truth.mean], round(truth.best, 2), round(truth.value({"s": "x"}), 2)
+        ([0.75, 0.75], 0.75, 0.75)
+    """
+
+    params: tuple[dict[str, Any], ...]  # the candidates, in the first grid's order
+    placements: tuple[str, ...]
+    finals: tuple[tuple[float, ...], ...]  # [seed][candidate]: final validation accuracy, 0..1
+
+    @classmethod
+    def from_grids(cls, grids: Sequence[SearchGrid]) -> SeedTruth:
+        """The truth of one grid per training seed (the same candidates in each, in any order).
+
+        Raises:
+            ValueError: no grid, or grids whose candidates differ.
+        """
+        if not grids:
+            raise ValueError("the ground truth needs at least one grid")
+        first = grids[0].points
+        keys = [_params_key(p.params) for p in first]
+        for grid in grids[1:]:
+            if sorted(_params_key(p.params) for p in grid.points) != sorted(keys):
+                raise ValueError("the grids of the training seeds hold different candidates")
+        finals = tuple(tuple(grid.point(p.params).curve[-1] for p in first) for grid in grids)
+        return cls(tuple(p.params for p in first), tuple(p.placements for p in first), finals)
+
+    @property
+    def seeds(self) -> int:
+        return len(self.finals)
+
+    @property
+    def mean(self) -> list[float]:
+        """The seed-mean final score of each candidate."""
+        return [statistics.fmean(scores) for scores in zip(*self.finals, strict=True)]
+
+    @property
+    def best(self) -> float:
+        return max(self.mean)
+
+    @property
+    def best_index(self) -> int:
+        """The candidate with the highest seed-mean (the first in grid order among equals)."""
+        mean = self.mean
+        return mean.index(max(mean))
+
+    def value(self, params: dict[str, Any]) -> float:
+        """The seed-mean final score of the candidate with these Optuna parameters."""
+        index = {_params_key(p): i for i, p in enumerate(self.params)}[_params_key(params)]
+        return self.mean[index]
+
+
+def seed_noise(truth: SeedTruth) -> dict[str, Any]:
+    """How noisy the seed-mean truth is, and how much two training seeds agree (the module's docstring lists it).
+
+    Keys: ``training_seeds``; ``sd_points`` (``mean``, ``max``, ``max_candidate``) and ``se_of_mean_points``
+    (None with one seed); ``pairs`` (per pair of seeds: ``seeds``, ``kendall``, ``kendall_p``, ``spearman``,
+    ``spearman_p``, ``mean_abs_difference_points``, ``same_best``, ``best_rank`` (i's best ranked under j, j's
+    under i), ``top3_overlap``); ``same_best`` (pairs whose bests agree), ``pairs_total``, ``top3_overlap_mean``,
+    ``kendall_mean``, ``spearman_mean`` (None without pairs); ``best_per_seed`` (per seed: its best
+    ``candidates`` (more than one where equal), their score there, their seed-means, ``regret_points`` on the
+    seed-mean, ``is_seed_mean_best``).
+
+    Example:
+        >>> truth = SeedTruth(({"s": 1}, {"s": 2}, {"s": 3}), ("a", "b", "c"), ((0.5, 0.6, 0.7), (0.5, 0.7, 0.6)))
+        >>> noise = seed_noise(truth)
+        >>> noise["same_best"], noise["pairs"][0]["best_rank"], noise["best_per_seed"][0]["regret_points"]
+        (0, [2, 2], 0.0)
+    """
+    from scipy import stats
+
+    k = truth.seeds
+    mean = truth.mean
+    summary: dict[str, Any] = {"training_seeds": k, "sd_points": None, "se_of_mean_points": None}
+    if k >= 2:
+        sds = [statistics.stdev(scores) * 100 for scores in zip(*truth.finals, strict=True)]
+        worst = max(range(len(sds)), key=sds.__getitem__)
+        summary["sd_points"] = {
+            "mean": statistics.fmean(sds),
+            "max": sds[worst],
+            "max_candidate": truth.placements[worst],
+        }
+        summary["se_of_mean_points"] = statistics.fmean(sds) / math.sqrt(k)
+    pairs = []
+    for i, j in itertools.combinations(range(k), 2):
+        a, b = truth.finals[i], truth.finals[j]
+        tau = stats.kendalltau(a, b)
+        rho = stats.spearmanr(a, b)
+        pairs.append(
+            {
+                "seeds": [i, j],
+                "kendall": float(tau.statistic),
+                "kendall_p": float(tau.pvalue),
+                "spearman": float(rho.statistic),
+                "spearman_p": float(rho.pvalue),
+                "mean_abs_difference_points": statistics.fmean(abs(x - y) * 100 for x, y in zip(a, b, strict=True)),
+                "same_best": bool(_tops(a) & _tops(b)),
+                "best_rank": [min(_rank(b, c) for c in _tops(a)), min(_rank(a, c) for c in _tops(b))],
+                "top3_overlap": len(_top(a, TOP) & _top(b, TOP)),
+            }
+        )
+    summary["pairs"] = pairs
+    summary["pairs_total"] = len(pairs)
+    summary["same_best"] = sum(p["same_best"] for p in pairs)
+    for field in ("top3_overlap", "kendall", "spearman"):
+        summary[f"{field}_mean"] = statistics.fmean(p[field] for p in pairs) if pairs else None
+    summary["best_per_seed"] = [
+        {
+            "seed": s,
+            "candidates": [truth.placements[i] for i in sorted(_tops(scores))],
+            "val_acc": max(scores),
+            "seed_mean": [mean[i] for i in sorted(_tops(scores))],
+            # expected under a random choice among equal tops
+            "regret_points": statistics.fmean((truth.best - mean[i]) * 100 for i in _tops(scores)),
+            "is_seed_mean_best": any(mean[i] == truth.best for i in _tops(scores)),
+        }
+        for s, scores in enumerate(truth.finals)
+    ]
+    return summary
+
+
+def _tops(scores: Sequence[float]) -> set[int]:
+    """Every candidate at the top score (more than one where they tie)."""
+    top = max(scores)
+    return {i for i, s in enumerate(scores) if s == top}
+
+
+def _rank(scores: Sequence[float], index: int) -> int:
+    """1 + the candidates scoring strictly higher than ``index``."""
+    return 1 + sum(s > scores[index] for s in scores)
+
+
+def _top(scores: Sequence[float], n: int) -> set[int]:
+    """The ``n`` highest, equal scores taken in the grid's order."""
+    return set(sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:n])
