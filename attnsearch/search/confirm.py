@@ -166,8 +166,11 @@ def run_confirmation(
     assert confirm is not None
     results = replace(results, confirm_records={r.number: r for r in store.read_confirm_records()})
     entrants = select_entrants(results, confirm.top)
+    if not entrants:
+        emit(Note("no confirmation race: the search has no complete trial"))
+        return results
     if len(entrants) < 2:
-        emit(Note("no confirmation race: the search has no complete trial to race against the baseline"))
+        emit(Note(f"no confirmation race: the baseline leads the top {confirm.top} (raise search.confirm.top)"))
         return results
     race = _Race(space, store, results, entrants, confirm, emit)
     return race.run(device, torch_device)

@@ -547,3 +547,19 @@ def test_the_race_events_leave_the_dashboard_as_it_was_and_print_one_line_each()
     assert lines[1].endswith("confirm started: confirmation trial 0 (round 1, seed 1001): block3=se")
     assert lines[3].endswith("confirm finished: confirmation trial 0 (round 1): block3=se  val_acc 80.00%")
     assert lines[-1].endswith("confirmed: after 2 seed rounds: block3=se beats the baseline")
+
+
+def test_no_race_when_the_baseline_leads_the_top_or_nothing_completed(
+    tmp_path: Path, tiny_space: Callable[..., dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    space = parse_space(tiny_space(search={"confirm": {"top": 1, "seeds": 2}}))
+    monkeypatch.setattr(confirm_module._Race, "_executor", lambda self, *_: pytest.fail("trained"))
+    store = ResultsStore(tmp_path / "tiny")
+    for found, note in [
+        ([search_record(0, BARE, 0.8), search_record(1, placed("se"), 0.7)],
+         "no confirmation race: the baseline leads the top 1 (raise search.confirm.top)"),
+        ([], "no confirmation race: the search has no complete trial"),
+    ]:  # fmt: skip
+        events: list[Any] = []
+        results = run_confirmation(space, store, StudyResults.from_space(space, found), emit=events.append)
+        assert [e.text for e in events] == [note] and not results.confirm_records and not store.confirm_numbers()
