@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from scipy import stats
 
 from attnsearch.bench.search import GridPoint, SearchGrid, SearchTrace, SeedTruth, TraceTrial, bench_search
 from attnsearch.bench.search_grid import GridProgress, evaluate_grid, evaluate_grids, grid_key, training_seed_space
 from attnsearch.bench.search_truth import seed_noise
+from attnsearch.cli import main
 
 # ------------------------------------------------------------------------------------------------ the grids
 
@@ -218,3 +220,10 @@ def test_correlations_between_seeds_are_scipys(noise: dict[str, Any]) -> None:
         assert (pair["kendall"], pair["kendall_p"]) == pytest.approx((tau.statistic, tau.pvalue))
         assert (pair["spearman"], pair["spearman_p"]) == pytest.approx((rho.statistic, rho.pvalue))
     assert noise["kendall_mean"] == pytest.approx(statistics.fmean(p["kendall"] for p in noise["pairs"]))
+
+
+def test_the_command_refuses_no_grid_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["bench", "search", "--quick", "--grid-seeds", "0"])
+    assert result.exit_code == 2 and "--grid-seeds" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "results").exists()  # refused before anything was trained
