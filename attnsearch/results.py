@@ -498,16 +498,20 @@ class StudyResults:
 
     def confirmation(self, *, entrants: list[str] | None = None) -> Confirmation:
         """The confirmation race's state and verdict from :attr:`confirm_records`, on the first objective
-        (:func:`attnsearch.confirmation.judge`; ``entrants``: the contenders' keys in the order they entered, as
-        the race knows them before each has a record). Its text: :func:`attnsearch.confirmation.describe_confirmation`.
+        (:func:`attnsearch.confirmation.judge`). ``entrants``: the contenders' keys in the order they enter; by
+        default those the search's ranking gives (:func:`attnsearch.entrants.race_keys`) when the space is known,
+        else those the records hold. Its text: :func:`attnsearch.confirmation.describe_confirmation`.
 
         Example:
             >>> StudyResults().confirmation().contenders
             ()
         """
         from .confirmation import judge
+        from .entrants import race_keys
 
         confirm = self.space.config.search.confirm if self.space is not None else None
+        if entrants is None and confirm is not None and self.space is not None:
+            entrants = race_keys(self.space, self) or None
         metric, direction = self.objectives[0]
         return judge(
             self.confirm_records.values(),

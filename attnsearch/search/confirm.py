@@ -7,11 +7,12 @@ whose search reached its target goes on with a race:
 - **who races**: the ``top`` best distinct candidates of the search's ranking (:meth:`StudyResults.ranked`,
   distinct by :meth:`Candidate.key`, the seed aside) and the **baseline**, the best one's backbone, recipe and data
   with nothing placed (once, also when it is among the top);
-- **how**: in round ``r`` every contender still in trains again with seed ``s_r`` (:func:`confirm_seeds`: derived
-  from the space's name and ``r``, never a seed the search used), the same for all, so data order and augmentation
-  are the same; the layers a candidate shares with its bare backbone start from that backbone's initialisation at
-  ``s_r`` (:func:`attnsearch.search.worker.share_backbone`), and the inserted modules from ``s_r`` as well. The
-  budget is the search's unless ``epochs`` or ``train_size`` say otherwise; no pruning, no constraints;
+- **how**: in round ``r`` every contender still in trains again with seed ``s_r`` (derived from the space's name
+  and ``r``, never a seed the search used: :func:`~attnsearch.entrants.confirm_seeds`), the same for all, so data
+  order and augmentation are the same; the layers a candidate shares with its bare backbone start from that
+  backbone's initialisation at ``s_r`` (:func:`attnsearch.search.worker.share_backbone`), and the inserted modules
+  from ``s_r`` as well. The budget is the search's unless ``epochs`` or ``train_size`` say otherwise; no pruning,
+  no constraints;
 - **the rule** after each round (:mod:`attnsearch.confirmation`): a contender whose paired 95% interval against
   the leader lies wholly below zero is dropped; the race stops when one is left or the seeds run out.
 
@@ -26,14 +27,14 @@ is.
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ..candidate import Candidate, DataSpec
+from ..candidate import Candidate
 from ..confirmation import Confirmation
+from ..entrants import Entrant, confirm_candidate, confirm_data, confirm_seeds, race_keys, select_entrants
 from ..errors import AttnsearchError
 from ..record import RETRY_REASONS, TrialRecord, timestamp, versions
 from ..results import StudyResults
@@ -62,88 +63,6 @@ if TYPE_CHECKING:
 __all__ = ["Entrant", "confirm_candidate", "confirm_data", "confirm_seeds", "run_confirmation", "select_entrants"]
 
 _LAST_EPOCH_ONLY = 1_000_000  # first_val_epoch of a confirmation trial: it is validated after its last epoch only
-
-
-@dataclass(frozen=True)
-class Entrant:
-    """A contender of the race as the search gave it: its candidate (the search's budget and seed) and the search
-    trial it comes from (None: a baseline the search never tried)."""
-
-    candidate: Candidate
-    search_trial: int | None
-
-    @property
-    def baseline(self) -> bool:
-        return not self.candidate.placements
-
-
-def select_entrants(results: StudyResults, top: int) -> list[Entrant]:
-    """The ``top`` best distinct candidates of the search's ranking, then the baseline (the best one's backbone,
-    recipe and data with nothing placed) unless it is among them; empty before a trial completes.
-
-    Example:
-        >>> from attnsearch.candidate import BackboneSpec, PlacementSpec
-        >>> from attnsearch.record import Metrics
-        >>> def trial(n, module, acc, seed=0):
-        ...     placed = (PlacementSpec("block3", module),) if module else ()
-        ...     candidate = Candidate(BackboneSpec("vgg11", 0.25), placed, seed=seed)
-        ...     return TrialRecord(n, "complete", candidate=candidate, metrics=Metrics(val_acc=acc))
-        >>> results = StudyResults({0: trial(0, "se", 0.8), 1: trial(1, "se", 0.79, seed=1), 2: trial(2, "eca", 0.7),
-        ...                         3: trial(3, None, 0.6)})
-        >>> [(e.candidate.describe(), e.search_trial) for e in select_entrants(results, 2)]
-        [('block3=se', 0), ('block3=eca', 2), ('baseline (nothing placed)', 3)]
-    """
-    entrants: list[Entrant] = []
-    seen: dict[str, int] = {}  # candidate key -> its best trial
-    for record in results.ranked():
-        assert record.candidate is not None  # a ranked trial is complete
-        seen.setdefault(record.candidate.key(), record.number)
-        if len(entrants) < top and all(e.candidate.key() != record.candidate.key() for e in entrants):
-            entrants.append(Entrant(record.candidate, record.number))
-    if not entrants:
-        return []
-    bare = replace(entrants[0].candidate, placements=())
-    if all(e.candidate.key() != bare.key() for e in entrants):
-        entrants.append(Entrant(bare, seen.get(bare.key())))
-    return entrants
-
-
-def confirm_seeds(name: str, rounds: int, avoid: Iterable[int] = ()) -> list[int]:
-    """The seed of each round (``rounds`` of them): from a hash of the study's ``name`` and the round, below
-    2**31, never one of ``avoid`` (the search's seeds) nor repeated.
-
-    Example:
-        >>> seeds = confirm_seeds("tiny", 3)
-        >>> len(set(seeds)), seeds == confirm_seeds("tiny", 3), seeds[0] in confirm_seeds("tiny", 5, avoid=[seeds[0]])
-        (3, True, False)
-    """
-    taken, seeds = set(avoid), []
-    for r in range(1, rounds + 1):
-        attempt = 0
-        while True:
-            text = f"attnsearch confirm {name} round {r}" + (f" again {attempt}" if attempt else "")
-            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
-            if seed not in taken:
-                break
-            attempt += 1
-        taken.add(seed)
-        seeds.append(seed)
-    return seeds
-
-
-def confirm_data(space: SearchSpace) -> DataSpec:
-    """The race's data: the space's, with ``search.confirm.train_size`` when it sets one (``all``: no cap)."""
-    data, confirm = space.data_spec(), space.config.search.confirm
-    if confirm is None or confirm.train_size is None:
-        return data
-    return replace(data, train_size=None if confirm.train_size == "all" else confirm.train_size)
-
-
-def confirm_candidate(candidate: Candidate, confirm: ConfirmSection, seed: int, data: DataSpec) -> Candidate:
-    """What a contender trains in the round of ``seed``: its candidate at the race's budget (``confirm.epochs``
-    when set) and ``data``, with that seed."""
-    train = candidate.train if confirm.epochs is None else replace(candidate.train, epochs=confirm.epochs)
-    return replace(candidate, train=train, data=data, seed=seed)
 
 
 def run_confirmation(
@@ -191,7 +110,7 @@ class _Race:
         used = {r.candidate.seed for r in results.records.values() if r.candidate is not None}
         used |= {repeat.seed for r in results.records.values() for repeat in r.repeats}
         self.seeds = confirm_seeds(space.name, confirm.seeds, avoid=used)
-        self.keys = [confirm_candidate(e.candidate, confirm, 0, self.data).key() for e in entrants]
+        self.keys = race_keys(space, results)
         self.metric = results.objectives[0][0]
         splits = [results.records[e.search_trial].split for e in entrants if e.search_trial in results.records]
         # whether the data have a test split: the search's records say (Dataset.split), with nothing loaded
@@ -325,7 +244,8 @@ class _Race:
 
     def _budget(self) -> str:
         recipe = confirm_candidate(self.entrants[0].candidate, self.confirm, 0, self.data).train
-        budget = f"{recipe.steps} steps" if recipe.steps is not None else f"{recipe.epochs} epochs"
+        budget = f"{recipe.steps} steps" if recipe.steps is not None else f"{recipe.epochs} epoch"
+        budget += "" if (recipe.steps or recipe.epochs) == 1 else "s"
         size = self.data.train_size
         return budget + (f" on {size:,} training images" if size is not None else " on every training image")
 

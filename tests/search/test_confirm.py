@@ -563,3 +563,29 @@ def test_no_race_when_the_baseline_leads_the_top_or_nothing_completed(
         events: list[Any] = []
         results = run_confirmation(space, store, StudyResults.from_space(space, found), emit=events.append)
         assert [e.text for e in events] == [note] and not results.confirm_records and not store.confirm_numbers()
+
+
+def test_the_verdict_read_back_races_the_searchs_current_leaders(tiny_space: Callable[..., dict]) -> None:
+    from attnsearch.entrants import confirm_candidate, confirm_data, race_keys
+
+    space = parse_space(tiny_space(search={"confirm": {"top": 1, "seeds": 2, "epochs": 3}}))
+    confirm, data = space.config.search.confirm, confirm_data(space)
+    se, cbam = placed("se"), placed("cbam")
+    search = [search_record(0, cbam, 0.7), search_record(1, BARE, 0.6), search_record(2, se, 0.8)]
+
+    def raced(candidate: Candidate, r: int, score: float, number: int) -> TrialRecord:
+        again = confirm_candidate(candidate, confirm, 1000 + r, data)
+        return TrialRecord(number, "complete", candidate=again, metrics=Metrics(val_acc=score), phase="confirm",
+                           confirm_round=r)  # fmt: skip
+
+    # cbam led when a first race ran; the search went on and se leads now: cbam's records are not the race's
+    old = [raced(c, r, s, n) for n, (c, r, s) in enumerate([(cbam, 1, 0.9), (BARE, 1, 0.6), (cbam, 2, 0.9)])]
+    new = [raced(c, r, s, n) for n, (c, r, s) in enumerate([(se, 1, 0.8), (se, 2, 0.82), (BARE, 2, 0.7)], 3)]
+    results = StudyResults.from_space(space, search, confirm_records=[*old, *new])
+    keys = race_keys(space, results)
+    assert keys == [new[0].candidate.key(), old[1].candidate.key()]  # se, then the baseline
+    verdict = results.confirmation()
+    assert [c.label for c in verdict.contenders] == ["block3=se", "baseline (nothing placed)"]
+    assert verdict.rounds == 2 and verdict.contenders[0].pairs == 2
+    # the records alone would have raced all three
+    assert len(judge([*old, *new], seeds=2).contenders) == 3
