@@ -237,6 +237,14 @@ def evaluate_grids(
 
     Raises:
         ValueError: ``seeds`` below 1.
+
+    Example:
+        >>> grids = evaluate_grids(QUICK_SPACE, 3, cache=None)  # doctest: +SKIP
+        >>> [len(grid.points) for grid, _ in grids]  # doctest: +SKIP
+        [4, 4, 4]
+        >>> evaluate_grids(QUICK_SPACE, 0)
+        Traceback (most recent call last):
+        ValueError: a grid needs at least one training seed, got 0
     """
     if seeds < 1:
         raise ValueError(f"a grid needs at least one training seed, got {seeds}")

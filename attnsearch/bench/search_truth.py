@@ -26,6 +26,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .search_grid import SearchGrid, _params_key
@@ -73,7 +74,7 @@ class SeedTruth:
     def seeds(self) -> int:
         return len(self.finals)
 
-    @property
+    @cached_property
     def mean(self) -> list[float]:
         """The seed-mean final score of each candidate."""
         return [statistics.fmean(scores) for scores in zip(*self.finals, strict=True)]
@@ -90,8 +91,11 @@ class SeedTruth:
 
     def value(self, params: dict[str, Any]) -> float:
         """The seed-mean final score of the candidate with these Optuna parameters."""
-        index = {_params_key(p): i for i, p in enumerate(self.params)}[_params_key(params)]
-        return self.mean[index]
+        return self.mean[self._index[_params_key(params)]]
+
+    @cached_property
+    def _index(self) -> dict[tuple[tuple[str, Any], ...], int]:
+        return {_params_key(p): i for i, p in enumerate(self.params)}
 
 
 def seed_noise(truth: SeedTruth) -> dict[str, Any]:
