@@ -111,6 +111,8 @@ def difference_grid(state: DashboardState) -> DifferenceGrid:
             head = mark(state.results, slot, module) + _value(cell.mean, metric in PERCENT_METRICS) + f" ({cell.count})"
             if shade.is_reference:
                 second = "reference"
+            elif shade.difference is None:  # the slot's none has no complete trial: nothing to compare with
+                second = f"{WITHIN} {shade.reference} has no trial"
             else:
                 second = format_difference(metric, shade.difference, shade.low, shade.high, digits=1)
                 second = (f"{WITHIN} " if shade.within_noise else "") + second

@@ -86,11 +86,13 @@ def test_within_noise_reads_as_a_tie_everywhere(within_noise: Path, tmp_path: Pa
     text = closing(within_noise)
     assert "tie: se vs none" in text and TIE_SENTENCE in text and BEST not in text
     # se - none with its 95% interval: Wilson standard errors 1.317 and 1.313 pt, 0.20 ± 1.96 x 1.860 pt
-    assert "+0.20 pt [-3.44, +3.84]" in text
+    assert "+0.2 pt [-3.4, +3.8]" in text
     shown = dashboard_map(within_noise)
     assert TIE_SENTENCE in shown and "~77.8±2.6 (1)" in shown and "77.6±2.6 (1)" in shown
     assert f"{BEST}7" not in shown  # no cell starred (the legend names the mark)
-    for name, said in report_texts(within_noise, tmp_path / "report").items():
+    texts = report_texts(within_noise, tmp_path / "report")
+    assert "| block3 | se | none | +0.20 | [-3.44, +3.84] | no module separated at this budget |" in texts["summary.md"]
+    for name, said in texts.items():
         assert TIE_SENTENCE in said, name
         assert BEST + "77.8" not in said and f"{BEST} se is best" not in said, name
     # the placement map's colours: both cells neutral (the reference, and a difference within noise)
@@ -101,12 +103,13 @@ def test_within_noise_reads_as_a_tie_everywhere(within_noise: Path, tmp_path: Pa
 def test_a_large_difference_is_starred_without_the_tie_sentence(separated: Path, tmp_path: Path) -> None:
     text = closing(separated)
     assert f"{BEST}se" in text and TIE_SENTENCE not in text and "tie:" not in text
-    assert "+20.00 pt [+16.61, +23.39]" in text  # standard errors 0.950 and 1.447 pt: 20 ± 1.96 x 1.731
+    assert "+20.0 pt [+16.6, +23.4]" in text  # standard errors 0.950 and 1.447 pt: 20 ± 1.96 x 1.731
     shown = dashboard_map(separated)
     assert f"{BEST}90.0" in shown and TIE_SENTENCE not in shown
     said = report_texts(separated, tmp_path / "report")
     assert f"{BEST} se is best" in said["terminal"] and f"{BEST}90.0" in said["summary.md"]
     assert f"{BEST} se is best" in said["report.html"]
+    assert f"| block3 | se | none | +20.00 | [+16.61, +23.39] | {BEST} se is best |" in said["summary.md"]
     for name, body in said.items():
         assert TIE_SENTENCE not in body, name
     cells = StudyReader(separated).read().shading().cells["block3"]
@@ -140,3 +143,22 @@ def test_heatmap_without_recorded_noise_is_neutral(tmp_path: Path) -> None:
     colours = heatmap_png(StudyReader(GOLDEN / "golden-pareto").read(), tmp_path / "heatmap.png")
     tried = colours[~np.isnan(colours[..., 0])]
     assert len(tried) == 3 and np.abs(tried[:, :3] - NEUTRAL).max() < 0.05
+
+
+def test_heatmap_says_when_the_reference_has_no_trial() -> None:
+    """At a slot whose none has no complete trial, a module's cell names the missing reference and stays neutral."""
+    from attnsearch.dashboard.state import DashboardState
+
+    def record(number: int, module: str, acc: float) -> TrialRecord:
+        candidate = Candidate(BackboneSpec("vgg11_bn", 0.125), (PlacementSpec("block3", module),))
+        return TrialRecord(number, "complete", candidate=candidate, metrics=Metrics(val_acc=acc, val_images=1000))
+
+    results = StudyResults(
+        {0: record(0, "se", 0.70), 1: record(1, "cbam", 0.90)},
+        slots={"vgg11_bn": {"block3": ("none", "se", "cbam")}},
+        target=2,
+    )
+    grid = difference_grid(DashboardState(results))
+    assert grid.modules == ["none", "se", "cbam"] and grid.labels[0][0] == ""
+    assert grid.labels[0][1] == f"70.0 (1)\n{WITHIN} none has no trial" and grid.values[0][1:] == [0.0, 0.0]
+    assert grid.labels[0][2].startswith(f"{BEST}90.0 (1)\n")  # cbam's lead over se is separated all the same

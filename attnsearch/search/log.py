@@ -27,10 +27,10 @@ def plain_log(stream: IO[str] | None = None) -> Callable[[Event], None]:
     return emit
 
 
-def _score(metric: str, value: float | None) -> str:
+def _score(metric: str, value: float | None, *, digits: int = 2) -> str:
     if value is None:
         return "-"
-    return f"{100 * value:.2f}" if metric in PERCENT_METRICS else f"{value:.4g}"
+    return f"{100 * value:.{digits}f}" if metric in PERCENT_METRICS else f"{value:.4g}"
 
 
 def _count(value: Any) -> str:
@@ -83,7 +83,7 @@ def _print_slots(results: StudyResults, console: Any) -> None:
     from rich.table import Table
 
     metric = results.objectives[0][0]
-    title = f"Best module per slot, where separated (mean {metric} over completed trials, 95% intervals)"
+    title = f"Best module per slot, where separated (mean {metric} of complete trials, 95% intervals)"
     slots = Table(title=title, title_justify="left")
     for column in ("slot", "best", "score", "trials", "leader - runner-up", "others"):
         slots.add_column(column, overflow="fold")
@@ -94,13 +94,13 @@ def _print_slots(results: StudyResults, console: Any) -> None:
         if verdict.separated:
             best = f"{BEST}{verdict.leader}"
         elif verdict.runner_up is None:
-            best = f"tie: {verdict.leader} (only module tried)"
+            best = f"tie: only {verdict.leader} tried"
         else:
             best = f"tie: {verdict.leader} vs {verdict.runner_up}"
         score = _score(metric, leader.mean)
         if leader.interval is not None:
-            score += " [" + ", ".join(_score(metric, v) for v in leader.interval) + "]"
-        gap = format_difference(metric, verdict.difference, verdict.low, verdict.high)
+            score += " [" + ", ".join(_score(metric, v, digits=1) for v in leader.interval) + "]"
+        gap = format_difference(metric, verdict.difference, verdict.low, verdict.high, digits=1)
         others = "  ".join(
             f"{m} {_score(metric, c.mean)} ({c.count})" for m, c in modules.items() if m != verdict.leader
         )
