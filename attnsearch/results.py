@@ -22,8 +22,6 @@ read it.
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -31,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .record import TrialRecord
-from .stats import Estimate, difference, mean_estimate, paired_interval
+from . import slot_stats
+from .slot_stats import Effect, SlotScore, SlotVerdict
 
 if TYPE_CHECKING:
     import optuna
@@ -44,74 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_OBJECTIVES", "Effect", "SlotScore", "SlotVerdict", "StudyResults"]
 
 DEFAULT_OBJECTIVES = (("val_acc", "maximize"),)  # a space file's default
-
-
-@dataclass(frozen=True)
-class SlotScore:
-    """One (slot, module) cell: the mean first-objective score of the ranked trials with that placement, and its
-    noise (see :func:`attnsearch.stats.mean_estimate`)."""
-
-    mean: float
-    count: int
-    se: float | None = None  # standard error of the mean; None where the trials do not say (one trial, no noise)
-    df: float = math.inf  # degrees of freedom of se (count - 1 where estimated from the trials' spread)
-
-    @property
-    def estimate(self) -> Estimate | None:
-        return None if self.se is None else Estimate(self.mean, self.se, self.df)
-
-    @property
-    def interval(self) -> tuple[float, float] | None:
-        """The 95% interval of the mean, None where its noise is unknown."""
-        return None if self.se is None else Estimate(self.mean, self.se, self.df).interval()
-
-
-@dataclass(frozen=True)
-class SlotVerdict:
-    """Which module leads at ``slot`` and whether the lead is evidence: the 95% interval of the difference between
-    the leader's mean and the runner-up's (Welch-Satterthwaite, :func:`attnsearch.stats.difference`) excludes
-    zero. Otherwise the slot is a tie: no module separated at this budget."""
-
-    slot: str
-    leader: str  # the module with the best mean score
-    runner_up: str | None  # the next best; None where only one module was tried
-    difference: float | None  # leader minus runner-up in the first objective's units (negative when minimizing)
-    low: float | None  # its 95% interval; None where the noise of a side is unknown
-    high: float | None
-    separated: bool  # the interval excludes zero: the leader is the best module of the slot
-
-    @property
-    def tie(self) -> bool:
-        return not self.separated
-
-
-@dataclass(frozen=True)
-class Effect:
-    """The effect of ``module`` at ``slot`` against ``none`` there: score with it minus score without."""
-
-    slot: str
-    module: str
-    difference: float | None  # mean difference in the first objective's units; None without trials on a side
-    low: float | None  # the 95% confidence interval, None where too few trials give one
-    high: float | None
-    method: str  # paired | unpaired | too few
-    n: int  # pairs (paired), or trials with the module (unpaired)
-    n_none: int  # pairs (paired), or trials on the reference's side (unpaired)
-    reference: str = "none"  # what the module is compared with: none, or the slot's mean where none was not tried
-
-    @property
-    def tie(self) -> bool:
-        """No evidence the module changes the score: the interval contains zero, or there is none."""
-        return self.low is None or self.high is None or self.low <= 0.0 <= self.high
-
-    @property
-    def basis(self) -> str:
-        """How the interval was made, in words."""
-        if self.method == "paired":
-            return f"paired, {self.n} pairs"
-        if self.method == "unpaired":
-            return f"unpaired (Welch), {self.n} vs {self.n_none} trials"
-        return f"too few trials ({self.n} vs {self.n_none}) and no recorded noise"
 
 
 @dataclass(frozen=True)
@@ -337,11 +268,7 @@ class StudyResults:
         return {slot: {m: self._cell(rs) for m, rs in modules.items()} for slot, modules in scores.items()}
 
     def _cell(self, records: list[TrialRecord]) -> SlotScore:
-        values = [self.score(r) or 0.0 for r in records]
-        estimate = mean_estimate(values, [self.score_se(r) for r in records])
-        if estimate is None:
-            return SlotScore(statistics.fmean(values), len(values))
-        return SlotScore(estimate.mean, len(values), estimate.se, estimate.df)
+        return slot_stats.slot_score([self.score(r) or 0.0 for r in records], [self.score_se(r) for r in records])
 
     def slot_scores(self) -> dict[str, dict[str, SlotScore]]:
         """Slot -> module -> mean first-objective score, count and standard error over the ranked trials; the
@@ -350,23 +277,10 @@ class StudyResults:
 
     @cached_property
     def _verdicts(self) -> dict[str, SlotVerdict]:
-        verdicts = {}
-        for slot, modules in self._slot_scores.items():
-            order = sorted(modules, key=lambda m: modules[m].mean, reverse=self.objectives[0][1] == "maximize")
-            leader = order[0]  # sorted() is stable: on equal means, the module whose best trial ranks first
-            if len(order) == 1:
-                verdicts[slot] = SlotVerdict(slot, leader, None, None, None, None, False)
-                continue
-            runner_up = order[1]
-            first, second = modules[leader].estimate, modules[runner_up].estimate
-            gap = modules[leader].mean - modules[runner_up].mean
-            if first is None or second is None:
-                verdicts[slot] = SlotVerdict(slot, leader, runner_up, gap, None, None, False)
-                continue
-            estimate = difference(first, second)
-            low, high = estimate.interval()
-            verdicts[slot] = SlotVerdict(slot, leader, runner_up, gap, low, high, estimate.excludes_zero())
-        return verdicts
+        maximize = self.objectives[0][1] == "maximize"
+        return {
+            slot: slot_stats.slot_verdict(slot, cells, maximize=maximize) for slot, cells in self._slot_scores.items()
+        }
 
     def verdicts(self) -> dict[str, SlotVerdict]:
         """Slot -> the leading module, the runner-up, the difference between them with its 95% interval, and
@@ -396,49 +310,11 @@ class StudyResults:
         found: dict[str, dict[str, Effect]] = {}
         for slot, modules in self.slot_modules().items():
             if "none" not in modules:
-                found[slot] = self._against_mean(slot)
+                found[slot] = slot_stats.against_mean(slot, self._slot_scores.get(slot, {}))
                 continue
-            at_slot: dict[str, list[tuple[float, float | None]]] = {}
-            groups: dict[str, dict[str, list[tuple[float, float | None]]]] = {}  # the rest -> module here -> scores
-            for record in self._ranked:
-                module, rest = _split(record, slot)
-                value = (self.score(record) or 0.0, self.score_se(record))
-                at_slot.setdefault(module, []).append(value)
-                groups.setdefault(rest, {}).setdefault(module, []).append(value)
-            without = at_slot.get("none", [])
-            found[slot] = {m: _effect(slot, m, groups, at_slot.get(m, []), without) for m in modules if m != "none"}
+            scored = [(*slot_stats.split_at(r, slot), self.score(r) or 0.0, self.score_se(r)) for r in self._ranked]
+            found[slot] = {m: slot_stats.effect_against_none(slot, m, scored) for m in modules if m != "none"}
         return found
-
-    def _against_mean(self, slot: str) -> dict[str, Effect]:
-        cells = self._slot_scores.get(slot, {})
-        if len(cells) < 2:
-            return {}
-        centre = statistics.fmean(c.mean for c in cells.values())
-        known = all(c.se is not None for c in cells.values())
-        k = len(cells)
-        effects = {}
-        for module, cell in cells.items():
-            low = high = None
-            if known:
-                # m_i - mean_j(m_j) = (1 - 1/k) m_i - sum_{j != i} m_j / k, the cells independent
-                variance = ((1 - 1 / k) * cell.se) ** 2 + sum(  # type: ignore[operator]
-                    (c.se / k) ** 2
-                    for m, c in cells.items()
-                    if m != module  # type: ignore[operator]
-                )
-                low, high = Estimate(cell.mean - centre, math.sqrt(variance)).interval()
-            effects[module] = Effect(
-                slot,
-                module,
-                cell.mean - centre,
-                low,
-                high,
-                "unpaired" if known else "too few",
-                cell.count,
-                sum(c.count for c in cells.values()),
-                reference="mean",
-            )
-        return effects
 
     # -- summary.json --------------------------------------------------------------------------------------------
 
@@ -473,7 +349,7 @@ class StudyResults:
             "best": row(best) if best is not None else None,
             "slots": {
                 slot: {
-                    "modules": {m: _cell_summary(c) for m, c in modules.items()},
+                    "modules": {m: c.to_dict() for m, c in modules.items()},
                     "best": verdicts[slot].leader if verdicts[slot].separated else None,
                     "leader": verdicts[slot].leader,
                     "runner_up": verdicts[slot].runner_up,
@@ -520,53 +396,3 @@ class StudyResults:
             seeds=confirm.seeds if confirm is not None else None,
             entrants=entrants,
         )
-
-
-def _split(record: TrialRecord, slot: str) -> tuple[str, str]:
-    """The module at ``slot`` and a key of everything else about the trial's candidate."""
-    assert record.candidate is not None
-    placements = record.candidate.placements
-    module = next((p.module for p in placements if p.slot == slot), "none")
-    rest = replace(record.candidate, placements=tuple(p for p in placements if p.slot != slot))
-    return module, rest.key(with_seed=True)
-
-
-def _cell_summary(cell: SlotScore) -> dict[str, Any]:
-    interval = cell.interval
-    return {"mean": cell.mean, "count": cell.count, "se": cell.se, "interval": list(interval) if interval else None}
-
-
-def _effect(
-    slot: str,
-    module: str,
-    groups: dict[str, dict[str, list[tuple[float, float | None]]]],
-    with_module: list[tuple[float, float | None]],
-    without: list[tuple[float, float | None]],
-) -> Effect:
-    pairs = []  # (difference of the group means, its noise variance or None)
-    for group in groups.values():
-        if module in group and "none" in group:
-            a, b = mean_estimate(*zip(*group[module], strict=True)), mean_estimate(*zip(*group["none"], strict=True))
-            noise = (
-                a.se**2 + b.se**2 if a is not None and b is not None and math.isinf(a.df) and math.isinf(b.df) else None
-            )
-            pairs.append(
-                (statistics.fmean(v for v, _ in group[module]) - statistics.fmean(v for v, _ in group["none"]), noise)
-            )
-    if len(pairs) >= 2:
-        noises = [n for _, n in pairs]
-        noise_se = math.sqrt(statistics.fmean(noises)) if None not in noises else None  # type: ignore[arg-type]
-        mean, low, high = paired_interval([d for d, _ in pairs], noise_se=noise_se)
-        return Effect(slot, module, mean, low, high, "paired", len(pairs), len(pairs))
-    a = mean_estimate(*zip(*with_module, strict=True)) if with_module else None
-    b = mean_estimate(*zip(*without, strict=True)) if without else None
-    if a is not None and b is not None:
-        estimate = difference(a, b)
-        low, high = estimate.interval()
-        return Effect(slot, module, estimate.mean, low, high, "unpaired", len(with_module), len(without))
-    gap = (
-        statistics.fmean(v for v, _ in with_module) - statistics.fmean(v for v, _ in without)
-        if with_module and without
-        else None
-    )
-    return Effect(slot, module, gap, None, None, "too few", len(with_module), len(without))
