@@ -145,7 +145,7 @@ def run_search(
             claim.release()  # the claim went with the old folder
             if moved:
                 emit(Note(f"moved the previous results to {moved}"))
-        elif store.space_path.exists() and store.read_space_source() != space.source:
+        elif store.space_path.exists() and _searched(store.read_space_source()) != _searched(space.source):
             raise StoreError(
                 f"{store.root} holds a study of a different space; use --fresh to start over or change `name`"
             )
@@ -637,6 +637,14 @@ class _Run:
             self.store.write_weights(number, state_dict)
         for record in ranked[k:]:
             self.store.delete_weights(record.number)
+
+
+def _searched(source: Any) -> Any:
+    """A space file's YAML without ``search.confirm``: a race added, changed or removed after a search is the same
+    study (the race reads its settings from the space file the run writes)."""
+    if not isinstance(source, dict) or not isinstance(source.get("search"), dict):
+        return source
+    return {**source, "search": {k: v for k, v in source["search"].items() if k != "confirm"}}
 
 
 def _dump_space(space: SearchSpace) -> bytes:

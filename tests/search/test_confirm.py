@@ -589,3 +589,21 @@ def test_the_verdict_read_back_races_the_searchs_current_leaders(tiny_space: Cal
     assert verdict.rounds == 2 and verdict.contenders[0].pairs == 2
     # the records alone would have raced all three
     assert len(judge([*old, *new], seeds=2).contenders) == 3
+
+
+def test_a_race_added_or_changed_after_the_search_is_the_same_study(raced: Path, tmp_path: Path) -> None:
+    import tiny
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(raced, folder)
+    before = {n: ResultsStore(folder).record_path(n).read_bytes() for n in ResultsStore(folder).trial_numbers()}
+    without = {**RACE, "search": {k: v for k, v in RACE["search"].items() if k != "confirm"}}
+    outcome = run_search(parse_space(tiny.space(**without)), results=tmp_path)  # the race removed: not refused
+    assert outcome.ran == 0 and len(ResultsStore(folder).read_confirm_records()) == 6
+    longer = {**RACE, "search": {**RACE["search"], "confirm": {**RACE["search"]["confirm"], "seeds": 3}}}
+    run_search(parse_space(tiny.space(**longer)), results=tmp_path)  # one more round, the same search
+    store = ResultsStore(folder)
+    rounds = sorted(r.confirm_round for r in store.read_confirm_records())
+    assert rounds.count(3) >= 1 and rounds.count(1) == rounds.count(2) == 3 and len(rounds) <= 9
+    assert {n: store.record_path(n).read_bytes() for n in store.trial_numbers()} == before  # no search trial ran
+    assert yaml.safe_load(store.space_path.read_text())["search"]["confirm"]["seeds"] == 3
