@@ -48,6 +48,10 @@ __all__ = [
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist package
 FIDELITY_CACHE = "fidelity_runs.json"
 MIN_RATIO = 4.0  # the long budget is at least this many times the brief one
+# One thread by default on a CPU: on the 2-core machine, shared with other processes (load 5 to 6), a brief
+# training took 14 to 16 s with one thread and 158 to 176 s with two (threads waiting on each other); even at
+# load 1.5 to 2, two threads took 24 s for what one thread does with 10 s of CPU.
+CPU_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class FidelityConfig:
     image_size: int = 32
     slots: tuple[str, ...] = ("block3", "block4")
     modules: tuple[str, ...] = ("none", "se", "eca", "cbam")
-    seeds: int = 2
+    seeds: int = 3
     brief_epochs: int = 3
     train_size: int = 3000
     long_epochs: int = 3
@@ -80,7 +84,7 @@ class FidelityConfig:
     batch_size: int = 64
     lr: float = 0.003
     device: str = "auto"
-    threads: int | None = None
+    threads: int | None = None  # torch's CPU threads; None: 1 on a CPU (see CPU_THREADS), torch's own on a GPU
 
     def grid(self) -> list[dict[str, str]]:
         """Every combination of ``modules`` at ``slots``: slot -> module, ``none`` included."""
@@ -143,6 +147,7 @@ class FidelityConfig:
 
 # seconds, not minutes: the tests' and a by-hand check's settings
 QUICK = FidelityConfig(
+    seeds=2,
     width=0.125,
     modules=("none", "se"),
     brief_epochs=1,
@@ -252,6 +257,7 @@ class _Bench:
         began = time.perf_counter()
         load_before = load_average()
         device = resolve_device(c.device)
+        threads = c.threads or (CPU_THREADS if device.type == "cpu" else None)
         datasets = {b: load_dataset(c.data(b)) for b in ("brief", "long")}
         if not torch.equal(datasets["brief"].val_x, datasets["long"].val_x):  # the data layer's caps guarantee it
             raise RuntimeError("the two budgets were given different validation images")
@@ -264,7 +270,7 @@ class _Bench:
         spent = done_work = 0.0
         for i, (seed, budget, placement) in enumerate(todo):
             key = keys[(seed, budget, label(placement))]
-            run = self._train(c.candidate(placement, budget, seed), datasets[budget], device)
+            run = self._train(c.candidate(placement, budget, seed), datasets[budget], device, threads)
             self.runs[key] = run
             _write_cache(self.cache_path, self.runs)
             spent, done_work = spent + run["seconds"], done_work + work[budget]
@@ -291,7 +297,7 @@ class _Bench:
         config = {
             **asdict(c),
             "device": str(device),
-            "threads": c.threads or torch.get_num_threads(),
+            "threads": threads or torch.get_num_threads(),
             "seeds": seeds,
             "val_images": int(datasets["brief"].val_x.shape[0]),
             "budgets": {
@@ -316,7 +322,7 @@ class _Bench:
         }
         return FidelityBench(config, placements, figures, timing, _METHOD)
 
-    def _train(self, candidate: Any, dataset: Any, device: Any) -> dict[str, Any]:
+    def _train(self, candidate: Any, dataset: Any, device: Any, threads: int | None) -> dict[str, Any]:
         from ..search.worker import build_candidate
         from ..train import train_model
 
@@ -329,7 +335,7 @@ class _Bench:
             candidate.train,
             device=device,
             seed=candidate.seed,
-            threads=self.config.threads,
+            threads=threads,
             first_val_epoch=epochs,  # only the last epoch is scored: no time spent on the others
         )
         if result.state != "complete" or result.val_acc is None:

@@ -237,25 +237,26 @@ def bench_memory_command(
 @bench.command("fidelity")
 @defaulted_option("--root", default="/usr/share/datasets/fashion-mnist", help="Fashion-MNIST's four *-ubyte files.")
 @defaulted_option("--out", default="results/benchmarks", type=click.Path(file_okay=False), help="Figures and cache.")
-@click.option("--quick", is_flag=True, help="4 placements on a few hundred images: a minute, for a check by hand.")
+@click.option("--quick", is_flag=True, help="4 placements on a few hundred images: minutes, for a check by hand.")
 @click.option("--width", type=click.FloatRange(min=0, min_open=True), help="Backbone width  [default: 0.25]")
 @click.option("--brief-epochs", type=click.IntRange(min=1), help="[default: 3]")
 @click.option("--train-size", type=click.IntRange(min=1), help="Brief budget's training images  [default: 3000]")
 @click.option("--long-epochs", type=click.IntRange(min=1), help="[default: 3]")
 @click.option("--long-train-size", type=click.IntRange(min=1), help="[default: 12000]")
 @click.option("--val-size", type=click.IntRange(min=1), help="[default: 2000]")
-@click.option("--seeds", type=click.IntRange(min=2), help="Seeds per placement and budget  [default: 2]")
+@click.option("--seeds", type=click.IntRange(min=2), help="Seeds per placement and budget  [default: 3]")
 @device_option(default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@bench_threads_option
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads  [default: 1 on a CPU, torch's on a GPU]")
 @save_option
 @json_option
 def bench_fidelity_command(root: str, out: str, quick: bool, save: bool, as_json: bool, **options: Any) -> None:
     """Does a search trial's brief budget rank placements as a 4x longer training does? (Fashion-MNIST)
 
     16 placements (none, se, eca, cbam after VGG11-BN's blocks 3 and 4, width 0.25) trained at the brief budget
-    (3 epochs x 3000 images) and the long one (3 epochs x 12000), 2 seeds each: 64 trainings, about 60 minutes on
-    a 2-core CPU. Each training is cached in OUT/fidelity_runs.json as it finishes: a run stopped with Ctrl-C
-    resumes where it stopped. Figures go to OUT/fidelity.json (--quick: fidelity_quick.json).
+    (3 epochs x 3000 images) and the long one (3 epochs x 12000), 3 seeds each: 96 trainings. Expected time on a
+    2-core CPU, one thread: about 40 minutes idle, 65 with the cores shared by other work (measured: 12 s per brief
+    and 68 s per long training at load 4 to 7). Each training is cached in OUT/fidelity_runs.json as it finishes: a run
+    stopped with Ctrl-C resumes where it stopped. Figures go to OUT/fidelity.json (--quick: fidelity_quick.json).
 
     \b
     Examples:
