@@ -252,14 +252,15 @@ def _mean(entry: _Entry, upto: int, maximize: bool) -> float:
 
 def _paired(a: _Entry, b: _Entry, upto: int | None = None) -> tuple[float, float, float] | None:
     """Mean of ``a``'s score minus ``b``'s over the rounds both scored (up to ``upto``), with its 95% interval;
-    None with fewer than two such rounds."""
+    None with fewer than two such rounds, or when the differences are all equal and their noise is unknown."""
     shared = sorted(r for r in a.scores if r in b.scores and (upto is None or r <= upto))
     if len(shared) < 2:
         return None
     differences = [a.scores[r] - b.scores[r] for r in shared]
     noises = [a.noise[r] + b.noise[r] for r in shared if r in a.noise and r in b.noise]
     noise_se = math.sqrt(statistics.fmean(noises)) if len(noises) == len(shared) else None
-    return paired_interval(differences, noise_se=noise_se)
+    mean, low, high = paired_interval(differences, noise_se=noise_se)
+    return None if math.isnan(low) else (mean, low, high)
 
 
 def _contender(entry: _Entry, base: _Entry | None, dropped_in: int | None) -> Contender:

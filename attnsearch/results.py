@@ -301,16 +301,18 @@ class StudyResults:
 
     def differences(self) -> dict[str, dict[str, Effect]]:
         """Slot -> module -> its effect against ``none`` at the slot (as :meth:`effects`), or, at a slot where
-        ``none`` was not tried, against the mean of the slot's module means (``reference`` says which; the
-        interval then counts each module's noise, unpaired). The reference itself has no entry."""
+        ``none`` was not tried (or has no complete trial), against the mean of the slot's module means
+        (``reference`` says which; the interval then counts each module's noise, unpaired). The reference itself
+        has no entry."""
         return {slot: dict(modules) for slot, modules in self._differences.items()}
 
     @cached_property
     def _differences(self) -> dict[str, dict[str, Effect]]:
         found: dict[str, dict[str, Effect]] = {}
         for slot, modules in self.slot_modules().items():
-            if "none" not in modules:
-                found[slot] = slot_stats.against_mean(slot, self._slot_scores.get(slot, {}))
+            cells = self._slot_scores.get(slot, {})
+            if "none" not in cells:  # none not tried, or no complete trial with it: against the slot's mean
+                found[slot] = slot_stats.against_mean(slot, cells)
                 continue
             scored = [(*slot_stats.split_at(r, slot), self.score(r) or 0.0, self.score_se(r)) for r in self._ranked]
             found[slot] = {m: slot_stats.effect_against_none(slot, m, scored) for m in modules if m != "none"}

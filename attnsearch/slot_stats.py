@@ -103,7 +103,9 @@ class Effect:
             return f"paired, {self.n} pairs"
         if self.method == "unpaired":
             return f"unpaired (Welch), {self.n} vs {self.n_none} trials"
-        return f"too few trials ({self.n} vs {self.n_none}) and no recorded noise"
+        if self.n == 0 or self.n_none == 0:
+            return f"no trial with {self.module if self.n == 0 else self.reference}"
+        return f"no interval: {self.n} vs {self.n_none} trials, their noise unknown"
 
 
 def slot_score(values: Sequence[float], ses: Sequence[float | None]) -> SlotScore:
@@ -196,6 +198,8 @@ def effect_against_none(slot: str, module: str, scored: Sequence[Scored]) -> Eff
         noises = [n for _, n in pairs]
         noise_se = math.sqrt(statistics.fmean(noises)) if None not in noises else None  # type: ignore[arg-type]
         mean, low, high = paired_interval([d for d, _ in pairs], noise_se=noise_se)
+        if math.isnan(low):  # equal differences, no recorded noise: no interval
+            return Effect(slot, module, mean, None, None, "too few", len(pairs), len(pairs))
         return Effect(slot, module, mean, low, high, "paired", len(pairs), len(pairs))
     with_module = [(v, se) for here, _, v, se in scored if here == module]
     without = [(v, se) for here, _, v, se in scored if here == "none"]

@@ -133,7 +133,8 @@ def mean_estimate(values: Sequence[float], ses: Sequence[float | None] | None = 
 
     The variance of the mean is the larger of the sample's ``s^2 / k`` (Student's t, ``k - 1`` df) and the scores'
     own noise ``mean(se_i^2) / k`` (normal): a small sample that happens to agree does not hide the noise each
-    score is known to have. One score needs its own ``se``; scores without one need two or more of them.
+    score is known to have. One score needs its own ``se``; scores without one need two or more of them, and
+    scores without one that are all equal give None too (their spread of zero says nothing of their noise).
 
     Example:
         >>> e = mean_estimate([0.70, 0.74], [0.01, 0.01])
@@ -142,8 +143,8 @@ def mean_estimate(values: Sequence[float], ses: Sequence[float | None] | None = 
         >>> e = mean_estimate([0.70, 0.7002], [0.01, 0.01])
         >>> round(e.se, 5), e.df
         (0.00707, inf)
-        >>> mean_estimate([0.7]) is None
-        True
+        >>> mean_estimate([0.7]) is None, mean_estimate([0.7, 0.7]) is None
+        (True, True)
     """
     k = len(values)
     if k == 0:
@@ -152,6 +153,8 @@ def mean_estimate(values: Sequence[float], ses: Sequence[float | None] | None = 
     known = [se for se in ses or () if se is not None]
     noise = statistics.fmean(se * se for se in known) / k if len(known) == k else None
     sample = statistics.variance(values) / k if k >= 2 else None
+    if sample == 0.0 and noise is None:
+        return None  # equal scores and no known noise: a zero-width interval would present chance as certainty
     if sample is not None and (noise is None or sample >= noise):
         return Estimate(mean, math.sqrt(sample), k - 1)
     if noise is not None:
@@ -179,7 +182,8 @@ def paired_interval(
 ) -> tuple[float, float, float]:
     """Mean of paired differences and its t-interval: ``mean ± t(df=n-1) * sd / sqrt(n)``; needs n >= 2.
     ``noise_se``: the known standard error of one difference; the interval is never narrower than its
-    ``z * noise_se / sqrt(n)`` (see :func:`mean_estimate`).
+    ``z * noise_se / sqrt(n)`` (see :func:`mean_estimate`). Equal differences without ``noise_se`` have no
+    interval: its ends are NaN.
 
     Raises:
         ValueError: with fewer than two pairs.
@@ -193,7 +197,9 @@ def paired_interval(
         raise ValueError("a paired interval needs at least two pairs")
     ses = None if noise_se is None else [noise_se] * len(differences)
     estimate = mean_estimate(differences, ses)
-    assert estimate is not None  # two or more values always give one
+    if estimate is None:  # equal differences, no known noise: no width to give
+        mean = statistics.fmean(differences)
+        return mean, math.nan, math.nan
     low, high = estimate.interval(confidence)
     return estimate.mean, low, high
 
@@ -202,6 +208,8 @@ def welch_interval(
     with_module: Sequence[float], without: Sequence[float], confidence: float = CONFIDENCE
 ) -> tuple[float, float, float]:
     """Difference of means ``mean(with_module) - mean(without)`` and Welch's t-interval; needs 2+ on each side.
+
+    A side whose values are all equal has no known noise: the interval's ends are then NaN.
 
     Raises:
         ValueError: with fewer than two values on a side.
@@ -214,7 +222,8 @@ def welch_interval(
     if len(with_module) < 2 or len(without) < 2:
         raise ValueError("Welch's interval needs at least two trials on each side")
     a, b = mean_estimate(with_module), mean_estimate(without)
-    assert a is not None and b is not None
+    if a is None or b is None:  # a side's values all equal: its noise is unknown
+        return statistics.fmean(with_module) - statistics.fmean(without), math.nan, math.nan
     estimate = difference(a, b)
     low, high = estimate.interval(confidence)
     return estimate.mean, low, high

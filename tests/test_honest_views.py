@@ -145,8 +145,8 @@ def test_heatmap_without_recorded_noise_is_neutral(tmp_path: Path) -> None:
     assert len(tried) == 3 and np.abs(tried[:, :3] - NEUTRAL).max() < 0.05
 
 
-def test_heatmap_says_when_the_reference_has_no_trial() -> None:
-    """At a slot whose none has no complete trial, a module's cell names the missing reference and stays neutral."""
+def test_a_slot_whose_none_has_no_trial_is_judged_against_its_mean() -> None:
+    """At a slot whose none has no complete trial, each module's cell is its difference from the slot's mean."""
     from attnsearch.dashboard.state import DashboardState
 
     def record(number: int, module: str, acc: float) -> TrialRecord:
@@ -160,5 +160,7 @@ def test_heatmap_says_when_the_reference_has_no_trial() -> None:
     )
     grid = difference_grid(DashboardState(results))
     assert grid.modules == ["none", "se", "cbam"] and grid.labels[0][0] == ""
-    assert grid.labels[0][1] == f"70.0 (1)\n{WITHIN} none has no trial" and grid.values[0][1:] == [0.0, 0.0]
+    assert grid.labels[0][1] == "70.0 (1)\n-10.0 pt [-11.7, -8.3]" and grid.values[0][0] is None
+    assert grid.values[0][1:] == pytest.approx([-10.0, 10.0]) and not any(grid.within[0])
+    assert {e.reference for e in results.differences()["block3"].values()} == {"mean"} and results.effects() == []
     assert grid.labels[0][2].startswith(f"{BEST}90.0 (1)\n")  # cbam's lead over se is separated all the same
