@@ -288,6 +288,17 @@ def test_a_grid_it_cannot_judge_is_refused(changes: dict[str, Any], message: str
         config.check()
 
 
+def test_a_long_budget_capped_by_the_data_is_refused(fashion: Path, tmp_path: Path) -> None:
+    # 400 training images, about 320 after the validation split: asking for 2000 (20 times the brief budget's
+    # 100 for 1 epoch each) gets about 320, about 3.2 times
+    changes = {"root": str(fashion), "train_size": 100, "long_train_size": 2000, "long_epochs": 1}
+    config = FidelityConfig(**{**vars(QUICK), **TINY_CONFIG, **changes})
+    config.check()  # as asked for, it is 20 times
+    with pytest.raises(AttnsearchError, match=r"only 3\.\d\d times the brief one with the 3\d\d training images"):
+        bench_fidelity(config, out=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing trained
+
+
 def test_a_seed_gives_every_placement_the_same_backbone(fashion: Path) -> None:
     # what makes the differences between placements paired: the placed modules are built after the backbone
     config = FidelityConfig(**{**vars(QUICK), **TINY_CONFIG, "root": str(fashion)})

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import AttnsearchError
 from .fidelity_stats import analyse
-from .fidelity_text import describe_figures, placement_table
+from .fidelity_text import METHOD, describe_figures, label, placement_table
 from .output import BENCH_FOLDER, load_average
 
 __all__ = [
@@ -266,6 +266,11 @@ class _Bench:
         jobs = [(s, b, p) for s in seeds for b in ("brief", "long") for p in grid]  # a seed's brief grid first
         keys = {(s, b, label(p)): _key(c.candidate(p, b, s), device) for s, b, p in jobs}
         work = {b: e * datasets[b].train_x.shape[0] for b, (e, _) in c.budgets().items()}
+        if work["long"] < MIN_RATIO * work["brief"]:  # a size beyond what the training split holds was capped
+            raise AttnsearchError(
+                f"the long budget is only {work['long'] / work['brief']:.2f} times the brief one with the "
+                f"{datasets['long'].train_x.shape[0]} training images there are; at least {MIN_RATIO:g} is needed"
+            )
         todo = [j for j in jobs if keys[(j[0], j[1], label(j[2]))] not in self.runs]
         spent = done_work = 0.0
         for i, (seed, budget, placement) in enumerate(todo):
@@ -320,7 +325,7 @@ class _Bench:
             "total_seconds": time.perf_counter() - began,
             "load_average": {"start": load_before, "end": load_average()},
         }
-        return FidelityBench(config, placements, figures, timing, _METHOD)
+        return FidelityBench(config, placements, figures, timing, METHOD)
 
     def _train(self, candidate: Any, dataset: Any, device: Any, threads: int | None) -> dict[str, Any]:
         from ..search.worker import build_candidate
@@ -352,26 +357,6 @@ class _Bench:
             "images_per_second": result.images_per_second,
             "device": str(device),
         }
-
-
-_METHOD = {
-    "pairing": "a seed fixes the backbone's initial weights, the batch order and the augmentation for every placement",
-    "validation": "every training is scored on the same images, held out of Fashion-MNIST's training split",
-    "correlation": "Spearman and Kendall (tau-b) of seed-means, scipy.stats; p-value two-sided against no "
-    "association; 95% percentile bootstrap over placements (2000 resamples)",
-    "seeds_needed": "smallest n with power >= 80% for a two-sided paired t-test at 5%, noncentral t (scipy.stats.nct)"
-    "; sd of a paired difference pooled over every pair of placements, (P-1)(S-1) df, chi-square interval",
-}
-
-
-def label(placement: dict[str, str]) -> str:
-    """A placement written out, ``none`` slots left out: ``block4=se``, ``none`` for the bare backbone.
-
-    Example:
-        >>> label({"block3": "none", "block4": "se"}), label({"block3": "none", "block4": "none"})
-        ('block4=se', 'none')
-    """
-    return " ".join(f"{slot}={module}" for slot, module in placement.items() if module != "none") or "none"
 
 
 def _key(candidate: Any, device: Any) -> str:
