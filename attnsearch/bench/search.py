@@ -89,10 +89,11 @@ class SearchMethod:
     pruner: str
     # budget share ("10%") -> median regret over replays against the seed-mean, accuracy points (inf: none found)
     regret: dict[str, float]
-    # budget share -> {mean, low, high}: the mean regret and its 95% t-interval over replays (None: one found none)
-    regret_mean: dict[str, dict[str, float] | None]
+    # budget share -> {mean, low, high}: the mean regret and its 95% t-interval over replays (None: one found none;
+    # low and high None: every replay alike, no interval)
+    regret_mean: dict[str, dict[str, float | None] | None]
     # budget share -> {mean, low, high}: this method's regret minus random's, paired by replay (None for random)
-    regret_vs_random: dict[str, dict[str, float] | None]
+    regret_vs_random: dict[str, dict[str, float | None] | None]
     compute_to_target: float  # median epochs until the pick stays within TARGET_POINTS of the seed-mean best
     compute_to_target_share: float  # the same as a share of the grid's compute
     reached: int  # replays whose pick ended within TARGET_POINTS of the seed-mean best
@@ -333,19 +334,21 @@ def bench_search(
     return SearchBench(config, summary, methods, {**seed_noise(truth), "candidates": candidates})
 
 
-def _mean_interval(values: list[float]) -> dict[str, float] | None:
-    """The mean and its 95% t-interval (``k - 1`` df); None with an infinity or fewer than two values."""
+def _mean_interval(values: list[float]) -> dict[str, float | None] | None:
+    """The mean and its 95% t-interval (``k - 1`` df); None with an infinity or fewer than two values. Equal values
+    (every replay found the best, say) give no interval, low and high None: a spread of zero is no certainty."""
     from ..stats import mean_estimate
 
     if len(values) < 2 or not all(math.isfinite(v) for v in values):
         return None
     estimate = mean_estimate(values)
-    assert estimate is not None
+    if estimate is None:
+        return {"mean": statistics.fmean(values), "low": None, "high": None}
     low, high = estimate.interval()
     return {"mean": estimate.mean, "low": low, "high": high}
 
 
-def _paired(values: list[float], baseline: list[float]) -> dict[str, float] | None:
+def _paired(values: list[float], baseline: list[float]) -> dict[str, float | None] | None:
     """``values - baseline`` paired by replay: the mean difference and its 95% t-interval (None as above)."""
     return _mean_interval([a - b for a, b in zip(values, baseline, strict=True)])
 
@@ -381,8 +384,10 @@ def _compute_text(epochs: float, share: float) -> str:
     return f"{epochs:.0f} epochs ({share:.0%})" if math.isfinite(epochs) else "not reached"
 
 
-def _interval(value: dict[str, float] | None, *, signed: bool = False) -> str:
+def _interval(value: dict[str, float | None] | None, *, signed: bool = False) -> str:
     if value is None:
         return "-"
     sign = "+" if signed else ""
+    if value["low"] is None or value["high"] is None:
+        return f"{value['mean']:{sign}.2f} (all equal)"
     return f"{value['mean']:{sign}.2f} [{value['low']:{sign}.2f}, {value['high']:{sign}.2f}]"
