@@ -28,6 +28,7 @@ from attnsearch.bench.fidelity_stats import paired_power, seeds_needed
 from attnsearch.cli import main
 from attnsearch.errors import AttnsearchError
 from attnsearch.search.worker import build_candidate
+from attnsearch.stats import accuracy_se
 
 import processes  # tests/processes.py
 
@@ -163,6 +164,17 @@ def test_correlations_are_scipys_on_the_recorded_scores(finished: tuple[dict[str
     assert fidelity["top3"]["overlap"] == len(top3(brief) & top3(long))
     assert fidelity["top3"]["chance"] == pytest.approx(9 / 4)
     for budget in ("brief", "long"):
+        lead, scores = figures["leader"][budget], _means(data, budget)
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        assert [lead["best"], lead["runner_up"]] == [data["placements"][i]["placement"] for i in order[:2]]
+        assert lead["difference_points"] == pytest.approx(100 * (scores[order[0]] - scores[order[1]]))
+        # never narrower than the two scores' binomial noise on the 64 validation images
+        a, b = [data["placements"][i][budget]["per_seed"] for i in order[:2]]
+        noise = 100 * math.sqrt(np.mean([accuracy_se(a[s], 64) ** 2 + accuracy_se(b[s], 64) ** 2 for s in (0, 1)]))
+        low, high = lead["interval_points"]
+        assert high - low >= 2 * stats.norm.ppf(0.975) * noise / math.sqrt(2) - 1e-9
+        assert lead["separated"] == (low > 0)
+    for budget in ("brief", "long"):
         seed0 = [p[budget]["per_seed"][0] for p in data["placements"]]
         seed1 = [p[budget]["per_seed"][1] for p in data["placements"]]
         (ceiling,) = figures["noise_ceiling"][budget]
@@ -182,8 +194,8 @@ def test_seeds_needed_follow_the_measured_paired_noise(finished: tuple[dict[str,
         needed = data["figures"]["seeds_needed"][budget]
         assert needed["df"] == df == 3 and needed["sd_points"] == pytest.approx(sd)
         for effect in needed["effects"]:
-            if sd == 0:
-                assert effect["seeds"] == 2
+            if sd == 0:  # no spread measured: nothing to size the seeds from
+                assert effect["seeds"] is None
                 continue
             n = 2  # the first n whose paired t-test has 80% power, walked up one seed at a time
             while _power(n, effect["effect_points"] / sd) < 0.8:

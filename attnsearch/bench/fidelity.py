@@ -298,7 +298,7 @@ class _Bench:
                     "cpu_seconds": [r["cpu_seconds"] for r in runs],
                 }
             placements.append(entry)
-        figures = analyse(placements, seeds)
+        figures = analyse(placements, seeds, val_images=int(datasets["brief"].val_x.shape[0]))
         config = {
             **asdict(c),
             "device": str(device),

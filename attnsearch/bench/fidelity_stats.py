@@ -258,19 +258,24 @@ BUDGETS = ("brief", "long")
 EFFECTS = (0.5, 1.0)  # accuracy points the seeds-needed figures are for
 
 
-def analyse(placements: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+def analyse(
+    placements: Sequence[dict[str, Any]], seeds: Sequence[int], *, val_images: int | None = None
+) -> dict[str, Any]:
     """The figures of ``bench fidelity`` from its placements (each ``{"placement": label, "brief": {"val_acc",
-    "per_seed"}, "long": {...}}``, accuracies 0..1, ``per_seed`` in the order of ``seeds``); differences and
-    standard deviations in accuracy points.
+    "per_seed"}, "long": {...}}``, accuracies 0..1, ``per_seed`` in the order of ``seeds``, each scored on
+    ``val_images`` images); differences and standard deviations in accuracy points.
 
     - ``fidelity``: :func:`rank_agreement` of the brief and long seed-means, ``top1`` and ``top3``
       (:func:`top_overlap`, with placement labels);
     - ``noise_ceiling``: per budget, :func:`rank_agreement` of every two seeds' scores;
     - ``leader``: per budget, the best seed-mean against the runner-up: the mean paired difference and its 95%
-      t-interval over the seeds (:func:`attnsearch.stats.paired_interval`). Both were picked by the same scores,
-      so the difference is biased upwards: "separated" is the most it can say;
+      t-interval over the seeds (:func:`attnsearch.stats.paired_interval`), never narrower than the two scores'
+      binomial noise on ``val_images`` (:func:`attnsearch.stats.accuracy_se`, as the confirmation race does).
+      Both were picked by the same scores, so the difference is biased upwards: "separated" is the most it can
+      say;
     - ``seeds_needed``: per budget, :func:`paired_sd` with its :func:`sd_interval`, and :func:`seeds_needed` for
-      each of :data:`EFFECTS` at the estimate and at both ends of its interval;
+      each of :data:`EFFECTS` at the estimate and at both ends of its interval; None where no spread was measured
+      (every paired difference equal between seeds: nothing to size the seeds from);
     - ``grid_mean``: per budget, the mean score over the grid (0..1).
 
     Example:
@@ -285,7 +290,7 @@ def analyse(placements: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[
         >>> f["seeds_needed"]["long"]["df"], [e["seeds"] for e in f["seeds_needed"]["long"]["effects"]]
         (3, [52, 15])
     """
-    from ..stats import paired_interval
+    from ..stats import accuracy_se, paired_interval
 
     labels = [p["placement"] for p in placements]
     means = {b: [100.0 * p[b]["val_acc"] for p in placements] for b in BUDGETS}
@@ -310,7 +315,13 @@ def analyse(placements: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[
     needed: dict[str, Any] = {}
     for b in BUDGETS:
         best, runner_up = top_set(means[b], 2)
-        mean, low, high = paired_interval([x - y for x, y in zip(rows[b][best], rows[b][runner_up], strict=True)])
+        noise_se = None
+        if val_images:
+            scores = [placements[i][b]["per_seed"] for i in (best, runner_up)]
+            variances = [sum(accuracy_se(a[s], val_images) ** 2 for a in scores) for s in range(len(seeds))]
+            noise_se = 100.0 * math.sqrt(statistics.fmean(variances))
+        differences = [x - y for x, y in zip(rows[b][best], rows[b][runner_up], strict=True)]
+        mean, low, high = paired_interval(differences, noise_se=noise_se)
         leader[b] = {
             "best": labels[best],
             "runner_up": labels[runner_up],
@@ -320,6 +331,7 @@ def analyse(placements: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[
         }
         sd, df = paired_sd(rows[b]) or (math.nan, 0)
         low_sd, high_sd = sd_interval(sd, df)
+        measured = sd > 0  # a spread of zero sizes nothing
         needed[b] = {
             "sd_points": sd,
             "df": df,
@@ -327,8 +339,8 @@ def analyse(placements: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[
             "effects": [
                 {
                     "effect_points": e,
-                    "seeds": seeds_needed(e, sd),
-                    "range": [seeds_needed(e, low_sd), seeds_needed(e, high_sd)],
+                    "seeds": _needed(e, sd, measured),
+                    "range": [_needed(e, low_sd, measured), _needed(e, high_sd, measured)],
                 }
                 for e in EFFECTS
             ],
@@ -341,3 +353,7 @@ def analyse(placements: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[
         "seeds_needed": needed,
         "grid_mean": grid_mean,
     }
+
+
+def _needed(effect: float, sd: float, measured: bool) -> int | None:
+    return seeds_needed(effect, sd) if measured else None

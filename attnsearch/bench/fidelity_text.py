@@ -129,13 +129,17 @@ def describe_figures(config: dict[str, Any], figures: dict[str, Any], timing: di
     for budget in ("brief", "long"):
         lead = figures["leader"][budget]
         low, high = lead["interval_points"]
+        interval = "no interval" if low is None or math.isnan(low) else f"[{low:+.2f}, {high:+.2f}]"
         verdict = "separated" if lead["separated"] else "not separated"
         lines.append(
             f"leader, {budget}: {lead['best']} ahead of {lead['runner_up']} by {lead['difference_points']:+.2f} pt "
-            f"[{low:+.2f}, {high:+.2f}] over {len(config['seeds'])} seeds: {verdict}"
+            f"{interval} over {len(config['seeds'])} seeds: {verdict}"
         )
     for budget in ("brief", "long"):
         need = figures["seeds_needed"][budget]
+        if not need["sd_points"]:  # zero (or null): nothing to size the seeds from
+            lines.append(f"seeds needed, {budget}: no spread between seeds measured; too few seeds to say")
+            continue
         low, high = need["sd_interval_points"]
         effects = "; ".join(
             f"{e['effect_points']:g} pt: {_seeds(e['seeds'])} seeds [{_seeds(e['range'][0])}, {_seeds(e['range'][1])}]"
