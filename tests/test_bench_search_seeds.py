@@ -213,6 +213,15 @@ def test_the_noise_of_a_seed_mean(noise: dict[str, Any]) -> None:
     assert noise["pairs"][0]["mean_abs_difference_points"] == pytest.approx(12.0)  # |.2|+|.1|+|.1|+|.2|+0 over 5
 
 
+def test_a_seed_that_moves_every_candidate_alike_is_taken_off_the_centred_sd() -> None:
+    finals = ((0.60, 0.70, 0.80), (0.70, 0.80, 0.90))  # seed 1: every candidate 10 points higher
+    noise = seed_noise(SeedTruth(({"s": 1}, {"s": 2}, {"s": 3}), ("a", "b", "c"), finals))
+    assert noise["grid_mean_points"] == pytest.approx([70.0, 80.0])
+    assert noise["sd_points"]["mean"] == pytest.approx(10 / math.sqrt(2))  # the SD of two values 10 points apart
+    assert noise["centred_sd_points"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    assert noise["same_best"] == 1 and noise["pairs"][0]["kendall"] == pytest.approx(1.0)
+
+
 def test_correlations_between_seeds_are_scipys(noise: dict[str, Any]) -> None:
     # by hand for seeds 0 and 1: 7 concordant and 3 discordant pairs, tau = 0.4; rank differences 2,1,1,2,0, rho = 0.5
     assert noise["pairs"][0]["kendall"] == pytest.approx(0.4) and noise["pairs"][0]["spearman"] == pytest.approx(0.5)

@@ -176,6 +176,12 @@ class SearchBench:
                 f"{sd['max']:.2f} at most ({sd['max_candidate']}); standard error of a seed-mean "
                 f"{t['se_of_mean_points']:.2f} pt"
             )
+            means = ", ".join(f"{m:.2f}%" for m in t["grid_mean_points"])
+            lines.append(
+                f"each seed's mean over the grid: {means}; with it taken off (a seed that moves every candidate "
+                f"alike reorders none), the SD is {t['centred_sd_points']['mean']:.2f} pt on average, "
+                f"{t['centred_sd_points']['max']:.2f} at most"
+            )
             for pair in t["pairs"]:
                 i, j = pair["seeds"]
                 lines.append(

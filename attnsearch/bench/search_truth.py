@@ -7,6 +7,9 @@ noisy that truth is:
 
 - per candidate, the seed-to-seed standard deviation of its final score (sample SD, ``k - 1``), its mean and
   maximum over the grid, and the standard error of a seed-mean (SD / sqrt(k));
+- each seed's mean over the grid, and the same SD with each seed's grid mean taken off first: a training seed
+  sets the backbone's initial weights and the batch order of every candidate alike, so a seed can lift or lower
+  them all, which moves no ranking; the centred SD is the part of the noise that can reorder candidates;
 - for every pair of seeds, Kendall's tau-b and Spearman's rho between the two draws of the grid, with their
   p-values (``scipy.stats.kendalltau``, ``scipy.stats.spearmanr``: the null hypothesis is no association);
 - how often the grid's best under one seed is its best under another (a candidate at the top of both, equal
@@ -101,8 +104,9 @@ class SeedTruth:
 def seed_noise(truth: SeedTruth) -> dict[str, Any]:
     """How noisy the seed-mean truth is, and how much two training seeds agree (the module's docstring lists it).
 
-    Keys: ``training_seeds``; ``sd_points`` (``mean``, ``max``, ``max_candidate``) and ``se_of_mean_points``
-    (None with one seed); ``pairs`` (per pair of seeds: ``seeds``, ``kendall``, ``kendall_p``, ``spearman``,
+    Keys: ``training_seeds``; ``grid_mean_points`` (per seed); ``sd_points`` (``mean``, ``max``,
+    ``max_candidate``), ``se_of_mean_points`` and ``centred_sd_points`` (as ``sd_points``; all three None with one
+    seed); ``pairs`` (per pair of seeds: ``seeds``, ``kendall``, ``kendall_p``, ``spearman``,
     ``spearman_p``, ``mean_abs_difference_points``, ``same_best``, ``best_rank`` (i's best ranked under j, j's
     under i), ``top3_overlap``); ``same_best`` (pairs whose bests agree), ``pairs_total``, ``top3_overlap_mean``,
     ``kendall_mean``, ``spearman_mean`` (None without pairs); ``best_per_seed`` (per seed: its best
@@ -119,16 +123,23 @@ def seed_noise(truth: SeedTruth) -> dict[str, Any]:
 
     k = truth.seeds
     mean = truth.mean
-    summary: dict[str, Any] = {"training_seeds": k, "sd_points": None, "se_of_mean_points": None}
+    grid_means = [statistics.fmean(scores) for scores in truth.finals]
+    summary: dict[str, Any] = {
+        "training_seeds": k,
+        "grid_mean_points": [m * 100 for m in grid_means],  # each seed's mean over the candidates
+        "sd_points": None,
+        "se_of_mean_points": None,
+        "centred_sd_points": None,
+    }
     if k >= 2:
         sds = [statistics.stdev(scores) * 100 for scores in zip(*truth.finals, strict=True)]
-        worst = max(range(len(sds)), key=sds.__getitem__)
-        summary["sd_points"] = {
-            "mean": statistics.fmean(sds),
-            "max": sds[worst],
-            "max_candidate": truth.placements[worst],
-        }
+        summary["sd_points"] = _spread(sds, truth.placements)
         summary["se_of_mean_points"] = statistics.fmean(sds) / math.sqrt(k)
+        centred = [
+            statistics.stdev(x - m for x, m in zip(scores, grid_means, strict=True)) * 100
+            for scores in zip(*truth.finals, strict=True)
+        ]
+        summary["centred_sd_points"] = _spread(centred, truth.placements)
     pairs = []
     for i, j in itertools.combinations(range(k), 2):
         a, b = truth.finals[i], truth.finals[j]
@@ -165,6 +176,11 @@ def seed_noise(truth: SeedTruth) -> dict[str, Any]:
         for s, scores in enumerate(truth.finals)
     ]
     return summary
+
+
+def _spread(sds: list[float], names: Sequence[str]) -> dict[str, Any]:
+    worst = max(range(len(sds)), key=sds.__getitem__)
+    return {"mean": statistics.fmean(sds), "max": sds[worst], "max_candidate": names[worst]}
 
 
 def _tops(scores: Sequence[float]) -> set[int]:
