@@ -139,6 +139,7 @@ def replay_trials(
     device: str = "auto",
     threads: int | None = None,
     on_start: Callable[[int, str], None] | None = None,
+    on_epoch: Callable[[int, int, int, float | None], None] | None = None,
 ) -> list[ReplayResult]:
     """Train trials ``trials`` (and the ``top`` best complete ones) again, each with its recorded seed.
 
@@ -151,7 +152,8 @@ def replay_trials(
     (and with ``test`` that the dataset has a test split) and, with overrides, that ``replays/`` can be written; a
     problem is one AttnsearchError line and nothing is written. A save that fails after training all the same
     raises :class:`ReplayNotSaved`, which carries the results. ``threads`` overrides the thread count found in the
-    record. ``on_start(trial, placements)`` is called before each training run.
+    record. ``on_start(trial, placements)`` is called before each training run, ``on_epoch(trial, epoch, epochs,
+    val_acc)`` after each epoch of its first seed (``val_acc`` None where the epoch is not validated).
 
     Example:
         >>> results = replay_trials("results/tiny", top=1, overrides={"epochs": 20, "train_size": "all"},
@@ -197,7 +199,8 @@ def replay_trials(
             on_start(job.number, job.trained.describe())
         run_threads = threads if threads is not None else (job.record.worker.threads or default_threads)
         dataset = datasets[repr(job.trained.data)]
-        result, unsaved = _replay(store, job, metric, changes, dataset, torch_device, run_threads, test)
+        progress = None if on_epoch is None else _progress(on_epoch, job.number, job.trained.train.epochs)
+        result, unsaved = _replay(store, job, metric, changes, dataset, torch_device, run_threads, test, progress)
         results.append(result)
         if unsaved is not None:
             left = [j.number for j in jobs[i + 1 :]]
@@ -259,6 +262,14 @@ def _load(candidate: Candidate, test: bool) -> Dataset:
         raise
 
 
+def _progress(on_epoch: Callable[[int, int, int, float | None], None], number: int, epochs: int) -> Callable:
+    def report(epoch: int, value: float | None) -> bool:
+        on_epoch(number, epoch, epochs, value)
+        return False  # a replay is never pruned
+
+    return report
+
+
 def _replay(
     store: ResultsStore,
     job: _Job,
@@ -268,6 +279,7 @@ def _replay(
     device: torch.device,
     threads: int | None,
     test: bool,
+    report: Callable[[int, float | None], bool] | None = None,
 ) -> tuple[ReplayResult, StoreError | None]:
     """The replay's result, and the error that kept its new record from being saved (None when it was)."""
     started = timestamp()
@@ -281,6 +293,7 @@ def _replay(
         keep_weights=True,
         first_val_epoch=job.trained.train.epochs,
         score_test=test,
+        report=report,
     )
     keys = (*COMPARED, metric)
     recorded = {key: job.record.score(key) for key in keys}

@@ -212,6 +212,7 @@ def replay(
 
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "train_size": train_size, "val_size": val_size}
     try:
+        clock = _ReplayClock()
         results = replay_trials(
             results_dir,
             trials,
@@ -220,12 +221,36 @@ def replay(
             test=test,
             device=device,
             threads=threads,
-            on_start=lambda number, text: click.echo(f"replaying trial {number}: {text}", err=True),
+            on_start=clock.start,
+            on_epoch=clock.epoch,
         )
     except ReplayNotSaved as unsaved:  # what was trained is shown all the same, then the one error line
         _show_replays(unsaved.results, as_json)
         raise AttnsearchError(f"{unsaved}; its result is shown above") from None
     _show_replays(results, as_json)
+
+
+class _ReplayClock:
+    """Progress of a replay on stderr: a line when a trial starts and one per epoch, with the time left."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+
+    def start(self, number: int, text: str) -> None:
+        import time
+
+        self.started = time.monotonic()
+        click.echo(f"replaying trial {number}: {text}", err=True)
+
+    def epoch(self, number: int, epoch: int, epochs: int, val_acc: float | None) -> None:
+        import time
+
+        spent = time.monotonic() - self.started
+        left = spent / epoch * (epochs - epoch)
+        score = f", val_acc {100 * val_acc:.2f}%" if val_acc is not None else ""
+        click.echo(
+            f"  trial {number}: epoch {epoch}/{epochs}{score} ({spent:.0f} s; about {left:.0f} s left)", err=True
+        )
 
 
 def _show_replays(results: list[Any], as_json: bool) -> None:
