@@ -201,11 +201,18 @@ class _Cached:
 
 
 def _contents(state: DashboardState) -> dict[str, Hashable]:
-    """What each panel (but the header, which shows the clock) draws, as a value to compare."""
+    """What each panel (but the header, which shows the clock) draws, as a value to compare. The confirmation race's
+    panel is not kept: it is drawn again for every new state (a few lines)."""
     setup = (state.name, tuple(state.objectives), state.repeats, tuple(map(tuple, state.slot_modules().items())))
     running = tuple(
-        (r.number, r.epoch, r.epochs, r.value, r.device, r.host, r.label, r.number in state.stale)
-        for r in (*state.running.values(), *state.stale.values())
+        (kind, r.number, r.epoch, r.epochs, r.value, r.device, r.host, r.label)
+        for kind, trials in (
+            ("search", state.running),
+            ("confirm", state.confirm_running),
+            ("stale", state.stale),
+            ("confirm stale", state.confirm_stale),
+        )
+        for r in trials.values()
     )
     results = state.results
     trials = tuple(

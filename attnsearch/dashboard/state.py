@@ -16,41 +16,18 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..confirmation import Confirmation
 from ..evidence import Shading, shading
 from ..record import PERCENT_METRICS, TrialRecord, WorkerInfo
 from ..results import SlotScore, SlotVerdict, StudyResults
 from ..search.shared import EPOCH_ATTR
 from ..search.events import EpochEnded, Event, RunStarted, TrialEnded, TrialStarted
+from .progress import EventLine, RunningTrial
+from .race import RaceInfo, apply_race_event, read_back_race
 
 __all__ = ["DashboardState", "EventLine", "RunningTrial"]
 
 RECENT = 20  # events kept for the recent-events panel
-
-
-@dataclass
-class RunningTrial:
-    """A trial being trained: where, what, and how far."""
-
-    number: int
-    placements: dict[str, str]  # slot -> module, every slot of its backbone ('none' for an empty one)
-    epochs: int  # planned epochs
-    label: str = ""  # the candidate written out, module parameters included
-    epoch: int = 0  # last epoch reported
-    value: float | None = None  # validation score of that epoch
-    device: str = ""
-    host: str = ""
-    started: float | None = None  # wall-clock seconds
-    pid: int | None = None  # the process training it, when its record names one
-
-
-@dataclass(frozen=True)
-class EventLine:
-    """One line of the recent-events panel."""
-
-    at: float  # wall-clock seconds
-    kind: str  # pruned | failed | infeasible | best | reused | resumed | note | stale
-    trial: int | None
-    text: str
 
 
 @dataclass
@@ -77,7 +54,15 @@ class DashboardState:
     folder: Path | None = None
     events: deque[EventLine] = field(default_factory=lambda: deque(maxlen=RECENT))
     version: int = 0  # bumped by every change; a view may cache what it drew for one version
+    # the confirmation race (attnsearch.dashboard.race): its trials in flight, numbered apart from the search's
+    confirm_running: dict[int, RunningTrial] = field(default_factory=dict)
+    confirm_stale: dict[int, RunningTrial] = field(default_factory=dict)  # read back: their process is gone
+    race: RaceInfo | None = None  # as its start announced it (live only)
+    race_verdict: Confirmation | None = None  # the verdict its end announced (live only)
+    race_rounds: int = 0  # the last seed round whose end was announced (live only)
+    race_dropped: dict[str, int] = field(default_factory=dict)  # contender -> the round it was dropped after (live)
     _shading: tuple[StudyResults, Shading] | None = field(default=None, repr=False, compare=False)
+    _confirmation: tuple[StudyResults, Confirmation] | None = field(default=None, repr=False, compare=False)
 
     # -- what the study is ---------------------------------------------------------------------------------------
 
@@ -140,6 +125,8 @@ class DashboardState:
                 self._set_worker(event.number, event.worker)
         elif isinstance(event, TrialEnded):
             self._finish(event, at)
+        elif apply_race_event(self, event, at):
+            pass
         elif event.kind in ("best", "resumed", "note"):
             self.events.append(EventLine(at, event.kind, event.trial, event.text))
 
@@ -167,12 +154,18 @@ class DashboardState:
 
     @classmethod
     def from_results(
-        cls, results: StudyResults, *, folder: Path | None = None, gone: Collection[int] = ()
+        cls,
+        results: StudyResults,
+        *,
+        folder: Path | None = None,
+        gone: Collection[int] = (),
+        confirm_gone: Collection[int] = (),
     ) -> DashboardState:
         """The state of a study read back (``watch``, ``report``): its running trials' progress comes from its
         Optuna study when the results were read with one. ``gone``: the numbers of trials recorded as running
         whose process is known to be gone (``watch`` checks, :func:`attnsearch.dashboard.watch.process_gone`):
-        they are :attr:`stale`, neither counted as running nor keeping the clock going.
+        they are :attr:`stale`, neither counted as running nor keeping the clock going; ``confirm_gone``: the same
+        for the confirmation race's trials (:attr:`confirm_stale`).
 
         Example:
             >>> from attnsearch.record import TrialRecord
@@ -207,13 +200,16 @@ class DashboardState:
                 started=record.started_at,
                 pid=record.worker.pid,
             )
+        state._replay_events()
+        read_back_race(state, confirm_gone)
         begun = [t for t in (r.started_at for r in results.records.values()) if t is not None]
         state.started = min(begun, default=None)
-        if (results.finished() or state.stale) and not state.running:
+        raced = [r for r in results.confirm_records.values() if r.state != "running"]
+        stale = [*state.stale.values(), *state.confirm_stale.values()]
+        if (results.finished() or raced or stale) and not state.running and not state.confirm_running:
             # nothing in flight: the clock stops at the last thing recorded (a trial's end, a stale trial's start)
-            ends = [r.finished_at for r in results.finished()] + [r.started for r in state.stale.values()]
+            ends = [r.finished_at for r in (*results.finished(), *raced)] + [r.started for r in stale]
             state.ended = max((t for t in ends if t is not None), default=None)
-        state._replay_events()
         for trial in state.stale.values():
             where = f" (pid {trial.pid}" + (f" on {trial.host})" if trial.host else ")") if trial.pid else ""
             text = f"process gone{where}, left running: {trial.label}"
@@ -312,6 +308,25 @@ class DashboardState:
 
     def slot_modules(self) -> dict[str, list[str]]:
         return self.results.slot_modules()
+
+    def confirmation(self) -> Confirmation | None:
+        """The confirmation race as it stands (:meth:`StudyResults.confirmation`, kept per results; the verdict
+        its end announced, live), None for a study without one."""
+        if self.race_verdict is not None:
+            return self.race_verdict
+        if self.race is None and not self.results.confirm_records:
+            return None
+        if self._confirmation is None or self._confirmation[0] is not self.results:
+            self._confirmation = (self.results, self.results.confirmation())
+        return self._confirmation[1]
+
+    @property
+    def race_partial(self) -> bool:
+        """Live, a continued race whose earlier rounds' records this view has not seen (until its end)."""
+        if self.race is None or self.race_verdict is not None or not self.race.rounds_before:
+            return False
+        verdict = self.confirmation()
+        return verdict is not None and verdict.rounds < self.race.rounds_before
 
     def spread(self, record: TrialRecord) -> float | None:
         """The spread of a trial's first objective over its repeats (val_acc only), else None."""

@@ -25,11 +25,13 @@ from .formatting import format_duration, format_placements, format_seconds, form
 from .formatting import panel as _panel
 from .formatting import panel_table as _table
 from .placement import BEST, PALETTE, _map_width, placement_map_height, placement_map_panel
+from .race_panel import confirmation_panel, confirmation_panel_height
 from .state import DashboardState
 
 __all__ = [
     "BEST",
     "PALETTE",
+    "confirmation_panel",
     "events_panel",
     "header_panel",
     "leaderboard_panel",
@@ -48,6 +50,10 @@ KIND_STYLES = {
     "resumed": "cyan",
     "note": "cyan",
     "stale": "bold red",
+    "confirm": "cyan",  # the confirmation race began
+    "round": "cyan",  # one of its seed rounds is over
+    "dropped": "yellow",  # a contender wholly behind the leader
+    "confirmed": "bold green",  # its verdict
 }
 STATE_STYLES = {
     "complete": "green",
@@ -111,6 +117,8 @@ def header_panel(state: DashboardState, *, now: float | None = None, width: int 
 def _eta_text(state: DashboardState, eta: float | None) -> str:
     """``done``; ``stopped`` for a study read back with nothing in flight short of its target (no pace to go on);
     else the time left at this run's pace."""
+    if state.confirm_running:
+        return "confirming"  # the search is done; the race goes on
     if eta == 0 and not state.running:
         return "done"
     if state.ended is not None and not state.running:
@@ -120,7 +128,8 @@ def _eta_text(state: DashboardState, eta: float | None) -> str:
 
 def running_panel(state: DashboardState, *, rows: int = 8, bar_width: int = 12) -> Panel:
     """One row per running trial: worker, placements, a progress bar over epochs, the last validation score; then
-    the stale ones (read back: recorded as running by a process that is gone), marked so, where the bar stopped."""
+    the confirmation race's (numbered apart: ``c<n>``, placements ``confirm r<round> <label>``); then the stale
+    ones (read back: recorded as running by a process that is gone), marked so, where the bar stopped."""
     table = _table()
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("worker", no_wrap=True, overflow="ellipsis", max_width=24)
@@ -128,19 +137,22 @@ def running_panel(state: DashboardState, *, rows: int = 8, bar_width: int = 12) 
     table.add_column("progress", no_wrap=True)
     table.add_column("epoch", justify="right", no_wrap=True)
     table.add_column("val_acc", justify="right", no_wrap=True)  # what the runner reports each epoch
-    trials = sorted(state.running.values(), key=lambda r: r.number)
-    trials += sorted(state.stale.values(), key=lambda r: r.number)
-    hosts = {r.host for r in trials if r.host}
-    for trial in trials[:rows]:
+    # (trial, confirmation trial?, stale?)
+    trials = [(t, False, False) for t in sorted(state.running.values(), key=lambda r: r.number)]
+    trials += [(t, True, False) for t in sorted(state.confirm_running.values(), key=lambda r: r.number)]
+    trials += [(t, False, True) for t in sorted(state.stale.values(), key=lambda r: r.number)]
+    trials += [(t, True, True) for t in sorted(state.confirm_stale.values(), key=lambda r: r.number)]
+    hosts = {t.host for t, _, _ in trials if t.host}
+    for trial, confirming, stale in trials[:rows]:
         worker: str | Text = trial.device or "-"
         if len(hosts) > 1:
             worker += f"@{trial.host}"
-        if trial.number in state.stale:
+        if stale:
             worker = Text("stale", style=STATE_STYLES["stale"])
         table.add_row(
-            str(trial.number),
+            f"c{trial.number}" if confirming else str(trial.number),
             worker,
-            format_placements(trial.placements),
+            trial.label if confirming else format_placements(trial.placements),
             ProgressBar(total=max(trial.epochs, 1), completed=trial.epoch, width=bar_width),
             f"{trial.epoch}/{trial.epochs or '?'}",
             state.format_score(trial.value, "val_acc"),
@@ -148,8 +160,9 @@ def running_panel(state: DashboardState, *, rows: int = 8, bar_width: int = 12) 
     hidden = len(trials) - rows
     subtitle = f"+{hidden} more" if hidden > 0 else None
     body: RenderableType = table if trials else Text("nothing running", style="dim")
-    stale = f" · {len(state.stale)} stale" if state.stale else ""
-    return _panel(body, f"Running ({len(state.running)}){stale}", subtitle)
+    stales = len(state.stale) + len(state.confirm_stale)
+    stale = f" · {stales} stale" if stales else ""
+    return _panel(body, f"Running ({len(state.running) + len(state.confirm_running)}){stale}", subtitle)
 
 
 def leaderboard_panel(state: DashboardState, *, rows: int = 10) -> Panel:
@@ -229,7 +242,9 @@ def events_panel(state: DashboardState, *, rows: int = 8) -> Panel:
 
 def render(state: DashboardState, width: int, height: int, *, now: float | None = None) -> Layout:
     """The whole screen for a ``width`` x ``height`` terminal: a Layout named header, running, leaderboard,
-    placement_map, pareto and events (the last two only when they fit and, for the front, when it exists).
+    placement_map, pareto and events (the last two only when they fit and, for the front, when it exists), and
+    confirmation for a study with a confirmation race: under the running trials, above the leaderboard on a wide
+    screen; on a narrow one in place of the placement map, the leaderboard and events taking what is left.
 
     Example:
         >>> import io
@@ -246,7 +261,8 @@ def render(state: DashboardState, width: int, height: int, *, now: float | None 
     body = Layout(name="body")
     root.split_column(Layout(header_panel(state, now=now, width=width), name="header", size=head), body)
     space = max(height - head, 0)
-    running = min(len(state.running) + len(state.stale), max(1, space // 4))
+    in_flight = len(state.running) + len(state.stale) + len(state.confirm_running) + len(state.confirm_stale)
+    running = min(in_flight, max(1, space // 4))
     running_size = running + 3 if running else 3
     slots = max(len(state.slot_modules()), 1)
     multi = len(state.objectives) > 1
@@ -255,13 +271,15 @@ def render(state: DashboardState, width: int, height: int, *, now: float | None 
         right_width = min(max(_map_width(state, compact=False), 56), width // 2)
         left, right = Layout(name="left"), Layout(name="right", size=right_width)
         body.split_row(left, right)
-        left.split_column(
-            Layout(_Lazy(lambda: running_panel(state, rows=running, bar_width=bar)), name="running", size=running_size),
-            Layout(
-                _Lazy(lambda: leaderboard_panel(state, rows=min(max(space - running_size - 3, 1), LEADERS))),
-                name="leaderboard",
-            ),
-        )
+        race = _race_size(state, width - right_width, space - running_size - 5)
+        lefts = [
+            Layout(_Lazy(lambda: running_panel(state, rows=running, bar_width=bar)), name="running", size=running_size)
+        ]
+        if race:
+            lefts.append(_race_layout(state, width - right_width, race))
+        board = min(max(space - running_size - race - 3, 1), LEADERS)
+        lefts.append(Layout(_Lazy(lambda: leaderboard_panel(state, rows=board)), name="leaderboard"))
+        left.split_column(*lefts)
         tie_line = placement_map_height(state, 0) - 3  # the map's "no module separated" line, when it has one
         map_rows = min(slots, max(space // 2 - 3 - tie_line, 1))
         map_height = placement_map_height(state, map_rows)
@@ -282,6 +300,10 @@ def render(state: DashboardState, width: int, height: int, *, now: float | None 
         return root
     # one column: running, placement map, leaderboard; the front and the events only where room is left
     leaders_min = 5  # a leaderboard of two rows
+    race = _race_size(state, width, space - running_size)
+    if race:
+        body.split_column(*_narrow_race(state, width, space, running, running_size, race, bar))
+        return root
     tie_line = placement_map_height(state, 0) - 3
     map_rows = min(slots, max(space - running_size - leaders_min - 3 - tie_line, 1))
     map_height = placement_map_height(state, map_rows)
@@ -311,6 +333,40 @@ def render(state: DashboardState, width: int, height: int, *, now: float | None 
         panes.append(Layout(_Lazy(lambda: events_panel(state, rows=events - 2)), name="events", size=events))
     body.split_column(*panes)
     return root
+
+
+def _race_size(state: DashboardState, width: int, room: int) -> int:
+    """Lines for the race's panel: what it needs at ``width``, within ``room`` (never under 4); 0 without a race."""
+    needed = confirmation_panel_height(state, width)
+    return min(needed, max(room, 4)) if needed else 0
+
+
+def _race_layout(state: DashboardState, width: int, size: int) -> Layout:
+    return Layout(_Lazy(lambda: confirmation_panel(state, width=width, height=size)), name="confirmation", size=size)
+
+
+def _narrow_race(
+    state: DashboardState, width: int, space: int, running: int, running_size: int, race: int, bar: int
+) -> list[Layout]:
+    """One column during (and after) a confirmation race: running, the race, then the leaderboard (two rows at
+    least) and the events where room is left; lines too few for either go to the race's panel."""
+    rest = space - running_size - race
+    leaders, events = (rest, 0) if rest >= 5 else (0, rest if rest >= 3 else 0)
+    if leaders:
+        events = min(len(state.events) + 2, rest // 2)
+        events = events if events >= 3 and rest - events >= 5 else 0
+        leaders = rest - events
+    race += rest - leaders - events
+    panes = [
+        Layout(_Lazy(lambda: running_panel(state, rows=running, bar_width=bar)), name="running", size=running_size),
+        _race_layout(state, width, race),
+    ]
+    if leaders:
+        board = Layout(_Lazy(lambda: leaderboard_panel(state, rows=leaders - 3)), name="leaderboard", size=leaders)
+        panes.append(board)
+    if events:
+        panes.append(Layout(_Lazy(lambda: events_panel(state, rows=events - 2)), name="events", size=events))
+    return panes
 
 
 # ------------------------------------------------------------------------------------------------ helpers

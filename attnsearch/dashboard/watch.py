@@ -1,13 +1,13 @@
 """``attnsearch watch``: the dashboard of a study, read from its folder by another process, never written to.
 
-The trial records (``trials/<n>/trial.json``, written atomically by the runner) give every trial; the Optuna
-journal, when there is one, adds how far each running trial has got. The journal is read the way Optuna's own
-file backend reads it, without its lock, so the runner is never held up; the backend used here refuses to append,
-so nothing this module does can add a line to the study.
+The trial records (``trials/<n>/trial.json``, written atomically by the runner) give every trial, and those under
+``confirm/<n>/`` the confirmation race's; the Optuna journal, when there is one, adds how far each running search
+trial has got. The journal is read the way Optuna's own file backend reads it, without its lock, so the runner is
+never held up; the backend used here refuses to append, so nothing this module does can add a line to the study.
 
-A trial whose record says ``running`` but whose process is gone (the run was killed: ``kill -9``, an out-of-memory
-kill, a node that went down) is shown as stale, neither counted as running nor keeping the clock going; see
-:func:`process_gone` for what can be told, and from where.
+A trial (of the search or of the race) whose record says ``running`` but whose process is gone (the run was
+killed: ``kill -9``, an out-of-memory kill, a node that went down) is shown as stale, neither counted as running
+nor keeping the clock going; see :func:`process_gone` for what can be told, and from where.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +67,7 @@ class StudyReader:
         else:
             self.study = _open_journal(self.store, self.space.name)
         self._records: dict[int, tuple[tuple[int, ...], TrialRecord]] = {}  # number -> (its file's identity, it)
+        self._confirmed: dict[int, tuple[tuple[int, ...], TrialRecord]] = {}  # the same for the race's records
         self.read()  # a corrupt trial record is found now, not on the first tick
         if storage and self.study is not None:
             check_same_study(
@@ -76,29 +79,55 @@ class StudyReader:
             )
 
     def results(self) -> StudyResults:
-        """The study's results as they are now on disk (a record is read again only when its file changed: the
-        store replaces a record's file whole, so a new write is a new inode and mtime)."""
-        records = []
-        for number in self.store.trial_numbers():
-            try:
-                stat = self.store.record_path(number).stat()
-            except FileNotFoundError:  # moved aside since it was listed
-                continue
-            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            known = self._records.get(number)
-            if known is None or known[0] != key:
-                known = (key, self.store.read_record(number))
-                self._records[number] = known
-            records.append(known[1])
+        """The study's results as they are now on disk, the confirmation race's records included (a record is read
+        again only when its file changed: the store replaces a record's file whole, so a new write is a new inode
+        and mtime). Raises StoreError for a record under ``confirm/`` that is not a confirmation trial's."""
+        store = self.store
+        records = _read_changed(store.trial_numbers(), store.record_path, store.read_record, self._records)
+        confirmed = _read_changed(
+            store.confirm_numbers(),
+            store.confirm_record_path,
+            lambda number: store.read_record(number, confirm=True),
+            self._confirmed,
+        )
+        for record in confirmed:
+            if record.phase != "confirm":
+                raise StoreError(f"{store.confirm_record_path(record.number)}: not a confirmation trial's record")
         if self.storage and self.study is not None:  # every driver's trials, this folder's records where they say more
-            return StudyResults.from_study(self.space, self.study, records)
-        return StudyResults.from_space(self.space, records, study=self.study)
+            shared = StudyResults.from_study(self.space, self.study, records)  # the race keeps no Optuna trial
+            return replace(shared, confirm_records={r.number: r for r in confirmed})
+        return StudyResults.from_space(self.space, records, study=self.study, confirm_records=confirmed)
 
     def read(self) -> DashboardState:
         """The dashboard's state of the study as it is now on disk; a running trial whose process is gone is stale."""
         results = self.results()
         gone = {r.number for r in results.running() if process_gone(r.worker, r.started_at)}
-        return DashboardState.from_results(results, folder=self.store.root, gone=gone)
+        racing = [r for r in results.confirm_records.values() if r.state == "running"]
+        confirm_gone = {r.number for r in racing if process_gone(r.worker, r.started_at)}
+        return DashboardState.from_results(results, folder=self.store.root, gone=gone, confirm_gone=confirm_gone)
+
+
+def _read_changed(
+    numbers: list[int],
+    path: Callable[[int], Path],
+    read: Callable[[int], TrialRecord],
+    known: dict[int, tuple[tuple[int, ...], TrialRecord]],
+) -> list[TrialRecord]:
+    """The records of ``numbers``, each read again only when its file's identity (inode, mtime, size) changed
+    since it was kept in ``known``; one moved aside since it was listed is left out."""
+    found = []
+    for number in numbers:
+        try:
+            stat = path(number).stat()
+        except FileNotFoundError:
+            continue
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        kept = known.get(number)
+        if kept is None or kept[0] != key:
+            kept = (key, read(number))
+            known[number] = kept
+        found.append(kept[1])
+    return found
 
 
 def process_gone(worker: WorkerInfo, started: float | None = None) -> bool:

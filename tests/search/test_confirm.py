@@ -509,7 +509,7 @@ def test_the_race_resumes_after_kill_9(tmp_path: Path, tiny_space_file: Callable
     assert yaml.safe_load(path.read_text())["search"]["confirm"] == confirm
 
 
-def test_the_race_events_leave_the_dashboard_as_it_was_and_print_one_line_each() -> None:
+def test_the_race_events_show_on_the_dashboard_apart_from_the_search_and_print_one_line_each() -> None:
     import io
 
     from attnsearch.dashboard.state import DashboardState
@@ -535,9 +535,16 @@ def test_the_race_events_leave_the_dashboard_as_it_was_and_print_one_line_each()
         ConfirmEnded(verdict),
     ]
     state = DashboardState()
-    for event in events:  # the dashboard knows none of them: it takes no confirmation trial for a search trial
+    for event in events[:3]:  # the confirmation trial runs: shown apart from the search's trials, its epochs too
         state.apply(event)
-    assert state.results == StudyResults() and not state.running and not state.events
+    assert not state.running and not state.results.records and list(state.confirm_running) == [0]
+    assert (state.confirm_running[0].label, state.confirm_running[0].epoch) == ("confirm r1 block3=se", 1)
+    for event in events[3:]:
+        state.apply(event)
+    # never a search trial: no record, no count, nothing running; its record is the race's, its verdict the event's
+    assert not state.results.records and state.results.counts()["done"] == 0 and not state.confirm_running
+    assert state.results.confirm_records == {0: done} and state.confirmation() is verdict
+    assert [line.kind for line in state.events] == ["confirm", "round", "confirmed"]
     out = io.StringIO()
     emit = plain_log(out)
     for event in events:
