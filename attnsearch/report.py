@@ -15,7 +15,8 @@ is the mean difference in the first objective's score with a 95% confidence inte
 - no interval (**too few**) where neither holds: one trial a side and no recorded noise.
 
 An interval that contains zero is flagged as a tie, one that is missing as "no interval": neither is evidence of
-an effect. The terminal gets the leaderboard, the placement map, the verdicts, the effects and Optuna's parameter
+an effect. A study with a confirmation race opens with its verdict (:mod:`attnsearch.report_confirm`). The terminal
+gets the leaderboard, the placement map, the verdicts, the effects and Optuna's parameter
 importances; ``--out`` gets ``report.html`` (one self-contained page: plotly's
 JavaScript inlined, Optuna's plots, our heatmap and effect plot), ``heatmap.png`` and ``history.png``
 (matplotlib) and ``summary.md``. This module computes the report and writes its text; the plots are drawn in
@@ -34,6 +35,7 @@ from .dashboard.state import DashboardState
 from .dashboard.watch import StudyReader
 from .record import PERCENT_METRICS
 from .evidence import BEST, LEADS, TIE_SENTENCE
+from .report_confirm import TEST_COLUMN, confirmation_section
 from .report_figures import heatmap_png, history_png, html_figures, placement_grid
 from .results import Effect, StudyResults, SlotVerdict
 
@@ -68,7 +70,7 @@ def build_report(folder: Path | str, *, storage: str | None = None) -> Report:
     Example:
         >>> report = build_report("tests/golden/golden")  # a tiny finished study the tests keep
         >>> [(e.slot, e.module, e.method, e.tie) for e in report.effects]
-        [('block3', 'se', 'paired', False), ('block3', 'eca', 'paired', False), ('block5', 'eca', 'paired', True)]
+        [('block3', 'se', 'paired', False), ('block3', 'eca', 'too few', True), ('block5', 'eca', 'paired', True)]
     """
     reader = StudyReader(folder, storage=storage)
     results = reader.results()
@@ -116,6 +118,21 @@ def print_report(report: Report, console: Console | None = None) -> None:
     counts = state.counts()
     states = ", ".join(f"{counts[k]} {k}" for k in ("complete", "running", "pruned", "failed", "infeasible"))
     console.print(f"[bold]{state.name}[/bold]: {states}", highlight=False)
+    race = confirmation_section(report.results)
+    if race is not None:
+        console.print(race.title, style="bold", highlight=False)
+        for sentence in race.sentences:
+            console.print(f"  {sentence}", highlight=False)
+        contenders = Table()
+        for column in race.header:
+            if column == TEST_COLUMN:  # its header on two lines
+                contenders.add_column(column, justify="right", min_width=21)
+            else:
+                left = column in ("contender", "dropped in")
+                contenders.add_column(column, justify="left" if left else "right", no_wrap=not left)
+        for row in race.rows:
+            contenders.add_row(*row)
+        console.print(contenders, highlight=False)
     console.print(leaderboard_panel(state, rows=10))
     console.print(placement_map_panel(state, rows=len(state.slot_modules()), width=console.width))
     verdicts = state.verdicts()
@@ -299,7 +316,13 @@ def _document(report: Report) -> tuple[str, list[_Section]]:
         ]
     else:
         importances = [report.importance_note[:1].upper() + report.importance_note[1:] + "."]
+    race = confirmation_section(results)
+    confirmed = []
+    if race is not None:
+        blocks: list[str | _Table] = [race.title + ".", *race.sentences, _Table(race.header, race.rows), race.legend]
+        confirmed.append(_Section("Confirmation race", blocks))
     return opening, [
+        *confirmed,
         _Section("Leaderboard", [leaderboard]),
         _Section("Placement map", [legend, placement]),
         _Section("Verdict per slot", [_verdicts_title(state) + ".", verdict_table]),

@@ -1,5 +1,5 @@
-"""The confirmation race in every view (issue #15): the live dashboard fed the race's events, and ``watch`` reading a
-folder with its records (plain and ``--storage``).
+"""The confirmation race in every view (issue #15): the live dashboard fed the race's events, ``watch`` reading a
+folder with its records (plain and ``--storage``), and ``report`` (terminal, summary.md, report.html).
 
 Nothing is trained: the race is told by hand (tests/race_scenario.py): block3=se beats the baseline, block3=se
 block5=eca is not separated from it, block3=cbam is dropped after round 2.
@@ -22,6 +22,7 @@ import pytest
 import race_scenario as rs
 from click.testing import CliRunner
 from rich.console import Console
+from scipy import stats
 
 from attnsearch.cli import main
 from attnsearch.dashboard.live import LiveDashboard
@@ -29,6 +30,8 @@ from attnsearch.dashboard.state import DashboardState
 from attnsearch.dashboard.views import render
 from attnsearch.dashboard.watch import StudyReader
 from attnsearch.record import WorkerInfo
+from attnsearch.report import build_report, print_report, write_report
+from attnsearch.report_confirm import TEST_COLUMN
 from attnsearch.search.events import ConfirmEnded, ConfirmStarted
 from attnsearch.search.shared import ATTR, RECORD_ATTR
 from attnsearch.search.store import ResultsStore
@@ -265,3 +268,59 @@ def test_watch_with_storage_shows_the_race_too(tmp_path: Path) -> None:
     done = invoke("watch", str(folder), "--once", "--storage", url)
     assert done.exit_code == 0, done.output
     assert "Confirmation race · over after 3 of 3 rounds" in done.output and VERDICT[0] in done.output
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def wilson(acc: float, n: int) -> str:
+    ci = stats.binomtest(round(acc * n), n).proportion_ci(method="wilson")
+    return f"{100 * acc:.1f}% [{100 * ci.low:.1f}, {100 * ci.high:.1f}]"
+
+
+def test_report_opens_with_the_race_in_every_form(tmp_path: Path) -> None:
+    folder = rs.write_folder(tmp_path)
+    report = build_report(folder)
+    out = Console(width=160, record=True, file=io.StringIO(), color_system=None)
+    print_report(report, out)
+    terminal = out.export_text()
+    assert terminal.index("Confirmation race (val_acc; 3 of 3 seed rounds finished, over)") < terminal.index(
+        "Leaderboard"
+    )
+    for sentence in VERDICT:
+        assert sentence in terminal, sentence
+    assert TEST_COLUMN in terminal
+    written = write_report(report, tmp_path / "out")
+    summary, page = written[3].read_text(), written[0].read_text()
+    assert summary.index("## Confirmation race") < summary.index("## Leaderboard")
+    header = f"| contender | rounds | vs baseline (pt), 95% CI | dropped in | {TEST_COLUMN} | test images |"
+    assert header in summary
+    # each contender's test score: the mean over its seeds (validation minus 1 point), Wilson on 2,000 images
+    tests = {label: sum(s - 0.01 for s in scores) / len(scores) for label, scores in rs.RACE.items()}
+    assert f"| block3=se | 3 | +2.43 [+1.21, +3.66] | - | {wilson(tests['block3=se'], 2000)} | 2,000 |" in summary
+    assert f"| block3=cbam | 2 | -7.70 [-16.59, +1.19] | round 2 | {wilson(tests['block3=cbam'], 2000)} |" in summary
+    baseline = "baseline (nothing placed)"
+    assert f"| {baseline} | 3 | reference | round 3 | {wilson(tests[baseline], 2000)} | 2,000 |" in summary
+    for sentence in VERDICT:
+        assert sentence in summary and sentence in page, sentence
+    assert "<h2>Confirmation race</h2>" in page and f"<th>{TEST_COLUMN}</th>" in page
+
+
+def test_report_of_a_race_in_progress_says_so(tmp_path: Path) -> None:
+    report = build_report(rs.write_folder(tmp_path, MID_RACE, worker=WorkerInfo(host="elsewhere", pid=1)))
+    out = Console(width=160, record=True, file=io.StringIO(), color_system=None)
+    print_report(report, out)
+    text = out.export_text()
+    assert "Confirmation race (val_acc; 1 of 3 seed rounds finished, in progress)" in text
+    assert "race in progress: 1 of 3 seed rounds finished" in text and "beats the baseline by" not in text
+
+
+def test_no_race_no_section(tmp_path: Path) -> None:
+    report = build_report(Path(__file__).parent / "golden" / "golden")
+    out = Console(width=160, record=True, file=io.StringIO(), color_system=None)
+    print_report(report, out)
+    written = write_report(report, tmp_path)
+    for text in (out.export_text(), written[3].read_text(), written[0].read_text()):
+        assert "Confirmation race" not in text and TEST_COLUMN not in text
+    frame = screen(StudyReader(Path(__file__).parent / "golden" / "golden").read(), 80, 24)
+    assert "Confirmation race" not in "\n".join(frame)
