@@ -186,10 +186,6 @@ class FidelityBench:
     timing: dict[str, Any]
     method: dict[str, str] = field(default_factory=dict)
 
-    def name(self, base: str = "fidelity") -> str:
-        """``base``, or ``<base>-cuda`` for figures measured on a GPU (beside the CPU's, as every benchmark)."""
-        return f"{base}-cuda" if str(self.config["device"]).startswith("cuda") else base
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

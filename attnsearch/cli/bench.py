@@ -32,8 +32,9 @@ def bench() -> None:
     """
 
 
-def _bench_output(name: str, result: Any, as_json: bool, save: bool) -> None:
-    """Save a benchmark's figures (noted on stderr), then print them: JSON when --json asks, else table and notes.
+def _bench_output(name: str, result: Any, as_json: bool, save: bool, out: str | None = None) -> None:
+    """Save a benchmark's figures (noted on stderr) under ``out`` (default results/benchmarks), then print them:
+    JSON when --json asks, else table and notes.
 
     Figures measured on a GPU go to ``<name>-cuda.json``, beside the CPU's ``<name>.json``.
     """
@@ -43,7 +44,8 @@ def _bench_output(name: str, result: Any, as_json: bool, save: bool) -> None:
     if str(data.get("config", {}).get("device", "cpu")).startswith("cuda"):
         name = f"{name}-cuda"
     if save:
-        click.echo(f"saved {save_json(name, data)}", err=True)
+        saved = save_json(name, data) if out is None else save_json(name, data, out)
+        click.echo(f"saved {saved}", err=True)
     if as_json:
         print_json(data)
         return
@@ -268,7 +270,6 @@ def bench_fidelity_command(root: str, out: str, quick: bool, save: bool, as_json
     from pathlib import Path
 
     from ..bench.fidelity import FIDELITY_CACHE, QUICK, FidelityConfig, bench_fidelity, check_fidelity
-    from ..bench.output import save_json
 
     given = {k: v for k, v in options.items() if v is not None}
     config = replace(QUICK if quick else FidelityConfig(), root=root, **given)
@@ -293,12 +294,4 @@ def bench_fidelity_command(root: str, out: str, quick: bool, save: bool, as_json
     except KeyboardInterrupt:
         click.echo(f"fidelity: stopped; {done} trainings of this run saved in {cache}: run again to resume", err=True)
         raise
-    data = result.to_dict()
-    if save:
-        click.echo(f"saved {save_json(result.name('fidelity_quick' if quick else 'fidelity'), data, out)}", err=True)
-    if as_json:
-        print_json(data)
-        return
-    print_table(*result.table())
-    for line in result.notes():
-        click.echo(line)
+    _bench_output("fidelity_quick" if quick else "fidelity", result, as_json, save, out)
