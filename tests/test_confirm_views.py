@@ -121,6 +121,14 @@ def test_a_finished_race_shows_its_verdict(width: int, height: int) -> None:
     assert "test split (2,000 images; reported only, never used to select)" in race
 
 
+def test_the_race_panel_names_its_budget_where_the_border_holds_it() -> None:
+    budget = "paired 95% CI, shared seeds · 2 epochs on 128 training images ─╯"
+    assert any(line.endswith(budget) for line in screen(live(), 80, 24))
+    # a left column of 58 at 120x36: the budget is left out rather than cut short
+    (border,) = [line for line in screen(live(), 120, 36) if "paired 95% CI, shared seeds" in line]
+    assert "paired 95% CI, shared seeds ─╯" in border and "epochs" not in border
+
+
 def test_the_events_panel_has_a_line_per_round_end_and_per_drop(tmp_path: Path) -> None:
     state = live()
     race = [

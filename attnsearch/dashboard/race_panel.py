@@ -164,10 +164,12 @@ def confirmation_panel(state: DashboardState, *, width: int = 160, height: int |
     if shown_lines:
         body = Group(table, *(Text(line, no_wrap=True, overflow="ellipsis") for line in shown_lines))
     hidden = len(lines) - len(shown_lines) + len(rows) - len(shown_rows)
-    subtitle = f"+{hidden} lines: attnsearch report" if hidden > 0 else _subtitle(state)
+    subtitle = f"+{hidden} lines: attnsearch report" if hidden > 0 else _subtitle(state, width)
     return panel(body, _title(state, verdict), subtitle)
 
 
-def _subtitle(state: DashboardState) -> str | None:
+def _subtitle(state: DashboardState, width: int) -> str:
+    """How the differences are judged, and the race's budget where known and where it fits on the border."""
     said = "paired 95% CI, shared seeds"
-    return f"{said} · {state.race.budget}" if state.race is not None else said
+    budget = f"{said} · {state.race.budget}" if state.race is not None else said
+    return budget if len(budget) <= width - 6 else said
