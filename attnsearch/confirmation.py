@@ -346,7 +346,11 @@ def describe_confirmation(verdict: Confirmation) -> list[str]:
             text += f" (dropped after round {c.dropped_in}: behind the leader)"
         lines.append(text)
     if not verdict.winners:
-        lines.append("no placement beats the baseline at this budget")
+        lines.append(
+            "no placement beats the baseline at this budget"
+            if verdict.finished
+            else "no placement beats the baseline so far (the race goes on)"
+        )
     tested = [c for c in verdict.contenders if c.test_acc is not None]
     if tested:
         scores = ", ".join(

@@ -234,7 +234,7 @@ def test_the_rule_by_hand_two_rounds_minimize_and_failures() -> None:
     lines = describe_confirmation(verdict)
     assert lines[0] == "race in progress: 2 of 5 seed rounds finished"
     assert "block3=se: +8.5 pt [-10.6, 27.6] over 2 seeds: not separated" in lines
-    assert "no placement beats the baseline at this budget" in lines
+    assert "no placement beats the baseline so far (the race goes on)" in lines  # not a conclusion mid-race
     # minimized: a contender wholly *above* the leader is the worse one
     loss = judge(race_records({se: [0.50, 0.52, 0.51], cbam: [0.55, 0.56, 0.57]}), metric="val_acc", seeds=3,
                  direction="minimize")  # fmt: skip
