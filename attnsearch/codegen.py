@@ -140,7 +140,7 @@ def _weights_source(name: str) -> str:
     """The expression the docstring loads the weights from: the file's name as a string when it is plain text;
     for a name with a quote, a backslash or a control character, the file beside this one found from ``__file__``
     (``X.py`` -> ``X.pt``, the name export writes)."""
-    if not isinstance(name, str) or not name or not name.isprintable() or any(c in name for c in "\"\\"):
+    if not isinstance(name, str) or not name or not name.isprintable() or any(c in name for c in '"\\'):
         return '__file__[:-3] + ".pt"'
     return f'"{name}"'
 
