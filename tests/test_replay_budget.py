@@ -177,6 +177,7 @@ def test_library_refuses_bad_sizes(study_copy: Path, overrides: dict[str, Any], 
 def test_a_replay_shows_each_epoch_and_the_time_left(study_copy: Path) -> None:
     done = invoke("replay", str(study_copy), "--trial", "1", "--epochs", "3")
     assert done.exit_code == 0, done.output
-    lines = [line.strip() for line in done.output.splitlines() if line.strip().startswith("trial 1: epoch")]
-    assert [line.split(",")[0].split(" (")[0] for line in lines] == [f"trial 1: epoch {e}/3" for e in (1, 2, 3)]
+    lines = [line for line in done.output.splitlines() if line.startswith("replaying trial 1: epoch")]
+    expected = [f"replaying trial 1: epoch {e}/3" for e in (1, 2, 3)]
+    assert [line.split(",")[0].split(" (")[0] for line in lines] == expected
     assert "val_acc" not in lines[0] and "val_acc" in lines[2] and all("s left)" in line for line in lines)

@@ -249,7 +249,8 @@ class _ReplayClock:
         left = spent / epoch * (epochs - epoch)
         score = f", val_acc {100 * val_acc:.2f}%" if val_acc is not None else ""
         click.echo(
-            f"  trial {number}: epoch {epoch}/{epochs}{score} ({spent:.0f} s; about {left:.0f} s left)", err=True
+            f"replaying trial {number}: epoch {epoch}/{epochs}{score} ({spent:.0f} s; about {left:.0f} s left)",
+            err=True,
         )
 
 
