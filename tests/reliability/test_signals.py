@@ -29,6 +29,12 @@ pytestmark = [pytest.mark.reliability]
 ENDLESS = {"train": {"epochs": 10_000}, "search": {"n_trials": 1, "pruner": "none"}}  # ends only when stopped
 
 
+def hang_ups_default() -> None:
+    """In the child before it runs: SIGHUP as a terminal's process gets it, whatever this test process inherited (a
+    suite started under nohup would pass its ignored SIGHUP on, and the run would rightly obey it)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def command(space: Path, results: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "attnsearch", "run", str(space), "--results", str(results), *extra]
 
@@ -61,6 +67,7 @@ def test_a_stop_signal_ends_a_run_as_ctrl_c_does(signum: signal.Signals, endless
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=hang_ups_default,
     )
     wait_for_line(run, "trial 0 epoch: epoch 1/10000")  # mid-trial
     run.send_signal(signum)
@@ -106,7 +113,12 @@ def test_a_hang_up_whose_terminal_is_gone_still_records_the_trial(
     extra = () if dashboard else ("--no-dashboard",)
     try:
         run = subprocess.Popen(
-            command(endless, results, *extra), stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env
+            command(endless, results, *extra),
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            preexec_fn=hang_ups_default,
         )
     finally:
         os.close(slave)
