@@ -5,8 +5,17 @@ Imported as ``processes`` (tests/ is on the path through conftest.py, as ``tiny`
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
+
+
+def stop_signals_default() -> None:
+    """``preexec_fn`` for a run a test stops with SIGINT or SIGHUP: both at their defaults in the child, whatever the
+    suite inherited (a suite started in the background or under nohup has them ignored, and a run rightly obeys
+    that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def wait_for_line(process: subprocess.Popen, needle: str, timeout: float = 300) -> str:

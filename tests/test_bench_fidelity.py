@@ -262,6 +262,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_trainings_done(fashion: Path, tmp_pa
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=processes.stop_signals_default,
     )
     processes.wait_for_line(process, "[2/16]", timeout=240)
     process.send_signal(signal.SIGINT)

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 import attnsearch as a
 from attnsearch.cli import main
 from attnsearch.search.store import ResultsStore
-from processes import wait_for_line
+from processes import stop_signals_default, wait_for_line
 
 
 def run(*args: str):
@@ -220,6 +220,7 @@ def _start(path: Path, results: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=stop_signals_default,
     )
 
 
