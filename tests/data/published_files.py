@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
+
+from attnsearch.candidate import DataSpec
+from attnsearch.data import check_data, load_dataset
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 TRAIN_TAG, TEST_TAG = 201, 202
@@ -133,3 +137,14 @@ def write_cifar_tarball(root: Path, batches: dict[str, Any], *, hundred: bool = 
     scratch.rmdir()
     scratch.parent.rmdir()
     return path
+
+
+def same_error(spec: DataSpec, match: str) -> str:
+    """``check_data`` and ``load_dataset`` raise one identical one-line ValueError for ``spec``; returns it."""
+    with pytest.raises(ValueError, match=match) as checked:
+        check_data(spec)
+    with pytest.raises(ValueError, match=match) as loaded:
+        load_dataset(spec)
+    assert str(checked.value) == str(loaded.value)
+    assert "\n" not in str(checked.value)
+    return str(checked.value)

@@ -30,6 +30,7 @@ from published_files import (
     idx_bytes,
     mnist_arrays,
     origin,
+    same_error,
     write,
     write_cifar_folder,
     write_cifar_tarball,
@@ -38,17 +39,6 @@ from published_files import (
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
-
-
-def same_error(spec: DataSpec, match: str) -> str:
-    """check_data and load_dataset raise one identical one-line ValueError; returns it."""
-    with pytest.raises(ValueError, match=match) as checked:
-        check_data(spec)
-    with pytest.raises(ValueError, match=match) as loaded:
-        load_dataset(spec)
-    assert str(checked.value) == str(loaded.value)
-    assert "\n" not in str(checked.value)
-    return str(checked.value)
 
 
 def load_error(spec: DataSpec, match: str, *, test: bool = False) -> str:

@@ -21,19 +21,9 @@ from attnsearch.candidate import DataSpec
 from attnsearch.data import DATASETS, Dataset, check_data, load_dataset
 from attnsearch.data.shapes import SHAPE_CLASSES, make_shapes
 from attnsearch.space import load_space
+from published_files import same_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def same_error(spec: DataSpec, match: str) -> str:
-    """Both entry points raise one identical one-line ValueError; returns it."""
-    with pytest.raises(ValueError, match=match) as checked:
-        check_data(spec)
-    with pytest.raises(ValueError, match=match) as loaded:
-        load_dataset(spec)
-    assert str(checked.value) == str(loaded.value)
-    assert "\n" not in str(checked.value)
-    return str(checked.value)
 
 
 def assert_well_formed(ds: Dataset, size: int) -> None:
