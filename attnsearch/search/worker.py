@@ -270,7 +270,7 @@ def _run_candidate(
         tuple(runs),
         timings,
         worker,
-        split=dict(getattr(dataset, "split", None) or {}),
+        split=dict(dataset.split),
         state_dict=weights,
         **test,
     )
