@@ -23,6 +23,7 @@ __all__ = [
     "OPTIMIZERS",
     "PRECISIONS",
     "SCHEDULES",
+    "STEMS",
     "BackboneSpec",
     "Candidate",
     "DataSpec",
@@ -38,12 +39,18 @@ Optimizer = Literal["sgd", "adamw"]  # sgd: nesterov momentum 0.9
 Schedule = Literal["cosine", "onecycle"]
 Precision = Literal["auto", "fp32", "bf16"]  # auto: bf16 autocast on CUDA, fp32 on the CPU
 Augment = Literal["crop", "flip"]  # random crop with 4-pixel padding, horizontal flip
+Stem = Literal["imagenet", "cifar"]  # ResNet's first layers: 7x7 stride-2 conv + max pool, or one 3x3 stride-1 conv
 HEADS: tuple[str, ...] = get_args(Head)
 DATASETS: tuple[str, ...] = get_args(DatasetName)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 AUGMENTS: tuple[str, ...] = get_args(Augment)
+STEMS: tuple[str, ...] = get_args(Stem)
+
+# Fields added after candidates were first written, with their defaults: ``to_dict`` leaves each out while it holds
+# its default, so a candidate written before the field existed keeps its key (a study resumes, a cache still hits).
+LATER_FIELDS: dict[str, dict[str, Any]] = {"backbone": {"stem": "imagenet"}, "train": {}}
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -63,6 +70,7 @@ class BackboneSpec:
     width: Annotated[float, Field(gt=0, le=4)] = field(default=1.0, metadata=CHOICES)  # channel multiplier
     head: Head = field(default="compact", metadata=CHOICES)
     pretrained: bool = False  # torchvision's ImageNet weights (width 1.0 only)
+    stem: Stem = "imagenet"  # residual backbones only: "cifar" for 32x32 images (3x3 stride-1 conv, no max pool)
 
 
 def _pairs(value: Any) -> Any:
@@ -154,6 +162,10 @@ class Candidate:
         d = asdict(self)
         d["placements"] = [{"slot": p.slot, "module": p.module, "params": dict(p.params)} for p in self.placements]
         d["train"]["augment"] = list(self.train.augment)
+        for section, defaults in LATER_FIELDS.items():
+            for name, default in defaults.items():
+                if d[section].get(name) == default:
+                    del d[section][name]
         return d
 
     @classmethod
