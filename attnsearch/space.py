@@ -89,10 +89,14 @@ class SearchSpace:
         """Trials the study is to finish: the whole design of ``grid`` and ``ablation``, else ``n_trials`` (default
         ``search.n_trials``)."""
         sampler = self.config.search.sampler
-        if sampler == "grid":
-            return self.size()
-        if sampler == "ablation":
-            return len(self.ablation())
+        if sampler in ("grid", "ablation"):
+            design = self.size() if sampler == "grid" else len(self.ablation())
+            if n_trials is not None and n_trials != design:
+                raise SpaceError(
+                    f"--trials {n_trials}: sampler {sampler} trains its whole design ({design} candidates); "
+                    "use sampler tpe or random to cap the trials"
+                )
+            return design
         return n_trials or self.config.search.n_trials
 
     def design(self, *, force: bool = False) -> list[dict[str, Any]] | None:

@@ -371,3 +371,15 @@ def test_a_storage_it_cannot_open_is_one_line_and_writes_nothing(
         assert done.exit_code == 2 and done.output.count("\n") == 1, done.output
         assert done.output.startswith(f"attnsearch: error: --storage {url}: cannot open it")
         assert not results.exists()
+
+
+def test_trials_cannot_cap_a_grid_or_an_ablation(tmp_path: Path, tiny_space_file: Callable[..., Path]) -> None:
+    for sampler, size in (("grid", 6), ("ablation", 4)):
+        path = tiny_space_file(search={"sampler": sampler, "n_trials": 3, "pruner": "none"})
+        done = run(str(path), "--results", str(tmp_path / sampler), "--trials", "2")
+        assert done.exit_code == 2, done.output
+        assert done.output.strip().splitlines()[-1] == (
+            f"attnsearch: error: --trials 2: sampler {sampler} trains its whole design ({size} candidates); "
+            "use sampler tpe or random to cap the trials"
+        )
+        assert not (tmp_path / sampler).exists()  # refused before any folder is written
