@@ -78,5 +78,10 @@ class CBAM(nn.Module):
         x = x * self.channel_gate(x)
         return x * self.spatial_gate(x)
 
+    def attention_map(self, x: Tensor) -> Tensor:
+        """The spatial gate ``Ms`` that ``forward(x)`` applies, (B, H, W) in [0, 1]: computed on the channel-refined
+        ``x * Mc``, as in the forward pass (what ``attnsearch explain`` draws)."""
+        return self.spatial_gate(x * self.channel_gate(x))[:, 0]  # (B, H, W)
+
     def extra_repr(self) -> str:
         return f"channels={self.channels}, reduction={self.reduction}, kernel_size={self.kernel_size}"

@@ -76,5 +76,12 @@ class CoordAttention(nn.Module):
         a_h, a_w = self.gates(x)
         return x * a_h * a_w
 
+    def attention_map(self, x: Tensor) -> Tensor:
+        """The mean over channels of the product of the gates, ``mean_c(a_h * a_w)``, (B, H, W) in [0, 1]: the
+        factor ``forward(x)`` scales each position by, averaged over channels (what ``attnsearch explain`` draws).
+        Its BatchNorm behaves as in ``forward``: call it in eval mode to leave the running statistics alone."""
+        a_h, a_w = self.gates(x)
+        return (a_h * a_w).mean(dim=1)  # (B, C, H, 1) * (B, C, 1, W) -> (B, C, H, W) -> (B, H, W)
+
     def extra_repr(self) -> str:
         return f"channels={self.channels}, reduction={self.reduction}, mip={self.mip}"

@@ -90,6 +90,28 @@ class SelfAttention(nn.Module):
         attn = attn.squeeze(1).transpose(1, 2).reshape(b, c, h, w)  # (B, C, H, W)
         return x + self.gamma * attn
 
+    def attention_map(self, x: Tensor) -> Tensor:
+        """Where the position nearest the map's centre looks, (B, H, W) in [0, 1] (what ``attnsearch explain``
+        draws).
+
+        The query is position (H // 2, W // 2) (for an even side, the lower/right one of the two central rows or
+        columns); its row of the attention matrix, ``softmax_j(q_c . k_j)`` over every key position j (unscaled
+        logits, as in ``forward``), is laid out on the key grid and divided by its maximum, so the most attended
+        position is 1. With ``downsample`` the keys live on the pooled grid, which is resized (bilinear) to H x W.
+        """
+        b, _, h, w = x.shape
+        q = self.query(x)[:, :, h // 2, w // 2]  # (B, d): the centre's query
+        k = self.key(x)
+        if self.downsample:
+            k = F.max_pool2d(k, kernel_size=2, stride=2, ceil_mode=True)
+        kh, kw = k.shape[2], k.shape[3]
+        logits = torch.einsum("bd,bdm->bm", q, k.flatten(2))  # (B, M): q_c . k_j, unscaled
+        row = torch.softmax(logits, dim=1).reshape(b, 1, kh, kw)  # (B, 1, H', W')
+        if (kh, kw) != (h, w):
+            row = F.interpolate(row, size=(h, w), mode="bilinear", align_corners=False)
+        row = row[:, 0]  # (B, H, W)
+        return row / row.amax(dim=(1, 2), keepdim=True)
+
 
 def _align(width: int, multiple: int = 8) -> int:
     return -(-width // multiple) * multiple

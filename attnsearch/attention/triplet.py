@@ -99,5 +99,11 @@ class TripletAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x * self.gate(x)
 
+    def attention_map(self, x: Tensor) -> Tensor:
+        """The H-W branch's gate ``g_hw`` (spatial attention, the third of the averaged gate), (B, H, W) in [0, 1],
+        as ``forward(x)`` computes it (what ``attnsearch explain`` draws). Its BatchNorm behaves as in ``forward``:
+        call it in eval mode to leave the running statistics alone."""
+        return self.hw(x)[:, 0]  # (B, H, W)
+
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel_size={self.kernel_size}"
