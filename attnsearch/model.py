@@ -12,6 +12,7 @@ from torch import nn
 from .attention import check_params, create_module
 from .backbones import Slot, build_backbone, describe_names, insert_modules, slot_sites, trace_slots
 from .errors import AttnsearchError
+from .gating import attach_gates, split_gates
 
 __all__ = ["Placement", "build_model", "list_slots", "normalize_placements"]
 
@@ -90,6 +91,7 @@ def build_model(
     """
     shapes = {slot.name: slot for slot in list_slots(backbone, image_size=image_size, width=width)}
     chosen = normalize_placements(backbone, placements, list(shapes.values()))
+    chosen, gated = split_gates(chosen)  # attention gates sit beside the backbone: attnsearch.gating
     model = build_backbone(
         backbone,
         num_classes=num_classes,
@@ -112,7 +114,7 @@ def build_model(
         else:
             modules[site.name] = create_module(key, channels, **params)
     insert_modules(model, sites, modules)
-    return model
+    return attach_gates(model, backbone, gated, shapes, num_classes=num_classes) if gated else model
 
 
 def _check_image_size(image_size: int) -> None:

@@ -344,6 +344,10 @@ def parse_space(data: Any, *, check_data: bool = True) -> SearchSpace:
                 raise SpaceError(f"modules.{key}.{param}: a value is listed twice")
             module_params[key][param] = values
         _check_module_values(key, module_params[key])
+    from .gating import gate_slot_choices  # a gate needs a later gating slot: checked, or withdrawn from `all:`
+
+    gate_params = module_params.get("gate", {})
+    slots = {name: gate_slot_choices(name, s, set(config.slots), gate_params) for name, s in slots.items()}
 
     search = config.search
     if len(search.objectives) > 1 and search.pruner != "none":

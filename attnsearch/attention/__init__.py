@@ -11,6 +11,7 @@ from . import coord  # noqa: F401
 from . import self_attention  # noqa: F401
 from . import linear_attention  # noqa: F401
 from . import mhsa  # noqa: F401
+from . import gate  # noqa: F401  (a placement of its own kind: see attnsearch.gating)
 from .registry import ModuleInfo, check_params, create_module, list_modules, module_info, register_module
 
 __all__ = ["ModuleInfo", "check_params", "create_module", "list_modules", "module_info", "register_module"]

@@ -101,6 +101,8 @@ class DenseNet(nn.Module):
         torch.Size([2, 10])
     """
 
+    HEAD = "classifier"  # the classifier's attribute: forward(x) == classifier(pooled(x))
+
     def __init__(self, config: DenseNetConfig, *, num_classes: int, memory_efficient: bool = False) -> None:
         super().__init__()
         channels = config.num_init_features
@@ -139,10 +141,13 @@ class DenseNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.constant_(m.bias, 0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the classifier: the final ReLU and global average pool, (B, C)."""
         x = F.relu(self.features(x), inplace=True)
-        x = F.adaptive_avg_pool2d(x, (1, 1))
-        return self.classifier(torch.flatten(x, 1))
+        return torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pooled(x))
 
     def slot_sites(self) -> list[SlotSite]:
         """After each dense block and transition (block-level: the dense blocks), then inside every layer of a block."""

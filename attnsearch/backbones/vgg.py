@@ -33,6 +33,8 @@ class VGG(nn.Module):
         torch.Size([2, 10])
     """
 
+    HEAD = "classifier"  # the classifier's attribute: forward(x) == classifier(pooled(x))
+
     def __init__(self, features: nn.Sequential, *, num_classes: int, head: str, dropout: float = 0.5) -> None:
         super().__init__()
         self.features = features
@@ -71,9 +73,12 @@ class VGG(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.constant_(m.bias, 0)
 
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the classifier: (B, C * 7 * 7) with the classic head, (B, C) with the compact one."""
+        return torch.flatten(self.avgpool(self.features(x)), 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.avgpool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
+        return self.classifier(self.pooled(x))
 
     def slot_sites(self) -> list[SlotSite]:
         """Block-level slots first, then one slot per conv, read off the ``features`` list."""

@@ -108,7 +108,7 @@ def _forward_backward(
     return y, x.grad
 
 
-@pytest.mark.parametrize("key", list_modules())
+@pytest.mark.parametrize("key", [key for key in list_modules() if key != "gate"])  # the gate reads two maps
 def test_module_matches_float64_cpu_in_fp32_and_bf16(key: str, no_tf32: None) -> None:
     torch.manual_seed(0)
     shape = (2, 32, 6, 10)  # non-square: a swapped H and W would show
