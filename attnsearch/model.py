@@ -20,23 +20,24 @@ __all__ = ["Placement", "build_model", "list_slots", "normalize_placements"]
 Placement = Union[str, Mapping[str, Any], None]  # noqa: UP007  (a runtime alias: Python 3.10 has no `|` here)
 
 
-def list_slots(backbone: str, *, image_size: int = 224, width: float = 1.0) -> list[Slot]:
-    """Slots of ``backbone`` with the channels and spatial size of the map each one sees at ``image_size``.
+def list_slots(backbone: str, *, image_size: int = 224, width: float = 1.0, stem: str = "imagenet") -> list[Slot]:
+    """Slots of ``backbone`` with the channels and spatial size of the map each one sees at ``image_size``
+    (``stem``: ResNets only, see :func:`attnsearch.backbones.build_backbone`).
 
     Example:
         >>> [(s.name, s.channels, s.height) for s in list_slots("vgg16_bn", image_size=32)][:2]
         [('block1', 64, 32), ('block2', 128, 16)]
     """
     _check_image_size(image_size)
-    return list(_traced_slots(backbone, image_size, width))
+    return list(_traced_slots(backbone, image_size, width, stem))
 
 
 @functools.lru_cache(maxsize=64)
-def _traced_slots(backbone: str, image_size: int, width: float) -> tuple[Slot, ...]:
+def _traced_slots(backbone: str, image_size: int, width: float, stem: str = "imagenet") -> tuple[Slot, ...]:
     # a meta-device pass still costs tens of milliseconds (each op's shape rules run in Python): every trial of a
     # search asks for the same few backbones, so each is traced once per process
     with torch.device("meta"):  # shapes only: no weights are allocated
-        model = build_backbone(backbone, width=width, head="compact", num_classes=1)
+        model = build_backbone(backbone, width=width, head="compact", num_classes=1, stem=stem)
     try:
         return tuple(trace_slots(model, slot_sites(model), image_size))
     except AttnsearchError as err:
@@ -78,6 +79,7 @@ def build_model(
     image_size: int = 224,
     pretrained: bool = False,
     memory_efficient: bool = False,
+    stem: str = "imagenet",
 ) -> nn.Module:
     """Build ``backbone`` with attention modules in the named slots.
 
@@ -89,7 +91,7 @@ def build_model(
         >>> model(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
-    shapes = {slot.name: slot for slot in list_slots(backbone, image_size=image_size, width=width)}
+    shapes = {slot.name: slot for slot in list_slots(backbone, image_size=image_size, width=width, stem=stem)}
     chosen = normalize_placements(backbone, placements, list(shapes.values()))
     chosen, gated = split_gates(chosen)  # attention gates sit beside the backbone: attnsearch.gating
     model = build_backbone(
@@ -99,6 +101,7 @@ def build_model(
         head=head,
         pretrained=pretrained,
         memory_efficient=memory_efficient,
+        stem=stem,
     )
     sites = slot_sites(model)
     modules: dict[str, Any] = {}

@@ -280,7 +280,7 @@ def parse_space(data: Any, *, check_data: bool = True) -> SearchSpace:
     except ValidationError as err:
         raise SpaceError(describe_error(err, data)) from None
     from .attention import check_params, list_modules  # torch: only once the file itself is sound
-    from .backbones import describe_names, list_backbones
+    from .backbones import backbone_info, describe_names, list_backbones
     from .model import list_slots
 
     backbones = _as_list(config.backbone.name)
@@ -289,8 +289,10 @@ def parse_space(data: Any, *, check_data: bool = True) -> SearchSpace:
             where = "backbone.name" + (f"[{i}]" if isinstance(config.backbone.name, list) else "")
             raise SpaceError(f"{where}: unknown backbone {name!r}; valid: {', '.join(list_backbones())}")
     if config.backbone.pretrained:
+        if config.backbone.stem != "imagenet":
+            raise SpaceError("backbone.pretrained: torchvision's weights are for the imagenet stem only")
         for name in backbones:
-            from .backbones import backbone_info, pretrained_path
+            from .backbones import pretrained_path
 
             try:
                 pretrained_path(backbone_info(name))
@@ -307,11 +309,14 @@ def parse_space(data: Any, *, check_data: bool = True) -> SearchSpace:
 
     slots: dict[str, dict[str, list[str]]] = {}
     image_size = config.data.image_size
+    stem = config.backbone.stem
     for name in backbones:
+        if stem != "imagenet" and backbone_info(name).family != "resnet":
+            raise SpaceError(f"backbone.stem: {stem!r} applies to ResNet backbones only, not {name}")
         per_backbone: dict[str, list[str]] = {}
         for width in _as_list(config.backbone.width):  # the same slots at every width; each must fit the images
             try:
-                available = list_slots(name, image_size=image_size, width=width)
+                available = list_slots(name, image_size=image_size, width=width, stem=stem)
             except ValueError as err:
                 raise SpaceError(f"data.image_size: {err}") from None
         names = [s.name for s in available]

@@ -1,4 +1,4 @@
-"""Backbones with named insertion slots: VGG and DenseNet, built on torchvision's definitions."""
+"""Backbones with named insertion slots: VGG, DenseNet and ResNet (torchvision's definitions) and the small cnn3."""
 
 from __future__ import annotations
 

@@ -12,7 +12,9 @@ from torchvision import models as tv_models
 
 from ..candidate import HEADS
 from ..errors import AttnsearchError
+from .cnn3 import CNN3, build_cnn3
 from .densenet import DENSENET_CONFIGS, DenseNet, build_densenet
+from .resnet import RESNET_CONFIGS, STEMS, ResNet, build_resnet
 from .slots import SlotSite
 from .vgg import VGG, VGG_CONFIGS, build_vgg
 
@@ -22,7 +24,7 @@ __all__ = ["HEADS", "BackboneInfo", "backbone_info", "build_backbone", "list_bac
 @dataclass(frozen=True)
 class BackboneInfo:
     name: str
-    family: str  # "vgg" | "densenet"
+    family: str  # "vgg" | "densenet" | "resnet" | "cnn"
     weights: str | None  # torchvision weights enum, e.g. "VGG16_BN_Weights"; None: no pretrained weights exist
 
 
@@ -40,10 +42,13 @@ for _name in VGG_CONFIGS:
         _BACKBONES[_variant] = BackboneInfo(_variant, "vgg", _vgg_weights(_variant))
 for _name in DENSENET_CONFIGS:
     _BACKBONES[_name] = BackboneInfo(_name, "densenet", _densenet_weights(_name))
+for _name in RESNET_CONFIGS:
+    _BACKBONES[_name] = BackboneInfo(_name, "resnet", f"ResNet{_name.removeprefix('resnet')}_Weights")
+_BACKBONES["cnn3"] = BackboneInfo("cnn3", "cnn", None)
 
 
 def list_backbones() -> list[str]:
-    """Backbone names, VGGs first."""
+    """Backbone names: VGGs, DenseNets, ResNets, then cnn3."""
     return list(_BACKBONES)
 
 
@@ -62,9 +67,16 @@ def build_backbone(
     head: str = "classic",
     pretrained: bool = False,
     memory_efficient: bool = False,
-) -> VGG | DenseNet:
-    """A plain backbone, nothing placed. ``head`` matters for VGG only: DenseNet's own head is already compact."""
+    stem: str = "imagenet",
+) -> VGG | DenseNet | ResNet | CNN3:
+    """A plain backbone, nothing placed. ``head`` matters for VGG only: the others' own heads are already compact
+    (global pool and one linear layer). ``stem`` matters for ResNets only: ``cifar`` is a 3x3 stride-1 first conv
+    and no max pool, for 32x32 images; any other backbone takes ``imagenet`` (its own stem) only."""
     info = backbone_info(name)
+    if stem not in STEMS:
+        raise AttnsearchError(f"unknown stem {stem!r}; valid: {', '.join(STEMS)}")
+    if stem != "imagenet" and info.family != "resnet":
+        raise AttnsearchError(f"stem {stem!r} applies to ResNet backbones only, not {name}")
     if head not in HEADS:
         raise AttnsearchError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 4:
@@ -72,13 +84,20 @@ def build_backbone(
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise AttnsearchError(f"num_classes must be a positive integer, got {num_classes!r}")
     # find the weights file before building anything: a missing file is a quick, clear error
+    if pretrained and stem != "imagenet":
+        raise AttnsearchError(f"pretrained weights for {name} exist for the imagenet stem only, got stem {stem!r}")
     weights_file = _pretrained_file(info, width) if pretrained else None
+    if memory_efficient and info.family != "densenet":
+        raise AttnsearchError("memory_efficient applies to DenseNet backbones only")
+    model: VGG | DenseNet | ResNet | CNN3
     if info.family == "vgg":
-        if memory_efficient:
-            raise AttnsearchError("memory_efficient applies to DenseNet backbones only")
-        model: VGG | DenseNet = build_vgg(name, num_classes=num_classes, width=width, head=head)
-    else:
+        model = build_vgg(name, num_classes=num_classes, width=width, head=head)
+    elif info.family == "densenet":
         model = build_densenet(name, num_classes=num_classes, width=width, memory_efficient=memory_efficient)
+    elif info.family == "resnet":
+        model = build_resnet(name, num_classes=num_classes, width=width, stem=stem)
+    else:
+        model = build_cnn3(num_classes=num_classes, width=width)
     if weights_file is not None:
         _load_pretrained(model, info, weights_file)
     return model
@@ -123,10 +142,11 @@ def _load_pretrained(model: nn.Module, info: BackboneInfo, path: str) -> None:
     own = model.state_dict()
     # the head is loaded only when it has the pretrained shape (classic VGG head, 1000 classes)
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    # old checkpoints carry no BatchNorm step counters; those stay as they are
-    missing = [k for k in own if k.startswith("features.") and k not in usable and "num_batches_tracked" not in k]
+    # every tensor before the head must come from the file; old checkpoints carry no BatchNorm step counters
+    head = f"{type(model).HEAD}."
+    missing = [k for k in own if not k.startswith(head) and k not in usable and "num_batches_tracked" not in k]
     if missing:
         raise AttnsearchError(
-            f"{path} does not fit {info.name}: {len(missing)} feature tensors missing, e.g. {missing[0]}"
+            f"{path} does not fit {info.name}: {len(missing)} tensors before the head missing, e.g. {missing[0]}"
         )
     model.load_state_dict(usable, strict=False)

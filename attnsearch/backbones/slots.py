@@ -1,8 +1,8 @@
 """Named insertion points ("slots") of a backbone: discovery, shapes, and insertion of modules.
 
-A backbone lists its slot sites by walking its own module tree (see ``VGG.slot_sites`` and
-``DenseNet.slot_sites``); nothing here knows slot names. Shapes come from one forward pass on the
-meta device, so listing the slots of a full-size model allocates no weights.
+A backbone lists its slot sites by walking its own module tree (see ``VGG.slot_sites``, ``DenseNet.slot_sites``,
+``ResNet.slot_sites``); nothing here knows slot names. Shapes come from one forward pass on the meta device, so
+listing the slots of a full-size model allocates no weights.
 """
 
 from __future__ import annotations
@@ -77,19 +77,23 @@ def insert_modules(model: nn.Module, sites: Iterable[SlotSite], modules: dict[st
 
     A module at a Sequential site becomes a child named ``<slot>_attn`` right after the site's child,
     so every original child keeps its name (and a torchvision state_dict still loads).
-    A per-layer slot gets one module per layer: ``modules[slot]`` is then a factory called once per layer.
+    A per-layer slot gets one module per layer: ``modules[slot]`` is then a factory called once per layer. A
+    per-layer slot and a Sequential slot may share a parent (ResNet's ``layer2_blocks`` and ``layer2``).
     """
+    chosen = [site for site in sites if site.name in modules]
+    # per-layer sites first: a Sequential site of the same parent (ResNet's layer2 and layer2_blocks) then adds
+    # its module after layers that already hold theirs, and no `attn` lands on an inserted module
+    for site in chosen:
+        if site.per_layer:
+            make: Callable[[], nn.Module] = modules[site.name]  # type: ignore[assignment]
+            for layer in model.get_submodule(site.parent).children():
+                layer.attn = make()
     by_parent: dict[str, list[SlotSite]] = {}
-    for site in sites:
-        if site.name in modules:
+    for site in chosen:
+        if not site.per_layer:
             by_parent.setdefault(site.parent, []).append(site)
     for parent_path, parent_sites in by_parent.items():
         parent = model.get_submodule(parent_path)
-        if parent_sites[0].per_layer:
-            make: Callable[[], nn.Module] = modules[parent_sites[0].name]  # type: ignore[assignment]
-            for layer in parent.children():
-                layer.attn = make()
-            continue
         after: dict[str, list[SlotSite]] = {}
         for site in parent_sites:
             after.setdefault(site.after, []).append(site)

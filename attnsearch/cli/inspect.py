@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..candidate import STEMS
 from ._options import defaulted_option, json_option
 from ._output import print_json, print_table
 
@@ -40,18 +41,25 @@ def _params_text(params: dict[str, Any]) -> str:
 @click.argument("backbone")
 @defaulted_option("--image-size", type=click.IntRange(min=1), default=224, help="Input height and width.")
 @defaulted_option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, help="Channel multiplier.")
+@defaulted_option(
+    "--stem",
+    type=click.Choice(STEMS),
+    default="imagenet",
+    help="ResNets: 7x7 stride-2 conv + max pool, or one 3x3 stride-1 conv for 32x32 images.",
+)
 @json_option
-def slots(backbone: str, image_size: int, width: float, as_json: bool) -> None:
+def slots(backbone: str, image_size: int, width: float, stem: str, as_json: bool) -> None:
     """List the slots of BACKBONE with the channels and map size each one sees.
 
     \b
     Examples:
       attnsearch slots vgg16_bn --image-size 32
       attnsearch slots densenet_bc100 --image-size 32 --json
+      attnsearch slots resnet18 --image-size 32 --stem cifar
     """
     from ..model import list_slots
 
-    found = list_slots(backbone, image_size=image_size, width=width)
+    found = list_slots(backbone, image_size=image_size, width=width, stem=stem)
     if as_json:
         print_json(
             [
@@ -67,6 +75,7 @@ def slots(backbone: str, image_size: int, width: float, as_json: bool) -> None:
         )
         return
     rows = [[s.name, str(s.channels), f"{s.height} x {s.width}"] for s in found]
-    print_table(
-        f"Slots of {backbone} at {image_size}x{image_size}, width {width:g}", ["slot", "channels", "H x W"], rows
+    title = f"Slots of {backbone} at {image_size}x{image_size}, width {width:g}" + (
+        f", {stem} stem" if stem != "imagenet" else ""
     )
+    print_table(title, ["slot", "channels", "H x W"], rows)

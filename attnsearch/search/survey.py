@@ -33,9 +33,13 @@ class SpaceSurvey:
     checked: bool = True  # False when the space was too large to check candidate by candidate
 
 
-def _costs(backbone: str, placements: dict[str, Any], width: float, head: str, image_size: int) -> tuple[int, int]:
+def _costs(
+    backbone: str, placements: dict[str, Any], width: float, head: str, image_size: int, stem: str
+) -> tuple[int, int]:
     with torch.device("meta"):
-        model = build_model(backbone, placements, num_classes=10, width=width, head=head, image_size=image_size)
+        model = build_model(
+            backbone, placements, num_classes=10, width=width, head=head, image_size=image_size, stem=stem
+        )
     params = sum(p.numel() for p in model.parameters())
     return params, count_flops(model, (1, 3, image_size, image_size))
 
@@ -44,6 +48,7 @@ def survey_space(space: SearchSpace) -> SpaceSurvey:
     """Size, table and cost range of ``space``; every candidate is checked against the constraints when feasible."""
     config = space.config
     image_size = config.data.image_size
+    stem = config.backbone.stem
     limits = config.search.constraints
     widths = config.backbone.width if isinstance(config.backbone.width, list) else [config.backbone.width]
     heads = config.backbone.head if isinstance(config.backbone.head, list) else [config.backbone.head]
@@ -52,7 +57,7 @@ def survey_space(space: SearchSpace) -> SpaceSurvey:
     size = space.size()
     checked = size <= ENUMERATE_LIMIT
     for backbone, width, head in itertools.product(space.backbones, widths, heads):
-        base = _costs(backbone, {}, width, head, image_size)
+        base = _costs(backbone, {}, width, head, image_size, stem)
         options: list[list[tuple[str, tuple[int, int]]]] = []
         for slot, modules in space.slots[backbone].items():
             per_slot = []
@@ -63,7 +68,7 @@ def survey_space(space: SearchSpace) -> SpaceSurvey:
                 params = space.module_params.get(module, {})
                 for values in itertools.product(*params.values()):
                     chosen = dict(zip(params, values, strict=True))
-                    cost = _costs(backbone, {slot: {"type": module, **chosen}}, width, head, image_size)
+                    cost = _costs(backbone, {slot: {"type": module, **chosen}}, width, head, image_size, stem)
                     label = f"{slot}={module}" + (
                         f"({','.join(f'{k}={v}' for k, v in chosen.items())})" if chosen else ""
                     )

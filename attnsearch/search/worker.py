@@ -78,6 +78,7 @@ def _build(candidate: Candidate, dataset: Dataset, seed: int) -> torch.nn.Module
         head=b.head,
         image_size=dataset.image_size,
         pretrained=b.pretrained,
+        stem=b.stem,
     )
 
 

@@ -47,7 +47,7 @@ CORPUS: dict[str, tuple[str | bytes, str]] = {
     "slots not a mapping": (swap("slots:\n  block3: [none, se]", "slots: [block3]"), "slots: must be a valid dict"),
     "unknown slot": (swap("block3:", "block9:"), "slots.block9: unknown slot for vgg11_bn"),
     "unknown module": (swap("[none, se]", "[none, sqex]"), "slots.block3[1]: unknown attention module 'sqex'"),
-    "unknown backbone": (swap("name: vgg11_bn", "name: resnet18"), "backbone.name: unknown backbone 'resnet18'"),
+    "unknown backbone": (swap("name: vgg11_bn", "name: resnet101"), "backbone.name: unknown backbone 'resnet101'"),
     "unknown head": (swap("head: compact", "head: huge"), "backbone.head"),
     "unknown dataset": (swap("dataset: shapes", "dataset: imagenet"), "data.dataset: unknown dataset 'imagenet'"),
     "image too small": (swap("image_size: 32", "image_size: 16"), "data.image_size: vgg11_bn: image_size 16"),
