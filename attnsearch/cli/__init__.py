@@ -17,7 +17,7 @@ import click
 
 from ..errors import AttnsearchError
 from ..signals import Stopped, say, stop_signals
-from . import bench, inspect, results, run
+from . import bench, explain, inspect, results, run
 
 __all__ = ["main"]
 
@@ -124,6 +124,7 @@ for _command in (
     results.replay,
     results.watch,
     results.report,
+    explain.explain,
     bench.bench,
 ):
     main.add_command(_command)
