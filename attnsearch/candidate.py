@@ -12,8 +12,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BeforeValidator, Field, with_config
+from pydantic import AfterValidator, BeforeValidator, Field, with_config
 
+from .augment_params import check_augment_params, params_mapping, params_pairs
 from .schema import CHOICES, RANGE, STRICT, from_json
 
 __all__ = [
@@ -36,9 +37,10 @@ __all__ = [
 Head = Literal["classic", "compact"]  # classic: torchvision's; compact: global pool + one linear layer
 DatasetName = Literal["shapes", "digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder"]
 Optimizer = Literal["sgd", "adamw"]  # sgd: nesterov momentum 0.9
-Schedule = Literal["cosine", "onecycle"]
+Schedule = Literal["cosine", "onecycle", "step"]  # step: torch's StepLR, by epochs
 Precision = Literal["auto", "fp32", "bf16"]  # auto: bf16 autocast on CUDA, fp32 on the CPU
-Augment = Literal["crop", "flip"]  # random crop with 4-pixel padding, horizontal flip
+# crop: random crop with 4-pixel padding; flip: horizontal flip; the others through kornia, with augment_params
+Augment = Literal["crop", "flip", "resized_crop", "color_jitter", "mixup", "cutmix"]
 Stem = Literal["imagenet", "cifar"]  # ResNet's first layers: 7x7 stride-2 conv + max pool, or one 3x3 stride-1 conv
 HEADS: tuple[str, ...] = get_args(Head)
 DATASETS: tuple[str, ...] = get_args(DatasetName)
@@ -50,7 +52,10 @@ STEMS: tuple[str, ...] = get_args(Stem)
 
 # Fields added after candidates were first written, with their defaults: ``to_dict`` leaves each out while it holds
 # its default, so a candidate written before the field existed keeps its key (a study resumes, a cache still hits).
-LATER_FIELDS: dict[str, dict[str, Any]] = {"backbone": {"stem": "imagenet"}, "train": {}}
+LATER_FIELDS: dict[str, dict[str, Any]] = {
+    "backbone": {"stem": "imagenet"},
+    "train": {"step_size": 30, "gamma": 0.1, "augment_params": {}},
+}
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -122,6 +127,15 @@ class TrainRecipe:
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = field(default=0.1, metadata=CHOICES)
     augment: tuple[Augment, ...] = ("crop", "flip")
     schedule: Schedule = field(default="cosine", metadata=CHOICES)  # cosine: linear warm-up, cosine decay
+    step_size: PositiveInt = 30  # schedule step: epochs between decays (torchvision's ImageNet reference: 30)
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1  # schedule step: the factor of each decay
+    # per augmentation, the parameters written for it (others: see attnsearch.augment_params): sorted
+    # (name, ((key, value), ...)) pairs, hashable and order-free; written as a mapping
+    augment_params: Annotated[
+        tuple[tuple[str, tuple[tuple[str, Any], ...]], ...],
+        BeforeValidator(params_pairs),
+        AfterValidator(check_augment_params),
+    ] = ()
     warmup_epochs: Annotated[float, Field(ge=0)] = 0.5
     precision: Precision = "auto"
     channels_last: bool = True
@@ -162,6 +176,7 @@ class Candidate:
         d = asdict(self)
         d["placements"] = [{"slot": p.slot, "module": p.module, "params": dict(p.params)} for p in self.placements]
         d["train"]["augment"] = list(self.train.augment)
+        d["train"]["augment_params"] = params_mapping(self.train.augment_params)
         for section, defaults in LATER_FIELDS.items():
             for name, default in defaults.items():
                 if d[section].get(name) == default:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import typing
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from .augment_params import check_augment_params
 from .candidate import BackboneSpec, DataSpec, TrainRecipe
 from .device import DEVICE_PATTERN
 from .errors import AttnsearchError
@@ -55,9 +56,9 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 # of each field's type, limits and default); a field those mark as searched may also be a list (or a range) here.
 BackboneSection = section_model(BackboneSpec, "BackboneSection")
 DataSection = section_model(DataSpec, "DataSection")
-TrainSection = section_model(
+_TrainFields = section_model(
     TrainRecipe,
-    "TrainSection",
+    "_TrainFields",
     extra={
         # auto: validate only the epochs the pruner can act on, and the last; all: every epoch (learning curves).
         # How trials are judged, not how they train: it goes to TrialSettings, never into the recipe.
@@ -65,6 +66,19 @@ TrainSection = section_model(
         "seed": (int, 0),  # the candidates' seed (weights, batch order, augmentation)
     },
 )
+
+
+class TrainSection(_TrainFields):  # type: ignore[valid-type,misc]
+    @model_validator(mode="after")
+    def _params_of_listed_augments(self) -> TrainSection:
+        """``augment_params`` only for augmentations that ``augment`` lists (a typo would silently do nothing)."""
+        try:
+            check_augment_params(self.augment_params, self.augment)
+        except ValueError as err:
+            raise ValueError(f"augment_params.{err}") from None
+        return self
+
+
 ConstraintsSection = section_model(Constraints, "ConstraintsSection")
 
 

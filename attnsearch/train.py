@@ -29,14 +29,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .candidate import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainRecipe
 from .costs import StepMemory
 from .data.dataset import Dataset
+from .data.augment import mixed_cross_entropy
 from .data.loader import Batches, normalization
 from .evaluation import Evaluation, _epoch_subset, _eval_batch, _evaluate, _use_bf16, evaluate
+from .optim import learning_rate, make_optimizer
 
 __all__ = [
     "DIVERGENCE_FACTOR",
@@ -109,57 +110,6 @@ def validates(epoch: int, epochs: int, first_val_epoch: int) -> bool:
         [False, False, True, True]
     """
     return epoch == epochs or epoch >= first_val_epoch
-
-
-def learning_rate(step: int, *, total_steps: int, warmup_steps: int, peak: float, schedule: str) -> float:
-    """The learning rate of optimizer step ``step`` (0-based) of ``total_steps``.
-
-    ``"cosine"``: linear warm-up to ``peak`` over the first ``warmup_steps`` steps (step s uses
-    ``peak * (s + 1) / warmup_steps``), then cosine decay towards 0 (step s uses
-    ``peak * (1 + cos(pi * (s - warmup_steps) / (total_steps - warmup_steps))) / 2``).
-    ``"onecycle"``: the curve of torch's ``OneCycleLR`` (cosine annealing both ways, start at ``peak / 25``, end at
-    ``peak / 25e4``), its rise lasting ``warmup_steps`` steps; momentum is not cycled.
-
-    Example:
-        >>> [round(learning_rate(s, total_steps=6, warmup_steps=2, peak=1.0, schedule="cosine"), 3) for s in range(6)]
-        [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]
-    """
-    if schedule == "cosine":
-        if step < warmup_steps:
-            return peak * (step + 1) / warmup_steps
-        return peak * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps))) / 2
-    if schedule == "onecycle":
-        initial = peak / 25
-        final = initial / 1e4
-        if step < warmup_steps:
-            return initial + (peak - initial) * (1 - math.cos(math.pi * step / warmup_steps)) / 2
-        span = max(1, total_steps - 1 - warmup_steps)
-        return final + (peak - final) * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span))) / 2
-    raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-
-
-def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
-    """SGD (nesterov, momentum 0.9) or AdamW; weight decay on weights of 2 or more dimensions only.
-
-    Biases and normalisation weights (1-D parameters) get no decay: shrinking them does not regularise, it just
-    fights the normalisation.
-
-    Example:
-        >>> opt = make_optimizer(nn.Linear(4, 2), TrainRecipe(weight_decay=5e-4))
-        >>> [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups]
-        [(1, 0.0005), (1, 0.0)]
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": recipe.weight_decay},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=recipe.lr)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
 def train_model(
@@ -295,6 +245,7 @@ def _train(
         mean=mean,
         std=std,
         augment=recipe.augment,
+        augment_params=recipe.augment_params,
         shuffle=True,
         drop_last=n >= recipe.batch_size,  # equal batches (batch norm dislikes a runt), but never zero batches
         generator=generator,
@@ -319,14 +270,24 @@ def _train(
         lr = recipe.lr
         stopped: str | None = None
         for x, y in itertools.islice(train, total - step):  # the step budget may end mid-pass
-            lr = learning_rate(step, total_steps=total, warmup_steps=warmup, peak=recipe.lr, schedule=recipe.schedule)
+            lr = learning_rate(
+                step,
+                total_steps=total,
+                warmup_steps=warmup,
+                peak=recipe.lr,
+                schedule=recipe.schedule,
+                steps_per_epoch=per_epoch,
+                step_size=recipe.step_size,
+                gamma=recipe.gamma,
+            )
             for group in optimizer.param_groups:
                 group["lr"] = lr
             memory = StepMemory(model) if step == 0 else contextlib.nullcontext()
             with memory:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = model(x)  # (B, classes)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+                # y: labels (B,), or mixed targets (B, 3) under mixup / cutmix
+                loss = mixed_cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             if isinstance(memory, StepMemory):
@@ -414,6 +375,8 @@ def _check_recipe(recipe: TrainRecipe) -> None:
         raise ValueError(f"epochs must be at least 1, got {recipe.epochs}")
     if recipe.steps is not None and recipe.steps < 1:
         raise ValueError(f"steps must be at least 1, got {recipe.steps}")
+    if recipe.step_size < 1 or not 0 < recipe.gamma <= 1:
+        raise ValueError(f"step_size must be at least 1 and gamma in (0, 1], got {recipe.step_size}, {recipe.gamma}")
     if recipe.warmup_epochs < 0:
         raise ValueError(f"warmup_epochs must not be negative, got {recipe.warmup_epochs}")
 

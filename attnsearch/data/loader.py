@@ -13,10 +13,11 @@ from collections.abc import Iterator
 import torch
 
 from ..errors import AttnsearchError
+from .augment import KORNIA_AUGMENTS, BatchAugment, seeded
 
 __all__ = ["AUGMENTS", "CROP_PADDING", "Batches", "normalization"]
 
-AUGMENTS = ("crop", "flip")  # the augmentations Batches knows
+AUGMENTS = ("crop", "flip", *KORNIA_AUGMENTS)  # the augmentations Batches knows
 CROP_PADDING = 4  # pixels of reflect padding around a random crop
 
 
@@ -61,7 +62,11 @@ class Batches:
     normalisation: ``"crop"`` takes a random H x W window of the image padded by 4 pixels with reflect padding
     (``torch.nn.functional.pad(mode="reflect")``: the edge pixel is not repeated, and no artificial black border
     appears), done as one gather with per-sample reflected indices; ``"flip"`` mirrors a random half of the batch
-    horizontally (each sample with probability 1/2).
+    horizontally (each sample with probability 1/2). The others (``resized_crop``, ``color_jitter``, ``mixup``,
+    ``cutmix``, with ``augment_params``) follow, through kornia (:mod:`attnsearch.data.augment`, which says in what
+    order), each batch under a seed drawn for it from ``generator`` after the epoch's other draws (so a recipe
+    without them draws exactly what it always did). With ``mixup`` or ``cutmix`` the second item of each batch is
+    a float tensor (B, 3) of mixed targets instead of the labels (B,).
 
     Example:
         >>> images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
@@ -82,6 +87,7 @@ class Batches:
         mean: torch.Tensor,
         std: torch.Tensor,
         augment: tuple[str, ...] = (),
+        augment_params: tuple = (),  # type: ignore[type-arg]
         shuffle: bool = False,
         drop_last: bool = False,
         generator: torch.Generator | None = None,
@@ -99,6 +105,10 @@ class Batches:
             raise AttnsearchError(f"unknown augmentation(s) {', '.join(unknown)}; valid: {', '.join(AUGMENTS)}")
         if "crop" in augment and min(images.shape[2:]) <= CROP_PADDING:
             raise AttnsearchError(f"crop needs images larger than {CROP_PADDING} pixels (reflect padding)")
+        try:
+            kornia = BatchAugment(augment, augment_params, size=tuple(images.shape[2:]))
+        except ValueError as err:
+            raise AttnsearchError(f"augment_params: {err}") from None
         if generator is not None and generator.device.type != "cpu":
             raise ValueError("generator must be a CPU generator (random numbers are drawn on the CPU)")
         self.images = images  # uint8 (N, C, H, W)
@@ -110,10 +120,12 @@ class Batches:
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.channels_last = channels_last
         self.dtype = dtype
+        self._kornia = kornia if kornia.active else None
         channels = images.shape[1]
         # x * scale + shift == (x - mean) / std, one fused multiply-add per pixel
         self._scale = (1.0 / std.float()).to(images.device).view(1, channels, 1, 1)
         self._shift = (-mean.float() / std.float()).to(images.device).view(1, channels, 1, 1)
+        self._scale01 = self._scale * 255  # the same on images in 0..1
 
     def __len__(self) -> int:
         n = self.images.shape[0]
@@ -128,6 +140,9 @@ class Batches:
             offsets = torch.randint(0, 2 * CROP_PADDING + 1, (n, 2), generator=self.generator).to(device)  # (N, 2)
         if "flip" in self.augment:
             flips = torch.randint(0, 2, (n,), generator=self.generator).bool().to(device)  # (N,)
+        seeds = None
+        if self._kornia is not None:  # one seed per batch for kornia's draws (see attnsearch.data.augment)
+            seeds = torch.randint(0, 2**62, (len(self),), generator=self.generator).tolist()
         order = order.to(device)
         for batch in range(len(self)):
             start = batch * self.batch_size
@@ -137,11 +152,17 @@ class Batches:
                 x = _crop(x, offsets[start : start + self.batch_size])
             if flips is not None:
                 x = torch.where(flips[start : start + self.batch_size].view(-1, 1, 1, 1), x.flip(3), x)
-            x = x.to(torch.float32) * self._scale + self._shift
+            y = self.labels[index]
+            if seeds is not None and self._kornia is not None:
+                with seeded(seeds[batch]):
+                    x = self._kornia.images(x.to(torch.float32) / 255) * self._scale01 + self._shift
+                    x, y = self._kornia.mix(x, y)
+            else:
+                x = x.to(torch.float32) * self._scale + self._shift
             if self.channels_last:
                 # after normalising: the per-channel broadcast is about 5x slower on a channels-last tensor
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x.to(self.dtype), self.labels[index]
+            yield x.to(self.dtype), y
 
 
 def _crop(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:

@@ -146,7 +146,7 @@ def test_replay_with_no_trial_named_still_says_how_to_name_them(nothing_complete
         ({"backbone": {"head": "mlp"}}, "backbone.head: unknown head 'mlp'; valid: classic, compact"),
         ({"train": {"optimizer": "lion"}}, "train.optimizer: unknown optimizer 'lion'; valid: sgd, adamw"),
         ({"train": {"optimizer": ["sgd", "lamb"]}}, "train.optimizer[1]: unknown optimizer 'lamb'; valid: sgd, adamw"),
-        ({"train": {"schedule": "step"}}, "train.schedule: unknown schedule 'step'; valid: cosine, onecycle"),
+        ({"train": {"schedule": "lr"}}, "train.schedule: unknown schedule 'lr'; valid: cosine, onecycle, step"),
         ({"train": {"precision": "fp16"}}, "train.precision: unknown precision 'fp16'; valid: auto, fp32, bf16"),
         ({"train": {"augment": ["flip", "cutout"]}}, "train.augment[1]: unknown augmentation 'cutout'; valid: crop"),
         ({"execution": {"executor": "slurm"}}, "execution.executor: unknown executor 'slurm'; valid: local, ray"),
