@@ -36,6 +36,7 @@ from .dashboard.watch import StudyReader
 from .record import PERCENT_METRICS
 from .evidence import BEST, LEADS, TIE_SENTENCE
 from .report_confirm import TEST_COLUMN, confirmation_section
+from .report_explain import explain_pictures, pictures_html, pictures_markdown
 from .report_figures import heatmap_png, history_png, html_figures, placement_grid
 from .results import Effect, StudyResults, SlotVerdict
 
@@ -225,6 +226,9 @@ def write_report(report: Report, out: Path | str) -> list[Path]:
     a folder that cannot be written is a StoreError naming it and the system's reason, and none of the four files
     of this report stays.
 
+    Pictures ``attnsearch explain`` drew of the best trials are linked from both documents
+    (:mod:`attnsearch.report_explain`).
+
     Example:
         >>> import tempfile
         >>> [path.name for path in write_report(build_report("tests/golden/golden"), tempfile.mkdtemp())]
@@ -240,11 +244,12 @@ def write_report(report: Report, out: Path | str) -> list[Path]:
     heatmap, history = io.BytesIO(), io.BytesIO()
     heatmap_png(state, heatmap)  # type: ignore[arg-type]  # matplotlib's savefig takes a file object as well
     history_png(state, history)  # type: ignore[arg-type]
+    pictures = explain_pictures(report.results, report.folder, folder)  # attnsearch explain's, when there are
     files = {
-        folder / "report.html": _html(report).encode("utf-8"),
+        folder / "report.html": _html(report, pictures_html(pictures)).encode("utf-8"),
         folder / "heatmap.png": heatmap.getvalue(),
         folder / "history.png": history.getvalue(),
-        folder / "summary.md": _markdown(report).encode("utf-8"),
+        folder / "summary.md": (_markdown(report) + pictures_markdown(pictures)).encode("utf-8"),
     }
     write_files(files)
     return list(files)
@@ -352,7 +357,7 @@ def _plain_count(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def _html(report: Report) -> str:
+def _html(report: Report, maps: str = "") -> str:
     from plotly.offline import get_plotlyjs
 
     name = html.escape(report.state.name)
@@ -362,6 +367,7 @@ def _html(report: Report) -> str:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         for block in section.blocks:
             parts.append(_html_table(block) if isinstance(block, _Table) else f"<p>{html.escape(block)}</p>")
+    parts += [maps] if maps else []
     parts.append("<h2>Plots</h2>")
     for title, figure in html_figures(report):
         div = figure.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True})

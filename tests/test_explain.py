@@ -15,6 +15,8 @@ import tiny  # tests/tiny.py
 from attnsearch import build_model
 from attnsearch.cli import main
 from attnsearch.explain import NO_MAP, explain, model_maps, pick_images
+from attnsearch.report_explain import explain_pictures
+from attnsearch.results import StudyResults
 from attnsearch.search.runner import run_search
 from attnsearch.search.store import ResultsStore
 from attnsearch.space import parse_space
@@ -176,3 +178,29 @@ def test_cli_one_line_errors(study: Path, tmp_path: Path) -> None:
         assert said in lines[-1] and lines[-1].startswith(("attnsearch: error:", "Usage", "Error")), lines
     missing = invoke("explain", str(tmp_path / "nowhere"), "--trial", "0")
     assert missing.exit_code == 2 and "no such results folder" in missing.output
+
+
+def test_report_links_the_pictures_of_the_best_trials(study: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(study, tmp_path / "study"))
+    ranked = StudyResults.from_store(copy).ranked()
+    best, last = ranked[0].number, ranked[-1].number
+    alone = invoke("report", str(copy), "--out", str(tmp_path / "before"))
+    assert alone.exit_code == 0 and "Attention maps" not in (tmp_path / "before" / "summary.md").read_text()
+    for number in (best, last):
+        assert invoke("explain", str(copy), "--trial", str(number), "--images", "1", "--compare", "none").exit_code == 0
+    done = invoke("report", str(copy), "--out", str(tmp_path / "report"))
+    assert done.exit_code == 0, done.output
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    page = (tmp_path / "report" / "report.html").read_text()
+    href = f"../study/explain/trial-{best}.png"
+    assert "\n\n## Attention maps\n" in summary and f"![trial {best}]({href})" in summary
+    assert f'<img src="{href}"' in page
+    assert (tmp_path / "report" / href).resolve() == copy / "explain" / f"trial-{best}.png"
+    linked = {p.trial for p in explain_pictures(StudyResults.from_store(copy), copy, tmp_path / "report", top=1)}
+    assert linked == {best}  # only the best trials' pictures: the top 1 here
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
+        "heatmap.png",
+        "history.png",
+        "report.html",
+        "summary.md",
+    ]
