@@ -192,7 +192,7 @@ class GatedModel(nn.Module):
         self.aggregation = aggregation
         self.gating = dict(gating)  # gated slot -> gating slot
         sites = {site.name: site for site in backbone.slot_sites()}  # type: ignore[operator]
-        self.probes = {slot: sites[slot].probe for slot in {*gating, *gating.values()}}  # slot -> module path
+        self.probes = {slot: sites[slot].probe for slot in dict.fromkeys([*gating, *gating.values()])}  # slot -> path
         self.gates = nn.ModuleDict(gates)
         head = getattr(self, backbone.HEAD)  # type: ignore[arg-type]
         if aggregation == "mean":  # the paper's separate classifiers, one per gated slot

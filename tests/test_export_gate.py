@@ -1,0 +1,144 @@
+"""Exported attention-gated models: run where attnsearch cannot be imported, with the trained state_dict, equal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import attnsearch as a
+from attnsearch.candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec
+from attnsearch.errors import AttnsearchError
+from attnsearch.export import generate_code
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE_PACKAGES = str(Path(torch.__file__).resolve().parents[1])
+DATA = DataSpec(image_size=32)
+
+CASES = {
+    # two gated slots, concat, beside an SE module that sits in the feature stack
+    "vgg_concat": Candidate(
+        BackboneSpec("vgg11_bn", 0.125, "compact"),
+        (
+            PlacementSpec("block3", "gate", (("inter_channels", 0.25),)),
+            PlacementSpec("block4", "gate", (("gating_slot", "block5"),)),
+            PlacementSpec("block5", "se", (("reduction", 4),)),
+        ),
+        data=DATA,
+    ),
+    # the classic head: gated features join its first Linear
+    "vgg_classic": Candidate(
+        BackboneSpec("vgg11", 0.125, "classic"), (PlacementSpec("block2", "gate", ()),), data=DATA
+    ),
+    "densenet_mean": Candidate(
+        BackboneSpec("densenet_bc100", 0.125),
+        (
+            PlacementSpec("denseblock1", "gate", (("aggregation", "mean"),)),
+            PlacementSpec("transition2", "gate", (("aggregation", "mean"), ("gating_slot", "denseblock3"))),
+        ),
+        data=DATA,
+    ),
+}
+
+CHECK = """
+import importlib.util, json, sys
+sys.path.append(SITE)
+try:
+    import attnsearch
+except ImportError:
+    pass
+else:
+    raise SystemExit("attnsearch is importable")
+import torch
+
+torch.set_num_threads(1)
+found = {}
+for name in NAMES:
+    spec = importlib.util.spec_from_file_location(name, f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.build_model()
+    model.load_state_dict(torch.load(f"{name}.pt", weights_only=True), strict=True)
+    model.eval()
+    io_ = torch.load(f"{name}_io.pt", weights_only=True)
+    with torch.no_grad():
+        out = model(io_["x"])
+    found[name] = {"diff": (out - io_["expected"]).abs().max().item(), "class": type(model).__name__}
+found["modules"] = sorted(m for m in sys.modules if m.startswith("attnsearch"))
+print(json.dumps(found))
+"""
+
+
+def build(candidate: Candidate) -> torch.nn.Module:
+    b = candidate.backbone
+    return a.build_model(b.name, candidate.placement_dict(), num_classes=10, width=b.width, head=b.head, image_size=32)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("exported_gates")
+    torch.manual_seed(0)
+    for name, candidate in CASES.items():
+        model = build(candidate)
+        with torch.no_grad():  # move every tensor (BatchNorm statistics included) so each term counts
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+            for key, buffer in model.named_buffers():
+                if key.endswith("running_mean"):
+                    buffer.normal_(0.0, 0.1)
+                elif key.endswith("running_var"):
+                    buffer.uniform_(0.5, 1.5)
+        model.eval()
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            expected = model(x)
+        torch.save(model.state_dict(), folder / f"{name}.pt")
+        torch.save({"x": x, "expected": expected}, folder / f"{name}_io.pt")
+        (folder / f"{name}.py").write_text(generate_code(candidate, num_classes=10))
+    return folder
+
+
+def test_gated_models_run_without_attnsearch_with_equal_outputs(exported: Path) -> None:
+    script = CHECK.replace("SITE", repr(SITE_PACKAGES)).replace("NAMES", repr(list(CASES)))
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script], cwd=exported, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["modules"] == []
+    for name in CASES:
+        assert found[name]["diff"] <= 1e-5, (name, found[name])
+    assert found["vgg_concat"]["class"] == "GatedVGG" and found["densenet_mean"]["class"] == "GatedDenseNet"
+
+
+def test_gated_code_reads_like_a_model_file(exported: Path) -> None:
+    paths = sorted(str(p) for p in exported.glob("*.py"))
+    for config in (["--isolated"], ["--config", str(ROOT / "pyproject.toml")]):
+        done = subprocess.run([sys.executable, "-m", "ruff", "check", *config, *paths], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout
+    code = (exported / "vgg_concat.py").read_text()
+    assert "class AttentionGate(nn.Module):" in code and "class GatedVGG(VGG):" in code
+    assert '"block3": AttentionGate(32, 64, stride=4, inter_channels=8),' in code
+    assert '"block4": nn.Linear(64, num_classes, bias=False),' in code
+    assert "return self.classifier(pooled) + sum(gated)" in code and "SqueezeExcite(64, reduction=4)" in code
+    assert "return GatedVGG(num_classes)" in code
+    classic = (exported / "vgg_classic.py").read_text()
+    assert "self.classifier[1:](self.classifier[0](pooled) + sum(gated))" in classic
+    assert '"block2": nn.Linear(16, 4096, bias=False),' in classic
+    dense = (exported / "densenet_mean.py").read_text()
+    assert "torch.stack([self.classifier(pooled), *gated]).mean(dim=0)" in dense
+    assert '"denseblock1": nn.Linear(' in dense and "bias=False" not in dense.split("self.gate_heads")[1]
+
+
+def test_crafted_gate_values_never_reach_the_code() -> None:
+    crafted = 'block5": 1}; __import__("os").system("touch PWNED"); {"'
+    for params in ((("gating_slot", crafted),), (("aggregation", crafted),), (("inter_channels", "0.5"),)):
+        candidate = Candidate(BackboneSpec("vgg11_bn", 0.125), (PlacementSpec("block3", "gate", params),), data=DATA)
+        with pytest.raises(AttnsearchError):
+            generate_code(candidate, num_classes=10)
