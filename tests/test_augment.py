@@ -240,3 +240,13 @@ def test_tiny_training_with_every_augmentation_is_finite_and_replays() -> None:
     a, b, c = weights(1), weights(1), weights(2)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_the_bench_recipe_is_the_seed_space_recipe() -> None:
+    from attnsearch.bench.trainer_recipe import RECIPE_AUGMENT, RECIPE_PARAMS
+    from attnsearch.yamlfile import read_yaml
+
+    data = read_yaml("search_spaces/seeds/vgg16_linear_attention.yaml")
+    train = parse_space(data, check_data=False).config.train  # CIFAR-10 lives on other machines
+    assert (tuple(train.augment), train.augment_params) == (RECIPE_AUGMENT, RECIPE_PARAMS)
+    assert (train.schedule, train.step_size, train.gamma) == ("step", 10, 0.1)

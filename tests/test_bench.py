@@ -40,11 +40,13 @@ def test_trainer_reports_positive_rates_and_sane_ratios() -> None:
         "hand-written loop, float tensors",
         "train_model, crop + flip",
         "DataLoader, per-sample transforms",
+        "train_model, seed recipe (kornia)",
+        "DataLoader + kornia on the batch",
     ]
     for pipeline in bench.pipelines:
         assert len(pipeline.rounds) == 2 and all(r > 0 for r in pipeline.rounds)
         assert pipeline.images_per_second > 0
-    assert len(bench.comparisons) == 2
+    assert len(bench.comparisons) == 3
     for comparison in bench.comparisons:
         assert 0.01 < comparison.ratio < 100
         ours, baseline = comparison.ours_images_per_second, comparison.baseline_images_per_second

@@ -10,7 +10,10 @@ rounds' ratios:
   our trainer costs over the bare minimum (LR schedule, loss checks, uint8 batches normalised on the fly);
 - ``train_model`` with crop and flip against the conventional torchvision pipeline: a ``DataLoader`` with worker
   processes running ``RandomCrop(padding=4, reflect)``, ``RandomHorizontalFlip``, ``ToTensor`` and ``Normalize``
-  on one PIL image at a time: what batched in-memory augmentation buys.
+  on one PIL image at a time: what batched in-memory augmentation buys;
+- ``train_model`` with the seed recipe's augmentation (resized crop, flip, colour jitter, MixUp or CutMix, through
+  kornia) against the same augmentation written as kornia's documentation shows it: a ``DataLoader`` of
+  ``ToTensor`` images, then kornia on each batch on the device (:mod:`attnsearch.bench.trainer_recipe`).
 
 Our time is the wall time of the ``train_model`` call less its validation pass, so its set-up per run
 (normalisation statistics, batch index, optimizer) is counted against it.
@@ -36,6 +39,7 @@ from ..device import resolve_device
 from ..model import build_model
 from ..train import train_model
 from .output import load_average
+from .trainer_recipe import RECIPE_AUGMENT, RECIPE_PARAMS, KorniaLoop
 
 __all__ = ["PipelineSpeed", "TrainerBench", "TrainerComparison", "bench_trainer"]
 
@@ -43,6 +47,8 @@ OURS = "train_model"
 OURS_AUGMENTED = "train_model, crop + flip"
 HAND_LOOP = "hand-written loop, float tensors"
 DATALOADER = "DataLoader, per-sample transforms"
+OURS_RECIPE = "train_model, seed recipe (kornia)"
+KORNIA_LOADER = "DataLoader + kornia on the batch"
 
 
 @dataclass
@@ -66,13 +72,13 @@ class TrainerComparison:
 
 @dataclass
 class TrainerBench:
-    """Images per second of each pipeline and the two comparisons.
+    """Images per second of each pipeline and the three comparisons.
 
     Example:
         >>> bench = bench_trainer(width=0.125, backbone="vgg11_bn", batch_size=8, steps=2, rounds=1,
         ...                       workers=0)  # doctest: +SKIP
         >>> [c.baseline for c in bench.comparisons]  # doctest: +SKIP
-        ['hand-written loop, float tensors', 'DataLoader, per-sample transforms']
+        ['hand-written loop, float tensors', 'DataLoader, per-sample transforms', 'DataLoader + kornia on the batch']
     """
 
     config: dict[str, Any]
@@ -147,6 +153,7 @@ def bench_trainer(
             epochs=1, steps=steps, batch_size=batch_size, optimizer="sgd", lr=0.01, weight_decay=5e-4, augment=()
         )
         augmented = TrainRecipe(**{**asdict(recipe), "augment": ("crop", "flip")})
+        seed_recipe = TrainRecipe(**{**asdict(recipe), "augment": RECIPE_AUGMENT, "augment_params": RECIPE_PARAMS})
         mean, std = normalization(dataset.train_x)
         floats = ((dataset.train_x.float() - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)).to(torch_device)
         floats = floats.contiguous(memory_format=torch.channels_last)
@@ -173,10 +180,20 @@ def bench_trainer(
             images,
         )
         # the DataLoader's worker processes start only now: they are not there while the first pair is measured
-        loader = _conventional_loader(dataset, mean, std, batch_size, workers, persistent_workers)
+        loader = _conventional_loader(
+            dataset, _crop_flip(dataset.image_size, mean, std), batch_size, workers, persistent_workers
+        )
         speeds |= _alternate(
             (OURS_AUGMENTED, ours(augmented)),
             (DATALOADER, lambda seed: hand.run_loader(copy.deepcopy(template), loader, steps)),
+            rounds,
+            images,
+        )
+        kornia = KorniaLoop(seed_recipe, bf16, torch_device, mean, std, image_size)
+        tensors = _conventional_loader(dataset, _to_tensor(), batch_size, workers, persistent_workers)
+        speeds |= _alternate(
+            (OURS_RECIPE, ours(seed_recipe)),
+            (KORNIA_LOADER, lambda seed: kornia.run(copy.deepcopy(template), tensors, steps)),
             rounds,
             images,
         )
@@ -193,7 +210,7 @@ def bench_trainer(
             statistics.median(x / y for x, y in zip(speeds[a], speeds[b], strict=True)),
             medians[a] / medians[b],
         )
-        for a, b in ((OURS, HAND_LOOP), (OURS_AUGMENTED, DATALOADER))
+        for a, b in ((OURS, HAND_LOOP), (OURS_AUGMENTED, DATALOADER), (OURS_RECIPE, KORNIA_LOADER))
     ]
     config = {
         "backbone": backbone,
@@ -215,6 +232,13 @@ def bench_trainer(
             "transforms": f"RandomCrop({image_size}, padding={CROP_PADDING}, reflect), RandomHorizontalFlip, "
             "ToTensor, Normalize",
             "samples": "PIL images from uint8 arrays in memory",
+        },
+        "seed_recipe": {
+            "augment": list(RECIPE_AUGMENT),
+            "augment_params": {name: dict(keys) for name, keys in RECIPE_PARAMS},
+            "baseline": "DataLoader of ToTensor images; on the device kornia AugmentationSequential("
+            "RandomHorizontalFlip, RandomResizedCrop, ColorJitter, Normalize), then RandomMixUpV2 or RandomCutMixV2 "
+            "(p = 1/2 each)",
         },
     }
     return TrainerBench(config, pipelines, comparisons)
@@ -297,19 +321,28 @@ class _PilSamples(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[index])), self.labels[index]
 
 
-def _conventional_loader(
-    dataset: Dataset, mean: torch.Tensor, std: torch.Tensor, batch_size: int, workers: int, persistent: bool
-) -> torch.utils.data.DataLoader:
+def _crop_flip(size: int, mean: torch.Tensor, std: torch.Tensor) -> Callable[[Any], torch.Tensor]:
     from torchvision import transforms
 
-    transform = transforms.Compose(
+    return transforms.Compose(
         [
-            transforms.RandomCrop(dataset.image_size, padding=CROP_PADDING, padding_mode="reflect"),
+            transforms.RandomCrop(size, padding=CROP_PADDING, padding_mode="reflect"),
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),  # to float in 0..1
             transforms.Normalize((mean / 255).tolist(), (std / 255).tolist()),
         ]
     )
+
+
+def _to_tensor() -> Callable[[Any], torch.Tensor]:
+    from torchvision import transforms
+
+    return transforms.ToTensor()  # float in 0..1: kornia augments the batch on the device
+
+
+def _conventional_loader(
+    dataset: Dataset, transform: Callable[[Any], torch.Tensor], batch_size: int, workers: int, persistent: bool
+) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
         _PilSamples(dataset.train_x.cpu(), dataset.train_y.cpu(), transform),
         batch_size=batch_size,
