@@ -19,6 +19,7 @@ import re
 import string
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -29,6 +30,9 @@ from .backbones.densenet import _DenseBlock, _Transition
 from .candidate import Candidate, PlacementSpec
 from .errors import AttnsearchError
 from .model import build_model, list_slots
+
+if TYPE_CHECKING:
+    from .codegen_gate import GateCode
 
 __all__ = ["generate_code"]
 
@@ -96,7 +100,8 @@ def generate_code(
     family = backbone_info(backbone).family
     num_classes = _whole(num_classes, "num_classes")
     image_size = _whole(candidate.data.image_size, "image_size")
-    for placement in candidate.placements:
+    plain = [p for p in candidate.placements if p.module != "gate"]  # a gate's code: attnsearch.codegen_gate
+    for placement in plain:
         _check_placement(placement)
     model = _reference_model(candidate, num_classes, meta=True)
     b = candidate.backbone
@@ -106,24 +111,33 @@ def generate_code(
     writers = {"vgg": _vgg_body, "densenet": _densenet_body, "resnet": resnet_body, "cnn": cnn3_body}
     body = writers[family](model, candidate, slots)
 
-    keys = list(dict.fromkeys(p.module for p in candidate.placements))
+    keys = list(dict.fromkeys(p.module for p in plain))
+    gated = _gate_code(model, candidate, family) if len(plain) < len(candidate.placements) else None
     needs = {"OrderedDict", "torch", "nn", *_FAMILY_NEEDS[family]}
     for key in keys:
         needs |= _MECHANISMS[key].needs
+    needs |= gated.needs if gated else set()
     imports = [line for name, line in _STDLIB_IMPORTS.items() if name in needs]
     torch_imports = [line for name, line in _TORCH_IMPORTS.items() if name in needs]
     sections = [_template(f"attention_{key}").substitute() for key in keys]
     sections.append(body)
+    sections += gated.sections if gated else []
     return _template("file").substitute(
-        title=_title(backbone, bool(keys), trial, score),
+        title=_title(backbone, bool(candidate.placements), trial, score),
         weights=_weights_source(weights_file),
         imports="\n".join([*imports, "", *torch_imports]),
         image_size=_literal(image_size, "image_size"),
         num_classes=_literal(num_classes, "num_classes"),
         body="\n\n\n".join(section.rstrip("\n") for section in sections),
         backbone=backbone,
-        model_class=_MODEL_CLASS[family],
+        model_class=gated.model_class if gated else _MODEL_CLASS[family],
     )
+
+
+def _gate_code(model: nn.Module, candidate: Candidate, family: str) -> GateCode:
+    from .codegen_gate import gate_code  # it uses this module's helpers
+
+    return gate_code(model, candidate, family)
 
 
 def _reference_model(candidate: Candidate, num_classes: int, *, meta: bool) -> nn.Module:
