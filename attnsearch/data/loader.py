@@ -3,7 +3,10 @@
 The data path follows airbench (Keller Jordan): the whole dataset lives on the training device as uint8, an
 epoch is a permutation whose slices are the batches, and augmentation is a few batched tensor ops per batch.
 Every random number is drawn on the CPU from the caller's ``torch.Generator`` at the start of an epoch and moved
-to the device once, so batch order and augmentation are the same for a seed on any device.
+to the device once, so batch order and augmentation are the same for a seed on any device. The kornia
+augmentations (:mod:`attnsearch.data.augment`) draw their parameters on the CPU too, from a seed per batch drawn
+there: the same draws on any device (the pixels they produce may differ in the last bits between CPU and CUDA
+kernels).
 """
 
 from __future__ import annotations
