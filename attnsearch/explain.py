@@ -54,6 +54,7 @@ class TrialMaps:
     number: int | None  # the trial; None for a model not read from a study
     label: str  # the placements written out
     layer: str  # the Grad-CAM layer: the last block-level slot and the module path of its feature map
+    cam_size: tuple[int, int]  # (h, w) of that feature map: Grad-CAM's own resolution before resizing
     predicted: tuple[int, ...]  # (K,) class indices
     confidence: tuple[float, ...]  # (K,) softmax probability of the predicted class
     gradcam: Tensor  # (K, S, S) >= 0, Grad-CAM of the predicted class resized over the image (bilinear), unscaled
@@ -144,6 +145,7 @@ def model_maps(
 
     cam = LayerGradCam(model, model.get_submodule(last.probe))
     gradcam = cam.attribute(x, target=predicted, relu_attributions=True).detach()  # (K, 1, h, w)
+    cam_size = (gradcam.shape[2], gradcam.shape[3])
     gradcam = LayerAttribution.interpolate(gradcam, tuple(size), interpolate_mode="bilinear")[:, 0]  # (K, S, S)
 
     modules = []
@@ -158,6 +160,7 @@ def model_maps(
         number,
         label,
         f"{last.name} ({last.probe})",
+        cam_size,
         tuple(predicted.tolist()),
         tuple(confidence.tolist()),
         gradcam,

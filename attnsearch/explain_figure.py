@@ -33,7 +33,7 @@ def draw_explanation(found: Explanation) -> bytes:
         >>> import tempfile
         >>> from pathlib import Path
         >>> from attnsearch.explain import Explanation, ModuleMap, TrialMaps
-        >>> maps = TrialMaps(0, "block3=se", "block5", (1,), (0.9,), torch.rand(1, 8, 8),
+        >>> maps = TrialMaps(0, "block3=se", "block5", (2, 2), (1,), (0.9,), torch.rand(1, 8, 8),
         ...                  (ModuleMap("block3", "se", None, None, "no spatial map"),))
         >>> found = Explanation((maps,), torch.zeros(1, 3, 8, 8, dtype=torch.uint8), (0,), (0,), ("a", "b"),
         ...                     Path(tempfile.mkdtemp()) / "x.png", "")
@@ -96,7 +96,8 @@ def _gradcam(figure: Figure, ax: Axes, trial: TrialMaps, row: int, grey: object,
     peak = float(cam.max())
     scaled = cam / peak if peak > 0 else torch.zeros_like(cam)
     _overlay(figure, ax, grey, scaled)
-    header = _top(f"trial {trial.number} Grad-CAM, {trial.layer.split(' ')[0]}", row)
+    h, w = trial.cam_size
+    header = _top(f"trial {trial.number} Grad-CAM, {trial.layer.split(' ')[0]} ({h}x{w})", row)
     predicted = classes[trial.predicted[row]] if trial.predicted[row] < len(classes) else str(trial.predicted[row])
     ax.set_title(header + f"pred: {predicted} ({trial.confidence[row]:.2f})", fontsize=8)
 

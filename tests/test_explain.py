@@ -61,7 +61,7 @@ def test_explain_draws_maps_that_follow_the_image(study: Path, tmp_path: Path) -
         assert cam.shape == (3, 32, 32) and cam.min() >= 0
         assert cam.flatten(1).std(dim=1).min() > 0  # not constant on any image: gradients reached the block
         assert not torch.allclose(cam[0] / cam[0].max(), cam[1] / cam[1].max(), atol=1e-3)  # follows the image
-        assert maps.layer.startswith("block5 ")
+        assert maps.layer.startswith("block5 ") and maps.cam_size == (2, 2)  # 32 px / 16
     (cbam,) = found.trials[0].modules
     assert (cbam.slot, cbam.module, cbam.size, cbam.note) == ("block3", "cbam", (8, 8), "")
     assert cbam.maps.shape == (3, 32, 32) and cbam.maps.min() >= 0 and cbam.maps.max() <= 1
