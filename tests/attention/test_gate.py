@@ -36,8 +36,8 @@ def test_alpha_and_pooled_features_by_hand() -> None:
     alpha = _sigmoid(bn)
     # one coefficient on g's grid, upsampled (bilinear) to the 2x2 map: the same value everywhere
     torch.testing.assert_close(gate.alpha(x, g), torch.full((1, 1, 2, 2), alpha))
-    # pooled: the sum over positions of alpha_i * x_i = alpha * (1 + 2 + 3 + 4)
-    torch.testing.assert_close(gate(x, g), torch.tensor([[alpha * 10.0]]))
+    # pooled: the sum over the 4 positions of alpha_i * x_i, over 4: alpha * (1 + 2 + 3 + 4) / 4
+    torch.testing.assert_close(gate(x, g), torch.tensor([[alpha * 10.0 / 4]]))
 
 
 def test_gating_map_is_upsampled_bilinearly_to_x_grid() -> None:
