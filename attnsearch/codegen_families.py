@@ -14,6 +14,7 @@ from .backbones.resnet import BasicBlock, Bottleneck, ResNet
 from .candidate import Candidate, PlacementSpec
 from .codegen import _attention_call, _attention_entry, _call, _entry, _layer, _literal, _same_module, _template
 from .errors import AttnsearchError
+from .gating import GatedModel
 
 __all__ = ["cnn3_body", "resnet_body"]
 
@@ -29,7 +30,8 @@ _STAGE = """\
 
 
 def resnet_body(model: nn.Module, candidate: Candidate, slots: dict[str, int]) -> str:
-    """The ``ResNet`` class, its block class and the shortcut helper."""
+    """The ``ResNet`` class, its block class and the shortcut helper (of the backbone, when gates wrap it)."""
+    model = _unwrapped(model)
     if not isinstance(model, ResNet):
         raise AttnsearchError("export: the model is not a ResNet")
     placed = {f"{p.slot}_attn": p for p in candidate.placements}
@@ -81,7 +83,8 @@ def _block_call(
 
 
 def cnn3_body(model: nn.Module, candidate: Candidate, slots: dict[str, int]) -> str:
-    """The ``CNN3`` class and its stage maker."""
+    """The ``CNN3`` class and its stage maker (of the backbone, when gates wrap it)."""
+    model = _unwrapped(model)
     if not isinstance(model, CNN3):
         raise AttnsearchError("export: the model is not a cnn3")
     placed = {f"{p.slot}_attn": p for p in candidate.placements}
@@ -100,3 +103,8 @@ def cnn3_body(model: nn.Module, candidate: Candidate, slots: dict[str, int]) -> 
         features="\n".join(lines),
         channels=_literal(model.classifier.in_features, "channels"),
     )
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    # a gated model's children are its backbone's: the backbone's class is written as usual, the gates elsewhere
+    return model.backbone if isinstance(model, GatedModel) else model

@@ -214,3 +214,16 @@ def test_tiny_search_trains_a_resnet_with_cbam_in_its_blocks(tmp_path: Path) -> 
     # the trained model is the one build_model makes of this candidate, stem included
     placed = small("resnet18", {"layer2_blocks": "cbam", "layer4": "se"}, num_classes=len(record["classes"]))
     assert record["metrics"]["params"] == n_params(placed)
+
+
+def test_attention_gates_read_a_resnet_and_cnn3_through_head_and_pooled() -> None:
+    for model in (
+        small("resnet18", {"layer2": "gate", "layer3_blocks": "cbam"}),
+        a.build_model("cnn3", {"stage1": "gate", "stage2": "cbam"}, num_classes=5, width=0.125, image_size=32),
+    ):
+        x = torch.randn(2, 3, 32, 32)
+        out = model(x)
+        assert out.shape == (2, 5)
+        out.sum().backward()
+        gates = [p for n, p in model.named_parameters() if n.startswith("gates.")]
+        assert gates and all(p.grad is not None for p in gates)
