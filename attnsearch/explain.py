@@ -155,7 +155,8 @@ def model_maps(
             continue
         small = raw[slot].float()  # (K, H, W)
         big = F.interpolate(small[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-        modules.append(ModuleMap(slot, key, big.clamp(0, 1), tuple(small.shape[-2:]), found[slot][1]))
+        note = "" if slot in gates else found[slot][1]
+        modules.append(ModuleMap(slot, key, big.clamp(0, 1), tuple(small.shape[-2:]), note))
     return TrialMaps(
         number,
         label,

@@ -131,7 +131,7 @@ def test_a_gated_model_gives_its_maps_through_gate_maps() -> None:
     alpha = torch.rand(2, 4, 4)
     model.gate_maps = lambda x: {"block3": alpha}  # the protocol of a gated model (attention gate)
     (gate,) = model_maps(model, torch.randn(2, 3, 32, 32), {"block3": "gate"}).modules
-    assert gate.size == (4, 4)
+    assert (gate.size, gate.note) == ((4, 4), "")
     expected = F.interpolate(alpha[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
     torch.testing.assert_close(gate.maps, expected)
 
