@@ -213,6 +213,9 @@ def explain(
         >>> found = explain("results/tiny", trial=3, images=4)  # doctest: +SKIP
         >>> found.picture, found.trials[0].gradcam.shape  # doctest: +SKIP
         (PosixPath('results/tiny/explain/trial-3-vs-0.png'), torch.Size([4, 32, 32]))
+        >>> explain("tests/golden/golden", trial=1)  # a study the tests keep, without weights  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        attnsearch.errors.AttnsearchError: trial 1 has no weights (...): keep them by running the search with ...
     """
     from .explain_figure import draw_explanation
 
