@@ -17,6 +17,7 @@ from attnsearch.backbones import backbone_info, build_backbone, pretrained_path
 from attnsearch.backbones.resnet import BasicBlock, Bottleneck
 from attnsearch.cli import main
 from attnsearch.search.runner import run_search
+from attnsearch.search.survey import survey_space
 from attnsearch.space import SpaceError, parse_space
 
 import tiny  # tests/tiny.py
@@ -227,3 +228,13 @@ def test_attention_gates_read_a_resnet_and_cnn3_through_head_and_pooled() -> Non
         out.sum().backward()
         gates = [p for n, p in model.named_parameters() if n.startswith("gates.")]
         assert gates and all(p.grad is not None for p in gates)
+
+
+def test_survey_costs_follow_the_stem() -> None:
+    costs = {}
+    for stem in ("imagenet", "cifar"):
+        backbone = {"name": "resnet18", "width": 0.125, "stem": stem}
+        costs[stem] = survey_space(parse_space(tiny.space(backbone=backbone, slots={"layer1": ["none", "se"]})))
+    assert costs["cifar"].params[1] == n_params(small("resnet18", {"layer1": "se"}, num_classes=10))
+    # the CIFAR stem keeps 4x the side (16x the positions) into layer1: every stage's convs cost about 16x
+    assert costs["cifar"].flops[0] > 10 * costs["imagenet"].flops[0]
