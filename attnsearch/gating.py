@@ -38,9 +38,10 @@ GATE = "gate"
 
 
 @functools.lru_cache(maxsize=32)
-def _slot_order(backbone: str) -> tuple[dict[str, int], frozenset[str], str]:
-    """Forward rank of each non-per-layer slot (equal for slots that see one map), the per-layer slots, and the
-    last block-level slot. Traced once per process on the meta device; the order depends on no size."""
+def _slot_order(backbone: str) -> tuple[dict[str, int], frozenset[str], str, dict[str, str]]:
+    """Forward rank of each non-per-layer slot (equal for slots that see one map), the per-layer slots, the last
+    block-level slot, and each slot's probe (the module whose output is its map) in the plain backbone, before any
+    module is inserted. Traced once per process on the meta device; none of it depends on a size."""
     with torch.device("meta"):
         model = build_backbone(backbone, width=0.125, head="compact", num_classes=1)
     sites = slot_sites(model)
@@ -61,12 +62,12 @@ def _slot_order(backbone: str) -> tuple[dict[str, int], frozenset[str], str]:
             handle.remove()
     ranks = {s.name: fired.index(s.probe) for s in sites if not s.per_layer}
     last = max((s for s in sites if s.block_level), key=lambda s: ranks[s.name]).name
-    return ranks, frozenset(s.name for s in sites if s.per_layer), last
+    return ranks, frozenset(s.name for s in sites if s.per_layer), last, {s.name: s.probe for s in sites}
 
 
 def _gating_problem(backbone: str, slot: str, gating_slot: str | None) -> tuple[str, str] | None:
     """(which part is wrong: "slot" | "gating_slot", why) for a gate at ``slot`` gated by ``gating_slot``."""
-    ranks, per_layer, last = _slot_order(backbone)
+    ranks, per_layer, last, _ = _slot_order(backbone)
     if slot in per_layer:
         return "slot", (
             f"a gate cannot go in the per-layer slot {slot} (one module inside every layer); "
@@ -157,7 +158,9 @@ def attach_gates(
             gates[slot] = module_info(GATE).cls(x.channels, g.channels, stride, **params)  # type: ignore[call-arg]
         except ValueError as err:
             raise AttnsearchError(f"gate: {err}") from None
-    return GatedModel(model, gates, gating, aggregation=aggregations.pop(), num_classes=num_classes)
+    probes = _slot_order(backbone)[3]
+    maps = {slot: probes[slot] for slot in dict.fromkeys([*gating, *gating.values()])}
+    return GatedModel(model, gates, gating, maps, aggregation=aggregations.pop(), num_classes=num_classes)
 
 
 class GatedModel(nn.Module):
@@ -181,6 +184,7 @@ class GatedModel(nn.Module):
         backbone: nn.Module,
         gates: Mapping[str, AttentionGate],
         gating: Mapping[str, str],
+        probes: Mapping[str, str],
         *,
         aggregation: str,
         num_classes: int,
@@ -191,8 +195,7 @@ class GatedModel(nn.Module):
         self.__dict__["backbone"] = backbone  # not a child: its children are ours already, under their names
         self.aggregation = aggregation
         self.gating = dict(gating)  # gated slot -> gating slot
-        sites = {site.name: site for site in backbone.slot_sites()}  # type: ignore[operator]
-        self.probes = {slot: sites[slot].probe for slot in dict.fromkeys([*gating, *gating.values()])}  # slot -> path
+        self.probes = dict(probes)  # slot -> the module whose output is its map (before any module placed there)
         self.gates = nn.ModuleDict(gates)
         head = getattr(self, backbone.HEAD)  # type: ignore[arg-type]
         if aggregation == "mean":  # the paper's separate classifiers, one per gated slot

@@ -44,6 +44,19 @@ CASES = {
         ),
         data=DATA,
     ),
+    # ResNet-18 (CIFAR stem): gates at two stages; the gating stage holds a CBAM, which the gates do not see
+    "resnet_concat": Candidate(
+        BackboneSpec("resnet18", 0.125, stem="cifar"),
+        (
+            PlacementSpec("layer2", "gate", ()),
+            PlacementSpec("layer3", "gate", (("inter_channels", 1.0),)),
+            PlacementSpec("layer4", "cbam", (("reduction", 4),)),
+        ),
+        data=DATA,
+    ),
+    "cnn3_mean": Candidate(
+        BackboneSpec("cnn3", 0.125), (PlacementSpec("stage1", "gate", (("aggregation", "mean"),)),), data=DATA
+    ),
 }
 
 CHECK = """
@@ -77,7 +90,9 @@ print(json.dumps(found))
 
 def build(candidate: Candidate) -> torch.nn.Module:
     b = candidate.backbone
-    return a.build_model(b.name, candidate.placement_dict(), num_classes=10, width=b.width, head=b.head, image_size=32)
+    return a.build_model(
+        b.name, candidate.placement_dict(), num_classes=10, width=b.width, head=b.head, image_size=32, stem=b.stem
+    )
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +129,14 @@ def test_gated_models_run_without_attnsearch_with_equal_outputs(exported: Path) 
     assert found["modules"] == []
     for name in CASES:
         assert found[name]["diff"] <= 1e-5, (name, found[name])
-    assert found["vgg_concat"]["class"] == "GatedVGG" and found["densenet_mean"]["class"] == "GatedDenseNet"
+    classes = {name: found[name]["class"] for name in CASES}
+    assert classes == {
+        "vgg_concat": "GatedVGG",
+        "vgg_classic": "GatedVGG",
+        "densenet_mean": "GatedDenseNet",
+        "resnet_concat": "GatedResNet",
+        "cnn3_mean": "GatedCNN3",
+    }
 
 
 def test_gated_code_reads_like_a_model_file(exported: Path) -> None:
@@ -134,6 +156,9 @@ def test_gated_code_reads_like_a_model_file(exported: Path) -> None:
     dense = (exported / "densenet_mean.py").read_text()
     assert "torch.stack([self.classifier(pooled), *gated]).mean(dim=0)" in dense
     assert '"denseblock1": nn.Linear(' in dense and "bias=False" not in dense.split("self.gate_heads")[1]
+    resnet = (exported / "resnet_concat.py").read_text()
+    assert '"layer2.1": "layer2",' in resnet and '"layer4.1": "layer4",' in resnet
+    assert "return self.fc(pooled) + sum(gated)" in resnet and '("layer4_attn", CBAM(' in resnet
 
 
 def test_crafted_gate_values_never_reach_the_code() -> None:

@@ -207,3 +207,21 @@ class _Fixed:
 
     def suggest_float(self, name: str, low: float, high: float, log: bool = False) -> float:
         return self.params[name]
+
+
+def test_gates_on_the_residual_backbones_and_cnn3() -> None:
+    torch.manual_seed(4)
+    placements = {"layer2": "gate", "layer3": {"type": "gate", "aggregation": "concat"}, "layer4": "cbam"}
+    resnet = a.build_model("resnet18", placements, stem="cifar", **TINY)
+    # the gating map is stage 4's last block's output, before the CBAM placed at layer4
+    assert resnet.probes == {"layer2": "layer2.1", "layer3": "layer3.1", "layer4": "layer4.1"}
+    assert {slot: gate.stride for slot, gate in resnet.gates.items()} == {"layer2": 4, "layer3": 2}
+    x = torch.randn(2, 3, 32, 32)
+    resnet(x).sum().backward()
+    assert resnet.gates["layer2"].theta.weight.grad.abs().sum() > 0 and resnet.fc.weight.grad.abs().sum() > 0
+    plain = a.build_model("resnet18", {"layer4": "cbam"}, stem="cifar", **TINY)
+    assert len(share_backbone(resnet, plain)) == len(plain.state_dict())
+    cnn = a.build_model("cnn3", {"stage1": {"type": "gate", "aggregation": "mean"}}, **TINY)
+    assert cnn(x).shape == (2, 5) and cnn.gate_maps(x)["stage1"].shape == (2, 16, 16)
+    with pytest.raises(AttnsearchError, match="per-layer slot layer2_blocks"):
+        a.build_model("resnet18", {"layer2_blocks": "gate"}, stem="cifar", **TINY)
