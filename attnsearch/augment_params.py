@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["AUGMENT_PARAMS", "augment_params", "check_augment_params", "params_mapping", "params_pairs"]
+__all__ = ["AUGMENT_PARAMS", "Pairs", "augment_params", "check_augment_params", "params_mapping", "params_pairs"]
 
 AUGMENT_PARAMS: dict[str, dict[str, Any]] = {
     "resized_crop": {"scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3)},
@@ -31,7 +31,7 @@ AUGMENT_PARAMS: dict[str, dict[str, Any]] = {
     "cutmix": {"alpha": 1.0},
 }
 
-Pairs = tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+Pairs = tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # the stored form: ((name, ((key, value), ...)), ...)
 
 
 def params_pairs(value: Any) -> Any:

@@ -34,7 +34,7 @@ import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 
-from ..augment_params import augment_params, check_augment_params
+from ..augment_params import Pairs, augment_params, check_augment_params
 
 __all__ = ["IMAGE_AUGMENTS", "KORNIA_AUGMENTS", "MIX_AUGMENTS", "BatchAugment", "mixed_cross_entropy", "seeded"]
 
@@ -75,7 +75,7 @@ class BatchAugment:
         ((4, 3, 16, 16), (4, 3))
     """
 
-    def __init__(self, augment: tuple[str, ...], params: tuple = (), *, size: tuple[int, int]) -> None:  # type: ignore[type-arg]
+    def __init__(self, augment: tuple[str, ...], params: Pairs = (), *, size: tuple[int, int]) -> None:
         check_augment_params(params, augment)
         ops: list[K.AugmentationBase2D] = []
         if "resized_crop" in augment:

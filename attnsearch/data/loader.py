@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import torch
 
+from ..augment_params import Pairs
 from ..errors import AttnsearchError
 from .augment import KORNIA_AUGMENTS, BatchAugment, seeded
 
@@ -90,7 +91,7 @@ class Batches:
         mean: torch.Tensor,
         std: torch.Tensor,
         augment: tuple[str, ...] = (),
-        augment_params: tuple = (),  # type: ignore[type-arg]
+        augment_params: Pairs = (),
         shuffle: bool = False,
         drop_last: bool = False,
         generator: torch.Generator | None = None,
@@ -109,7 +110,7 @@ class Batches:
         if "crop" in augment and min(images.shape[2:]) <= CROP_PADDING:
             raise AttnsearchError(f"crop needs images larger than {CROP_PADDING} pixels (reflect padding)")
         try:
-            kornia = BatchAugment(augment, augment_params, size=tuple(images.shape[2:]))
+            kornia = BatchAugment(augment, augment_params, size=(images.shape[2], images.shape[3]))
         except ValueError as err:
             raise AttnsearchError(f"augment_params: {err}") from None
         if generator is not None and generator.device.type != "cpu":
