@@ -170,6 +170,8 @@ class GatedModel(nn.Module):
     backbone's (``features.0.weight``, ``classifier.weight``...) plus ``gates.<slot>.*`` and ``gate_heads.<slot>.*``;
     a plain model's weights copy in by name (:func:`attnsearch.search.worker.share_backbone`). The backbone
     provides ``HEAD`` (its classifier's attribute), ``pooled(x)`` (everything before it) and ``slot_sites()``.
+    ``gating`` maps each gated slot to its gating slot, ``probes`` each of those slots to the module whose output
+    is its map (:func:`attach_gates` builds them; the gates' shapes must fit those maps).
 
     Example:
         >>> from attnsearch import build_model
