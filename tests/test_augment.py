@@ -182,6 +182,8 @@ def test_bad_parameters_are_one_line() -> None:
         raw(images(4), ("mixup",), augment_params=params_pairs({"mixup": {"alpha": 0}}))
     with pytest.raises(AttnsearchError, match=r"cutmix: parameters of an augmentation that train\.augment does not"):
         raw(images(4), ("mixup",), augment_params=params_pairs({"cutmix": {"alpha": 1}}))
+    with pytest.raises(AttnsearchError, match=r"color_jitter needs RGB images \(3 channels\), got 1"):
+        Batches(images(4)[:, :1], torch.arange(4), 2, mean=torch.zeros(1), std=torch.ones(1), augment=("color_jitter",))
     cases = [
         ({"mixup": {"alpha": -1}}, "train.augment_params: mixup.alpha: must be greater than 0, got -1.0"),
         ({"blur": {}}, "train.augment_params: unknown augmentation 'blur'; valid: resized_crop, color_jitter, mixup"),

@@ -109,6 +109,8 @@ class Batches:
             raise AttnsearchError(f"unknown augmentation(s) {', '.join(unknown)}; valid: {', '.join(AUGMENTS)}")
         if "crop" in augment and min(images.shape[2:]) <= CROP_PADDING:
             raise AttnsearchError(f"crop needs images larger than {CROP_PADDING} pixels (reflect padding)")
+        if "color_jitter" in augment and images.shape[1] != 3:
+            raise AttnsearchError(f"color_jitter needs RGB images (3 channels), got {images.shape[1]}")
         try:
             kornia = BatchAugment(augment, augment_params, size=(images.shape[2], images.shape[3]))
         except ValueError as err:
