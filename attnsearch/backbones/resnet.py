@@ -160,7 +160,8 @@ class ResNet(nn.Module):
         for k in range(1, 5):
             name = f"layer{k}"
             layer: nn.Sequential = getattr(self, name)
-            last = list(layer.named_children())[-1][0]
+            # the last residual block, also once a module sits after it (layerK_attn): the map the slot sees
+            last = [child for child, _ in layer.named_children() if not child.endswith("_attn")][-1]
             stages.append(SlotSite(name, name, last, f"{name}.{last}", True))
             last_bn = "bn3" if isinstance(layer[0], Bottleneck) else "bn2"
             blocks.append(SlotSite(f"{name}_blocks", name, "", f"{name}.0.{last_bn}", False, per_layer=True))

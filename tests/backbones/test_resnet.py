@@ -238,3 +238,10 @@ def test_survey_costs_follow_the_stem() -> None:
     assert costs["cifar"].params[1] == n_params(small("resnet18", {"layer1": "se"}, num_classes=10))
     # the CIFAR stem keeps 4x the side (16x the positions) into layer1: every stage's convs cost about 16x
     assert costs["cifar"].flops[0] > 10 * costs["imagenet"].flops[0]
+
+
+def test_a_built_model_keeps_each_stage_slot_at_the_last_block() -> None:
+    # a placed stage module must not move the slot's map after itself (explain's Grad-CAM and the gate read it)
+    model = a.build_model("resnet18", {"layer4": "cbam", "layer3": "se"}, num_classes=10, width=0.125, image_size=32)
+    probes = {site.name: site.probe for site in model.slot_sites() if site.block_level}
+    assert probes == {"layer1": "layer1.1", "layer2": "layer2.1", "layer3": "layer3.1", "layer4": "layer4.1"}
