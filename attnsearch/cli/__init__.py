@@ -106,7 +106,7 @@ def _write_traceback(trace: str) -> str | None:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="attnsearch")
 def main() -> None:
-    """Search which attention module belongs after which block of a VGG or DenseNet.
+    """Search which attention module belongs after which block of a CNN (VGG, DenseNet, ResNet, a small CNN).
 
     \b
     Examples:
