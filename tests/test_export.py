@@ -21,10 +21,11 @@ from attnsearch.candidate import BackboneSpec, Candidate, DataSpec, PlacementSpe
 from attnsearch.cli import main
 from attnsearch.export import generate_code
 
+from tests.standalone import build, run_standalone, save_case
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-SITE_PACKAGES = str(Path(torch.__file__).resolve().parents[1])
 DATA = DataSpec(image_size=32)
 
 
@@ -72,67 +73,9 @@ CASES = {
     ),
 }
 
-# Runs with -I -S and only torch's site-packages on sys.path: attnsearch (an editable install found through a .pth
-# file) cannot be imported there.
-CHECK = """
-import contextlib, importlib.util, io, json, runpy, sys, warnings
-sys.path.append(SITE)
-try:
-    import attnsearch
-except ImportError:
-    pass
-else:
-    raise SystemExit("attnsearch is importable")
-import torch
-
-torch.set_num_threads(1)
-warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in favour of torch.export
-found = {}
-for name in NAMES:
-    spec = importlib.util.spec_from_file_location(name, f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.build_model()
-    model.load_state_dict(torch.load(f"{name}.pt", weights_only=True), strict=True)
-    model.eval()
-    io_ = torch.load(f"{name}_io.pt", weights_only=True)
-    with torch.no_grad():
-        out = model(io_["x"])
-        scripted = torch.jit.script(model)(io_["x"])
-    found[name] = {"diff": (out - io_["expected"]).abs().max().item(), "script": (scripted - out).abs().max().item()}
-    if name == EXPORTED:
-        program = torch.export.export(model, (io_["x"],))
-        found[name]["export"] = (program.module()(io_["x"]) - out).abs().max().item()
-printed = io.StringIO()
-with contextlib.redirect_stdout(printed):
-    runpy.run_path(f"{MAIN}.py", run_name="__main__")
-found["main"] = printed.getvalue()
-found["modules"] = sorted(m for m in sys.modules if m.startswith("attnsearch"))
-print(json.dumps(found))
-"""
-
 
 def invoke(*args: str):
     return CliRunner().invoke(main, list(args))
-
-
-def build(candidate: Candidate, num_classes: int = 10) -> torch.nn.Module:
-    b = candidate.backbone
-    return a.build_model(
-        b.name, candidate.placement_dict(), num_classes=num_classes, width=b.width, head=b.head, image_size=32
-    )
-
-
-def scramble(model: torch.nn.Module) -> None:
-    # attention gammas start at 0 and BatchNorm at the identity: move every tensor so each branch counts
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        for name, buffer in model.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.normal_(0.0, 0.1)
-            elif name.endswith("running_var"):
-                buffer.uniform_(0.5, 1.5)
 
 
 @pytest.fixture(scope="module")
@@ -141,15 +84,7 @@ def exported(finished_study: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     folder = tmp_path_factory.mktemp("exported")
     torch.manual_seed(0)
     for name, candidate in CASES.items():
-        model = build(candidate)
-        scramble(model)
-        model.eval()
-        x = torch.randn(2, 3, 32, 32)
-        with torch.no_grad():
-            expected = model(x)
-        torch.save(model.state_dict(), folder / f"{name}.pt")
-        torch.save({"x": x, "expected": expected}, folder / f"{name}_io.pt")
-        (folder / f"{name}.py").write_text(generate_code(candidate, num_classes=10))
+        save_case(folder, name, candidate)
     done = invoke("export", str(finished_study), "--weights", "-o", str(folder / "cli.py"))
     assert done.exit_code == 0, done.output
     best = json.loads((finished_study / "summary.json").read_text())["best"]["number"]
@@ -172,14 +107,7 @@ def test_cases_cover_every_module_and_both_families() -> None:
 
 def test_round_trip_in_a_process_without_attnsearch(exported: Path) -> None:
     names = [*CASES, "cli"]
-    script = CHECK.replace("SITE", repr(SITE_PACKAGES)).replace("NAMES", repr(names))
-    script = script.replace("EXPORTED", repr("vgg_all")).replace("MAIN", repr("cli"))
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", script], cwd=exported, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
-    assert found["modules"] == []
+    found = run_standalone(exported, names, scripted=tuple(names), exported=("vgg_all",), main="cli")
     for name in names:
         assert found[name]["diff"] <= 1e-6, (name, found[name])
         assert found[name]["script"] <= 1e-6, (name, found[name])

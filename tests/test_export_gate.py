@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,15 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import attnsearch as a
 from attnsearch.candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec
 from attnsearch.errors import AttnsearchError
 from attnsearch.export import generate_code
+from tests.standalone import run_standalone, save_case
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-SITE_PACKAGES = str(Path(torch.__file__).resolve().parents[1])
 DATA = DataSpec(image_size=32)
 
 CASES = {
@@ -59,74 +57,18 @@ CASES = {
     ),
 }
 
-CHECK = """
-import importlib.util, json, sys
-sys.path.append(SITE)
-try:
-    import attnsearch
-except ImportError:
-    pass
-else:
-    raise SystemExit("attnsearch is importable")
-import torch
-
-torch.set_num_threads(1)
-found = {}
-for name in NAMES:
-    spec = importlib.util.spec_from_file_location(name, f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.build_model()
-    model.load_state_dict(torch.load(f"{name}.pt", weights_only=True), strict=True)
-    model.eval()
-    io_ = torch.load(f"{name}_io.pt", weights_only=True)
-    with torch.no_grad():
-        out = model(io_["x"])
-    found[name] = {"diff": (out - io_["expected"]).abs().max().item(), "class": type(model).__name__}
-found["modules"] = sorted(m for m in sys.modules if m.startswith("attnsearch"))
-print(json.dumps(found))
-"""
-
-
-def build(candidate: Candidate) -> torch.nn.Module:
-    b = candidate.backbone
-    return a.build_model(
-        b.name, candidate.placement_dict(), num_classes=10, width=b.width, head=b.head, image_size=32, stem=b.stem
-    )
-
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("exported_gates")
     torch.manual_seed(0)
     for name, candidate in CASES.items():
-        model = build(candidate)
-        with torch.no_grad():  # move every tensor (BatchNorm statistics included) so each term counts
-            for p in model.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-            for key, buffer in model.named_buffers():
-                if key.endswith("running_mean"):
-                    buffer.normal_(0.0, 0.1)
-                elif key.endswith("running_var"):
-                    buffer.uniform_(0.5, 1.5)
-        model.eval()
-        x = torch.randn(2, 3, 32, 32)
-        with torch.no_grad():
-            expected = model(x)
-        torch.save(model.state_dict(), folder / f"{name}.pt")
-        torch.save({"x": x, "expected": expected}, folder / f"{name}_io.pt")
-        (folder / f"{name}.py").write_text(generate_code(candidate, num_classes=10))
+        save_case(folder, name, candidate)
     return folder
 
 
 def test_gated_models_run_without_attnsearch_with_equal_outputs(exported: Path) -> None:
-    script = CHECK.replace("SITE", repr(SITE_PACKAGES)).replace("NAMES", repr(list(CASES)))
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", script], cwd=exported, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
-    assert found["modules"] == []
+    found = run_standalone(exported, list(CASES))
     for name in CASES:
         assert found[name]["diff"] <= 1e-5, (name, found[name])
     classes = {name: found[name]["class"] for name in CASES}
