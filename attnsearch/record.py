@@ -30,11 +30,13 @@ from .schema import STRICT, from_json, plain
 __all__ = [
     "METRICS",
     "PERCENT_METRICS",
+    "PLUGIN_KINDS",
     "RETRY_REASONS",
     "SCHEMA",
     "STATES",
     "EpochRecord",
     "Metrics",
+    "PluginRecord",
     "RepeatRecord",
     "TrialRecord",
     "WorkerInfo",
@@ -55,6 +57,8 @@ METRICS: tuple[str, ...] = get_args(ObjectiveMetric)
 PERCENT_METRICS = ("val_acc", "val_top5")  # fractions 0..1, shown in percent
 # failures that are not the candidate's fault: the runner tries the candidate again and does not count them as done
 RETRY_REASONS = ("killed", "interrupted", "worker_lost")
+PluginKind = Literal["module", "backbone", "dataset"]
+PLUGIN_KINDS: tuple[str, ...] = get_args(PluginKind)
 
 
 # keys a record holds only when they have a value: most records have none of them
@@ -206,6 +210,18 @@ class WorkerInfo:
 
 @with_config(STRICT)
 @dataclass(frozen=True)
+class PluginRecord:
+    """A plug-in whose ``kind`` of key the trial's candidate uses (:mod:`attnsearch.plugin_records`)."""
+
+    name: str  # its import name
+    file: str  # its source file, absolute, when the trial ran
+    sha256: str  # of that source's bytes, hex: replay and export warn when the file no longer has it
+    kind: PluginKind
+    keys: tuple[str, ...]  # the keys of that kind the candidate uses (module keys in placements, ...)
+
+
+@with_config(STRICT)
+@dataclass(frozen=True)
 class TrialRecord:
     """One trial as ``trial.json`` holds it.
 
@@ -244,6 +260,7 @@ class TrialRecord:
     confirm_of: int | None = None  # the search trial whose candidate it trains again; None: a baseline not tried
     test_acc: float | None = None  # top-1 on the test split, scored once after training; never used to select
     test_images: int | None = None  # test images it was scored on
+    plugins: tuple[PluginRecord, ...] = ()  # the plug-ins the candidate uses; absent from a record without any
     schema: int = SCHEMA
 
     # -- what the views read -------------------------------------------------------------------------------------
@@ -324,6 +341,8 @@ class TrialRecord:
             if f.name in d or f.name == "schema" or (f.name in _WRITTEN_WHEN_SET and value is None):
                 continue
             if f.name in ("overrides", "threads") and self.replay_of is None:
+                continue
+            if f.name == "plugins" and not value:  # records of built-ins alone read as they always did
                 continue
             if f.name in ("timings", "overrides"):  # numbers only: a value that is not finite is left out (unknown)
                 value = {k: v for k, v in value.items() if not isinstance(v, float) or math.isfinite(v)}
