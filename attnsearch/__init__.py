@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .attention import create_module, list_modules, module_info, register_module  # noqa: F401
-    from .backbones import Slot, list_backbones  # noqa: F401
+    from .backbones import Slot, list_backbones, register_backbone  # noqa: F401
     from .candidate import Candidate  # noqa: F401
     from .costs import measure_costs  # noqa: F401
     from .errors import AttnsearchError  # noqa: F401
     from .export import export_trial  # noqa: F401
+    from .dataset_registry import register_dataset  # noqa: F401
     from .model import build_model, list_slots  # noqa: F401
+    from .plugins import load_plugins, loaded_plugins, plugin_of  # noqa: F401
     from .record import TrialRecord  # noqa: F401
     from .replay import replay_trial  # noqa: F401
     from .results import StudyResults  # noqa: F401
@@ -53,9 +55,14 @@ _EXPORTS = {
     "list_backbones": "backbones",
     "list_modules": "attention",
     "list_slots": "model",
+    "load_plugins": "plugins",
     "load_space": "space",
+    "loaded_plugins": "plugins",
     "measure_costs": "costs",
     "module_info": "attention",
+    "plugin_of": "plugins",
+    "register_backbone": "backbones",
+    "register_dataset": "dataset_registry",
     "register_module": "attention",
     "replay_trial": "replay",
     "run_search": "search.runner",

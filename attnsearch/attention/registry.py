@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from torch import nn
 
@@ -75,23 +75,84 @@ def _accepted_types(annotation: Any) -> tuple[type, ...]:
     return (annotation,)
 
 
-def register_module(key: str, *, paper: str, arxiv: str = "") -> Callable[[_M], _M]:
-    """Class decorator that registers an attention module under ``key``."""
+def register_module(
+    key: str, *, paper: str, arxiv: str = "", params: Mapping[str, Any] | None = None
+) -> Callable[[_M], _M]:
+    """Class decorator that registers an attention module under ``key``: the public way in for plug-ins too.
+
+    The class takes ``channels`` first and its parameters as keyword-only arguments with defaults; those are the
+    parameters a space file may set (types from their annotations, else from their defaults). ``params``, when
+    given, names the ones offered (``{name: default}``, each default equal to the constructor's). Raises an
+    AttnsearchError for a key registered twice or a ``params`` that does not match the constructor.
+
+    Example:
+        >>> @register_module("doc_scale", paper="-", params={"factor": 2.0})
+        ... class Scale(nn.Module):
+        ...     def __init__(self, channels: int, *, factor: float = 2.0) -> None:
+        ...         super().__init__()
+        ...         self.factor = factor
+        ...     def forward(self, x):
+        ...         return x * self.factor
+        >>> module_info("doc_scale").params
+        {'factor': 2.0}
+        >>> _REGISTRY.pop("doc_scale").key
+        'doc_scale'
+    """
 
     def decorate(cls: _M) -> _M:
         if key in _REGISTRY:
-            raise ValueError(f"attention module {key!r} is registered twice")
-        hints = typing.get_type_hints(cls.__init__)
-        params: dict[str, Any] = {}
-        accepted: dict[str, tuple[type, ...]] = {}
-        for name, p in inspect.signature(cls.__init__).parameters.items():
-            if p.kind is inspect.Parameter.KEYWORD_ONLY:
-                params[name] = p.default
-                accepted[name] = _accepted_types(hints[name])
-        _REGISTRY[key] = ModuleInfo(key, cls, paper, arxiv, params, accepted)
+            raise AttnsearchError(f"attention module {key!r} is registered twice")
+        found, accepted = _keyword_params(key, cls)
+        if params is not None:
+            for name, default in params.items():
+                if name not in found:
+                    raise AttnsearchError(
+                        f"{key}: params names {name!r}, not a keyword-only argument of {cls.__name__}"
+                    )
+                if found[name] is not inspect.Parameter.empty and found[name] != default:
+                    raise AttnsearchError(
+                        f"{key}: params gives {name}={default!r}, the constructor's default is {found[name]!r}"
+                    )
+            left = [n for n, d in found.items() if n not in params and d is inspect.Parameter.empty]
+            if left:
+                raise AttnsearchError(f"{key}: {left[0]} has no default and is not in params")
+            found = {name: params[name] for name in params}
+            accepted = {name: accepted[name] for name in params}
+        _REGISTRY[key] = ModuleInfo(key, cls, paper, arxiv, found, accepted)
         return cls
 
     return decorate
+
+
+def _keyword_params(key: str, cls: type) -> tuple[dict[str, Any], dict[str, tuple[type, ...]]]:
+    """The keyword-only arguments of ``cls`` with their defaults and accepted types; ``channels`` must come first."""
+    try:
+        signature = inspect.signature(cls.__init__)
+        hints = typing.get_type_hints(cls.__init__)
+    except (TypeError, ValueError, NameError) as err:
+        raise AttnsearchError(f"{key}: cannot read the constructor of {cls.__name__}: {err}") from None
+    positional = [
+        p for p in list(signature.parameters.values())[1:] if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if not positional:
+        raise AttnsearchError(f"{key}: {cls.__name__} must take the number of channels as its first argument")
+    params: dict[str, Any] = {}
+    accepted: dict[str, tuple[type, ...]] = {}
+    for name, p in signature.parameters.items():
+        if p.kind is inspect.Parameter.KEYWORD_ONLY:
+            params[name] = p.default
+            if name in hints:
+                accepted[name] = _accepted_types(hints[name])
+            elif p.default is inspect.Parameter.empty or p.default is None:
+                accepted[name] = (object,)
+            else:
+                accepted[name] = _accepted_types(type(p.default))
+    return params, accepted
+
+
+def unregister_module(key: str) -> None:
+    """Forget ``key`` (a plug-in that failed its checks); nothing when it is not registered."""
+    _REGISTRY.pop(key, None)
 
 
 def list_modules() -> list[str]:

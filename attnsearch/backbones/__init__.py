@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .registry import HEADS, BackboneInfo, backbone_info, build_backbone, list_backbones, pretrained_path, slot_sites
+from .registry import (
+    HEADS,
+    BackboneInfo,
+    backbone_info,
+    build_backbone,
+    list_backbones,
+    pretrained_path,
+    register_backbone,
+    slot_sites,
+)
 from .slots import Slot, SlotSite, describe_names, insert_modules, trace_slots
 
 __all__ = [
@@ -16,6 +25,7 @@ __all__ = [
     "insert_modules",
     "list_backbones",
     "pretrained_path",
+    "register_backbone",
     "slot_sites",
     "trace_slots",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -12,19 +13,21 @@ from torchvision import models as tv_models
 
 from ..candidate import HEADS
 from ..errors import AttnsearchError
-from .cnn3 import CNN3, build_cnn3
-from .densenet import DENSENET_CONFIGS, DenseNet, build_densenet
-from .resnet import RESNET_CONFIGS, STEMS, ResNet, build_resnet
+from .cnn3 import build_cnn3
+from .densenet import DENSENET_CONFIGS, build_densenet
+from .plugin import PLUGIN_ATTRIBUTE, PLUGIN_BACKBONES, PluginBackbone, build_plugin_backbone, plugin_slot_sites
+from .plugin import slot_table, takes_width
+from .resnet import RESNET_CONFIGS, STEMS, build_resnet
 from .slots import SlotSite
-from .vgg import VGG, VGG_CONFIGS, build_vgg
+from .vgg import VGG_CONFIGS, build_vgg
 
-__all__ = ["HEADS", "BackboneInfo", "backbone_info", "build_backbone", "list_backbones"]
+__all__ = ["HEADS", "BackboneInfo", "backbone_info", "build_backbone", "list_backbones", "register_backbone"]
 
 
 @dataclass(frozen=True)
 class BackboneInfo:
     name: str
-    family: str  # "vgg" | "densenet" | "resnet" | "cnn"
+    family: str  # "vgg" | "densenet" | "resnet" | "cnn" | "plugin"
     weights: str | None  # torchvision weights enum, e.g. "VGG16_BN_Weights"; None: no pretrained weights exist
 
 
@@ -47,8 +50,45 @@ for _name in RESNET_CONFIGS:
 _BACKBONES["cnn3"] = BackboneInfo("cnn3", "cnn", None)
 
 
+def register_backbone(
+    key: str, *, slots: dict[str, str] | list[str], paper: str = ""
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a backbone factory ``f(num_classes, width)`` (``width`` optional) under ``key``.
+
+    ``slots`` maps each slot's name to the dotted path of the submodule it follows (``{"stage1": "features.0"}``),
+    or lists the paths (each slot then named after its path, dots as underscores). Each slot's channels and map
+    size are found by tracing, as for the built-ins; where a placed module goes: :mod:`attnsearch.backbones.plugin`.
+    Raises an AttnsearchError for a key registered twice or a malformed ``slots``.
+
+    Example:
+        >>> @register_backbone("doc_two", slots={"s1": "0", "s2": "2"})
+        ... def two(num_classes, width=1.0):
+        ...     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1),
+        ...                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+        >>> [s.name for s in slot_sites(build_backbone("doc_two", num_classes=3))]
+        ['s1', 's2']
+        >>> unregister_backbone("doc_two")
+    """
+
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if key in _BACKBONES:
+            raise AttnsearchError(f"backbone {key!r} is registered twice")
+        table = slot_table(key, slots)
+        PLUGIN_BACKBONES[key] = PluginBackbone(key, factory, table, paper, takes_width(key, factory))
+        _BACKBONES[key] = BackboneInfo(key, "plugin", None)
+        return factory
+
+    return decorate
+
+
+def unregister_backbone(key: str) -> None:
+    """Forget a plug-in backbone (one that failed its checks); nothing for a built-in or unknown key."""
+    if key in PLUGIN_BACKBONES:
+        del PLUGIN_BACKBONES[key], _BACKBONES[key]
+
+
 def list_backbones() -> list[str]:
-    """Backbone names: VGGs, DenseNets, ResNets, then cnn3."""
+    """Backbone names: VGGs, DenseNets, ResNets, cnn3, then plug-ins'."""
     return list(_BACKBONES)
 
 
@@ -68,7 +108,7 @@ def build_backbone(
     pretrained: bool = False,
     memory_efficient: bool = False,
     stem: str = "imagenet",
-) -> VGG | DenseNet | ResNet | CNN3:
+) -> nn.Module:
     """A plain backbone, nothing placed. ``head`` matters for VGG only: the others' own heads are already compact
     (global pool and one linear layer). ``stem`` matters for ResNets only: ``cifar`` is a 3x3 stride-1 first conv
     and no max pool, for 32x32 images; any other backbone takes ``imagenet`` (its own stem) only."""
@@ -89,8 +129,10 @@ def build_backbone(
     weights_file = _pretrained_file(info, width) if pretrained else None
     if memory_efficient and info.family != "densenet":
         raise AttnsearchError("memory_efficient applies to DenseNet backbones only")
-    model: VGG | DenseNet | ResNet | CNN3
-    if info.family == "vgg":
+    model: nn.Module
+    if info.family == "plugin":
+        model = build_plugin_backbone(name, num_classes=num_classes, width=width)
+    elif info.family == "vgg":
         model = build_vgg(name, num_classes=num_classes, width=width, head=head)
     elif info.family == "densenet":
         model = build_densenet(name, num_classes=num_classes, width=width, memory_efficient=memory_efficient)
@@ -104,7 +146,8 @@ def build_backbone(
 
 
 def slot_sites(model: nn.Module) -> list[SlotSite]:
-    return model.slot_sites()  # type: ignore[operator]
+    key = getattr(model, PLUGIN_ATTRIBUTE, None)
+    return plugin_slot_sites(key) if key in PLUGIN_BACKBONES else model.slot_sites()  # type: ignore[operator]
 
 
 # Old DenseNet checkpoints name layers 'norm.1' where the modules are now 'norm1'.
