@@ -100,7 +100,9 @@ class PlacementSpec:
 @with_config(STRICT)
 @dataclass(frozen=True)
 class DataSpec:
-    dataset: DatasetName = "shapes"
+    # a built-in source (DATASETS) or a plug-in's key: checked against the registry when a space is validated (a
+    # record naming a plug-in dataset still reads without it) and when the data is loaded
+    dataset: str = "shapes"
     root: str | None = None  # folder of a published dataset's files and of imagefolder's train images
     val_root: str | None = None  # imagefolder only: a separate validation folder
     image_size: Annotated[int, Field(ge=8, le=1024)] = 32  # images are resized (or generated) to this square

@@ -14,7 +14,14 @@ from typing import Any, TypeVar
 
 from .errors import AttnsearchError
 
-__all__ = ["DatasetInfo", "dataset_info", "plugin_datasets", "register_dataset", "unregister_dataset"]
+__all__ = [
+    "DatasetInfo",
+    "check_dataset_name",
+    "dataset_info",
+    "plugin_datasets",
+    "register_dataset",
+    "unregister_dataset",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -78,3 +85,22 @@ def dataset_info(key: str) -> DatasetInfo | None:
 
 def unregister_dataset(key: str) -> None:
     _DATASETS.pop(key, None)
+
+
+def check_dataset_name(value: object) -> None:
+    """A ValueError unless ``value`` names a built-in source or a loaded plug-in's dataset.
+
+    Example:
+        >>> check_dataset_name("svhn")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown dataset 'svhn'; valid: shapes, digits, cifar10, cifar100, mnist, fashion_mnist, \
+imagefolder; a plug-in dataset? pass --plugin FILE
+    """
+    from .candidate import DATASETS
+
+    valid = ", ".join((*DATASETS, *_DATASETS))
+    if not isinstance(value, str):
+        raise ValueError(f"must be one of {valid}, got {value!r}")
+    if value not in DATASETS and value not in _DATASETS:
+        raise ValueError(f"unknown dataset {value!r}; valid: {valid}; a plug-in dataset? pass --plugin FILE")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .attention import check_params, create_module
-from .backbones import Slot, build_backbone, describe_names, insert_modules, slot_sites, trace_slots
+from .backbones import Slot, backbone_info, build_backbone, describe_names, insert_modules, slot_sites, trace_slots
 from .errors import AttnsearchError
 from .gating import attach_gates, split_gates
 
@@ -42,6 +42,13 @@ def _traced_slots(backbone: str, image_size: int, width: float, stem: str = "ima
         return tuple(trace_slots(model, slot_sites(model), image_size))
     except AttnsearchError as err:
         raise AttnsearchError(f"{backbone}: {err}") from None
+    except Exception as err:  # a plug-in backbone's own forward (the built-ins' fail as above)
+        if backbone_info(backbone).family != "plugin":
+            raise
+        says = " ".join(str(err).split())
+        raise AttnsearchError(
+            f"{backbone}: does not run at image size {image_size}: {type(err).__name__}: {says}"
+        ) from None
 
 
 def normalize_placements(
@@ -94,6 +101,8 @@ def build_model(
     shapes = {slot.name: slot for slot in list_slots(backbone, image_size=image_size, width=width, stem=stem)}
     chosen = normalize_placements(backbone, placements, list(shapes.values()))
     chosen, gated = split_gates(chosen)  # attention gates sit beside the backbone: attnsearch.gating
+    if gated and backbone_info(backbone).family == "plugin":
+        raise AttnsearchError(f"gate placements need a built-in backbone; {backbone} is a plug-in's")
     model = build_backbone(
         backbone,
         num_classes=num_classes,

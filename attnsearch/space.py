@@ -287,7 +287,8 @@ def parse_space(data: Any, *, check_data: bool = True) -> SearchSpace:
     for i, name in enumerate(backbones):
         if name not in list_backbones():
             where = "backbone.name" + (f"[{i}]" if isinstance(config.backbone.name, list) else "")
-            raise SpaceError(f"{where}: unknown backbone {name!r}; valid: {', '.join(list_backbones())}")
+            valid = ", ".join(list_backbones())
+            raise SpaceError(f"{where}: unknown backbone {name!r}; valid: {valid}; a plug-in? pass --plugin FILE")
     if config.backbone.pretrained:
         if config.backbone.stem != "imagenet":
             raise SpaceError("backbone.pretrained: torchvision's weights are for the imagenet stem only")
@@ -299,11 +300,13 @@ def parse_space(data: Any, *, check_data: bool = True) -> SearchSpace:
             except ValueError as err:
                 raise SpaceError(f"backbone.pretrained: {err}") from None
 
-    modules = list_modules()
+    modules, hint = list_modules(), "a plug-in module? pass --plugin FILE"  # a space file never imports one
     for slot, choices in config.slots.items():
         for i, key in enumerate(choices):
             if key not in modules:
-                raise SpaceError(f"slots.{slot}[{i}]: unknown attention module {key!r}; valid: {', '.join(modules)}")
+                raise SpaceError(
+                    f"slots.{slot}[{i}]: unknown attention module {key!r}; valid: {', '.join(modules)}; {hint}"
+                )
         if len(set(choices)) != len(choices):
             raise SpaceError(f"slots.{slot}: a module is listed twice")
 
@@ -336,7 +339,7 @@ def parse_space(data: Any, *, check_data: bool = True) -> SearchSpace:
     for key, params in config.modules.items():
         if key not in modules or key == "none":
             valid = ", ".join(m for m in modules if m != "none")
-            raise SpaceError(f"modules.{key}: unknown attention module; valid: {valid}")
+            raise SpaceError(f"modules.{key}: unknown attention module; valid: {valid}; {hint}")
         module_params[key] = {}
         for param, value in params.items():
             values = _as_list(value)

@@ -55,7 +55,19 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 # The sections that describe a candidate and the constraints are derived from their dataclasses (the one definition
 # of each field's type, limits and default); a field those mark as searched may also be a list (or a range) here.
 BackboneSection = section_model(BackboneSpec, "BackboneSection")
-DataSection = section_model(DataSpec, "DataSection")
+
+
+class DataSection(section_model(DataSpec, "_DataFields")):  # type: ignore[misc]
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _known_dataset(cls, value: Any) -> Any:
+        """A built-in source or a loaded plug-in's dataset (the field is a plain string: plug-ins add names)."""
+        from .dataset_registry import check_dataset_name
+
+        check_dataset_name(value)
+        return value
+
+
 _TrainFields = section_model(
     TrainRecipe,
     "_TrainFields",

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import AttnsearchError
 
-__all__ = ["Slot", "SlotSite", "describe_names", "insert_modules", "trace_slots"]
+__all__ = ["ApplyAfter", "Slot", "SlotSite", "describe_names", "insert_modules", "trace_slots"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ def insert_modules(model: nn.Module, sites: Iterable[SlotSite], modules: dict[st
     so every original child keeps its name (and a torchvision state_dict still loads).
     A per-layer slot gets one module per layer: ``modules[slot]`` is then a factory called once per layer. A
     per-layer slot and a Sequential slot may share a parent (ResNet's ``layer2_blocks`` and ``layer2``).
+    A parent that is not a Sequential (a plug-in backbone's own module) keeps its ``forward``: the module is its
+    child ``<slot>_attn`` all the same, applied by a forward hook on the site's child (:class:`ApplyAfter`).
     """
     chosen = [site for site in sites if site.name in modules]
     # per-layer sites first: a Sequential site of the same parent (ResNet's layer2 and layer2_blocks) then adds
@@ -94,6 +96,11 @@ def insert_modules(model: nn.Module, sites: Iterable[SlotSite], modules: dict[st
             by_parent.setdefault(site.parent, []).append(site)
     for parent_path, parent_sites in by_parent.items():
         parent = model.get_submodule(parent_path)
+        if not isinstance(parent, nn.Sequential):
+            for site in parent_sites:
+                parent.add_module(f"{site.name}_attn", modules[site.name])
+                parent.get_submodule(site.after).register_forward_hook(ApplyAfter(modules[site.name]))
+            continue
         after: dict[str, list[SlotSite]] = {}
         for site in parent_sites:
             after.setdefault(site.after, []).append(site)
@@ -103,7 +110,22 @@ def insert_modules(model: nn.Module, sites: Iterable[SlotSite], modules: dict[st
             # at a shared point (conv5_3 and block5 in VGG) the finer slot's module comes first
             for site in sorted(after.get(name, []), key=lambda s: s.block_level):
                 children[f"{site.name}_attn"] = modules[site.name]
-        _replace(model, parent_path, nn.Sequential(children))
+        if parent_path:
+            _replace(model, parent_path, nn.Sequential(children))
+        else:  # the model itself is the Sequential (a plug-in backbone's): its children are re-added in order
+            parent._modules.clear()
+            for name, child in children.items():
+                parent.add_module(name, child)
+
+
+class ApplyAfter:
+    """A forward hook that passes a submodule's output through a placed module (picklable, unlike a closure)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, _submodule: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+        return self.module(output)
 
 
 def _replace(model: nn.Module, path: str, new: nn.Module) -> None:

@@ -1,4 +1,5 @@
-"""Options that several commands share, defined once: ``--json``, RESULTS_DIR, ``--device``, the benchmarks' own.
+"""Options that several commands share, defined once: ``--json``, RESULTS_DIR, ``--device``, ``--plugin``, the
+benchmarks' own.
 
 ``--device`` is checked by :func:`attnsearch.device.check_device`, the check the space file's
 ``execution.device`` goes through too; a benchmark measures the device it is told, so its ``--device`` refuses
@@ -20,6 +21,7 @@ __all__ = [
     "defaulted_option",
     "device_option",
     "json_option",
+    "plugin_option",
     "results_dir_argument",
     "save_option",
 ]
@@ -52,6 +54,22 @@ def device_option(*, allow_auto: bool = True, **settings: Any) -> Callable[[Any]
 
     return click.option("--device", callback=check, **settings)
 
+
+def _load_plugins(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    from ..plugins import load_plugins
+
+    load_plugins(value)  # and the installed entry points; a bad plug-in is one AttnsearchError line, exit 2
+
+
+# Loads the plug-ins (and the installed entry points) while the command line is parsed, before the command's body.
+plugin_option = click.option(
+    "--plugin",
+    multiple=True,
+    metavar="PATH_OR_MODULE",
+    expose_value=False,
+    callback=_load_plugins,
+    help="A plug-in's .py file or module name (modules, backbones, datasets of your own); repeatable.",
+)
 
 save_option = defaulted_option("--save/--no-save", default=True, help="Write the raw figures to results/benchmarks/.")
 bench_device_option = device_option(allow_auto=False, default="cpu", show_default=True, help="cpu, cuda or cuda:N.")

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ._options import defaulted_option, results_dir_argument
+from ._options import defaulted_option, plugin_option, results_dir_argument
 
 __all__ = ["explain"]
 
@@ -39,6 +39,7 @@ class _Compare(click.ParamType):
     default="auto",
     help="A trial drawn side by side on the same images, or 'none'  [default: the best trial with nothing placed]",
 )
+@plugin_option
 def explain(results_dir: str, trial: int, images: int, out: str | None, compare: int | str | None) -> None:
     """Show where trial N looks on a few validation images: Grad-CAM of the last block for the predicted class
     (Selvaraju et al., ICCV 2017), and each placed module's own spatial map (CBAM's spatial gate, triplet's H-W

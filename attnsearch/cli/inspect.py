@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..candidate import STEMS
-from ._options import defaulted_option, json_option
+from ._options import defaulted_option, json_option, plugin_option
 from ._output import print_json, print_table
 
 __all__ = ["modules", "slots"]
@@ -16,8 +16,9 @@ __all__ = ["modules", "slots"]
 
 @click.command()
 @json_option
+@plugin_option
 def modules(as_json: bool) -> None:
-    """List the attention modules: registry key, paper, parameters with defaults.
+    """List the attention modules: registry key, paper, parameters with defaults, origin (built-in or plug-in).
 
     \b
     Example:
@@ -27,10 +28,32 @@ def modules(as_json: bool) -> None:
 
     infos = [module_info(key) for key in list_modules()]
     if as_json:
-        print_json([{"key": i.key, "paper": i.paper, "arxiv": i.arxiv, "params": i.params} for i in infos])
+        print_json(
+            [
+                {
+                    "key": i.key,
+                    "paper": i.paper,
+                    "arxiv": i.arxiv,
+                    "params": i.params,
+                    "origin": _origin("module", i.key),
+                }
+                for i in infos
+            ]
+        )
         return
-    rows = [[i.key, i.paper + (f" (arXiv {i.arxiv})" if i.arxiv else ""), _params_text(i.params)] for i in infos]
-    print_table("Attention modules", ["key", "paper", "parameters (defaults)"], rows)
+    rows = [
+        [i.key, i.paper + (f" (arXiv {i.arxiv})" if i.arxiv else ""), _params_text(i.params), _origin("module", i.key)]
+        for i in infos
+    ]
+    print_table("Attention modules", ["key", "paper", "parameters (defaults)", "origin"], rows)
+
+
+def _origin(kind: str, key: str) -> str:
+    """``built-in``, or the plug-in that registered ``key``: ``my_gate.py (--plugin)``, ``pkg.mod (entry point x)``."""
+    from ..plugins import plugin_of
+
+    plugin = plugin_of(kind, key)
+    return "built-in" if plugin is None else plugin.describe()
 
 
 def _params_text(params: dict[str, Any]) -> str:
@@ -48,8 +71,9 @@ def _params_text(params: dict[str, Any]) -> str:
     help="ResNets: 7x7 stride-2 conv + max pool, or one 3x3 stride-1 conv for 32x32 images.",
 )
 @json_option
+@plugin_option
 def slots(backbone: str, image_size: int, width: float, stem: str, as_json: bool) -> None:
-    """List the slots of BACKBONE with the channels and map size each one sees.
+    """List the slots of BACKBONE with the channels and map size each one sees (a plug-in's: with its origin).
 
     \b
     Examples:
@@ -60,6 +84,7 @@ def slots(backbone: str, image_size: int, width: float, stem: str, as_json: bool
     from ..model import list_slots
 
     found = list_slots(backbone, image_size=image_size, width=width, stem=stem)
+    origin = _origin("backbone", backbone)
     if as_json:
         print_json(
             [
@@ -69,13 +94,16 @@ def slots(backbone: str, image_size: int, width: float, stem: str, as_json: bool
                     "height": s.height,
                     "width": s.width,
                     "block_level": s.block_level,
+                    "origin": origin,
                 }
                 for s in found
             ]
         )
         return
     rows = [[s.name, str(s.channels), f"{s.height} x {s.width}"] for s in found]
-    title = f"Slots of {backbone} at {image_size}x{image_size}, width {width:g}" + (
-        f", {stem} stem" if stem != "imagenet" else ""
+    title = (
+        f"Slots of {backbone} at {image_size}x{image_size}, width {width:g}"
+        + (f", {stem} stem" if stem != "imagenet" else "")
+        + (f"; {origin}" if origin != "built-in" else "")
     )
     print_table(title, ["slot", "channels", "H x W"], rows)

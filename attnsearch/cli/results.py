@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ._options import defaulted_option, device_option, json_option, results_dir_argument
+from ._options import defaulted_option, device_option, json_option, plugin_option, results_dir_argument
 from ._output import print_json, print_table
 
 __all__ = ["export", "replay", "report", "watch"]
@@ -25,6 +25,7 @@ storage_option = click.option(
 )
 @click.option("--once", is_flag=True, help="Print one frame and exit (scripts, tests).")
 @storage_option
+@plugin_option
 def watch(results_dir: str, interval: float, once: bool, storage: str | None) -> None:
     """Show the live dashboard of the study in RESULTS_DIR, read-only: from another terminal or machine while
     a run goes on, or on a finished study. It never writes to the study and never holds the runner up. Ctrl-C
@@ -49,6 +50,7 @@ def watch(results_dir: str, interval: float, once: bool, storage: str | None) ->
     help="Folder for report.html, heatmap.png, history.png, summary.md  [default: RESULTS_DIR/report]",
 )
 @storage_option
+@plugin_option
 def report(results_dir: str, out: str | None, storage: str | None) -> None:
     """Summarize the study in RESULTS_DIR: leaderboard, placement map, the effect of each module against none
     at its slot (95% CI, paired where trials differ only there), parameter importances; and the same as files.
@@ -91,6 +93,7 @@ def report(results_dir: str, out: str | None, storage: str | None) -> None:
     "--format", "fmt", type=click.Choice(["onnx"]), help='Also write FILE.onnx (pip install "attnsearch[onnx]").'
 )
 @click.option("--list", "show_list", is_flag=True, help="List the trials to choose from, then stop.")
+@plugin_option
 def export(
     results_dir: str,
     trial: str,
@@ -177,6 +180,7 @@ class _SplitSize(click.ParamType):
 @device_option(default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads  [default: those the search used]")
 @json_option
+@plugin_option
 def replay(
     results_dir: str,
     trials: tuple[int, ...],

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._options import defaulted_option, device_option, json_option
+from ._options import defaulted_option, device_option, json_option, plugin_option
 from ._output import print_json, print_table
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ __all__ = ["run", "validate"]
     help="Skip the confirmation race (search.confirm) this time; a later run without it runs or continues it.",
 )
 @click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
+@plugin_option
 def run(space_file: str, no_dashboard: bool, **options: Any) -> None:
     """Run (or continue) the search of SPACE.yaml: every trial is built, briefly trained, scored and recorded.
 
@@ -110,6 +111,7 @@ def _unless_gone(emit: Callable[[Event], None]) -> Callable[[Event], None]:
 @click.command()
 @click.argument("space_file", metavar="SPACE.yaml", type=click.Path(dir_okay=False))
 @json_option
+@plugin_option
 def validate(space_file: str, as_json: bool) -> None:
     """Check SPACE.yaml without training: its size, slot x module table, and the range of params and FLOPs.
 

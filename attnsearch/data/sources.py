@@ -28,6 +28,7 @@ from ..candidate import DATASETS, DataSpec
 from ..errors import AttnsearchError
 from .dataset import Dataset
 from .imagefolder import plan_imagefolder
+from .plugin_source import plan_plugin
 from .prepare import check_fraction, derive_seed, finish, held_out
 from .published import plan_published
 from .shapes import SHAPE_CLASSES, make_shapes
@@ -52,8 +53,8 @@ def check_data(spec: DataSpec) -> None:
         >>> try:
         ...     check_data(DataSpec(dataset="svhn"))
         ... except ValueError as e:
-        ...     print(e)
-        unknown dataset 'svhn': choose one of shapes, digits, cifar10, cifar100, mnist, fashion_mnist, imagefolder
+        ...     print(e)  # doctest: +ELLIPSIS
+        unknown dataset 'svhn': choose one of shapes, digits, cifar10, cifar100, mnist, fashion_mnist, imagefolder...
     """
     _plan(spec)
 
@@ -95,14 +96,20 @@ def load_dataset(spec: DataSpec, *, test: bool = False) -> Dataset:
 
 
 def _plan(spec: DataSpec) -> Callable[[bool], Dataset]:
-    if spec.dataset not in DATASETS:
-        raise AttnsearchError(f"unknown dataset {spec.dataset!r}: choose one of {', '.join(DATASETS)}")
+    from ..dataset_registry import dataset_info, plugin_datasets
+
+    plugin = dataset_info(spec.dataset)
+    if spec.dataset not in DATASETS and plugin is None:
+        valid = ", ".join((*DATASETS, *plugin_datasets()))
+        raise AttnsearchError(f"unknown dataset {spec.dataset!r}: choose one of {valid}; a plug-in? pass --plugin FILE")
     if not isinstance(spec.image_size, int) or spec.image_size < 8:
         raise AttnsearchError(f"data.image_size must be an integer >= 8, got {spec.image_size!r}")
     for field in ("train_size", "val_size"):
         value = getattr(spec, field)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise AttnsearchError(f"data.{field} must be a positive integer or null, got {value!r}")
+    if plugin is not None:
+        return plan_plugin(spec, plugin)
     if spec.dataset == "shapes":
         return _plan_shapes(spec)
     if spec.dataset == "digits":

@@ -252,8 +252,12 @@ class _Race:
     def _executor(self, device: str | None, torch_device: torch.device | None) -> Executor:
         """The race's own executor, of the kind the space names: its data at the race's budget, with the test split
         when the dataset has one (a local run that cannot load it goes on without, and says why)."""
+        from ..plugins import plugin_specs
+
         execution = self.space.config.execution
-        settings = TrialSettings(threads=execution.threads, first_val_epoch=_LAST_EPOCH_ONLY)
+        settings = TrialSettings(
+            threads=execution.threads, first_val_epoch=_LAST_EPOCH_ONLY, plugins=tuple(plugin_specs())
+        )
         if execution.executor == "local":
             from ..data import load_dataset
             from ..device import resolve_device

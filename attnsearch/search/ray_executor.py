@@ -176,11 +176,16 @@ def _worker_class() -> Any:
 
     @ray.remote(max_concurrency=2)  # one thread trains, the other receives decisions and stop requests
     class TrialWorker:
-        def __init__(self, data: dict[str, Any], threads: int, device: str, reports: Any, test: bool) -> None:
+        def __init__(
+            self, data: dict[str, Any], threads: int, device: str, reports: Any, test: bool, plugins=()
+        ) -> None:
             import torch
 
             from ..data import load_dataset
             from ..device import resolve_device
+            from ..plugins import load_plugins
+
+            load_plugins(plugins)  # the run's --plugin files and modules, and the entry points: before any key is used
 
             torch.set_num_threads(threads)  # Ray gives a 1-CPU worker one thread; we give it its CPU share
             self.device = resolve_device(device)
@@ -328,7 +333,7 @@ class RayExecutor:
 
     def _new_actor(self) -> Any:
         return self._worker.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(
-            self.data, self.threads, self.device, self.reports, self.test
+            self.data, self.threads, self.device, self.reports, self.test, self.settings.plugins
         )
 
     def submit(self, job: Job) -> None:

@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from ..candidate import Candidate
 from ..device import resolve_device
+from ..plugins import plugin_specs
 from ..record import TrialRecord, counts_towards_target, timestamp, versions
 from ..results import StudyResults
 from ..signals import Stopped, exit_code, interrupted_by, stop_signals
@@ -178,6 +179,7 @@ def run_search(
             threads=execution.threads,
             keep_weights=keep_weights > 0,
             first_val_epoch=space.first_val_epoch,
+            plugins=tuple(plugin_specs()),  # a Ray worker loads them before its dataset and candidates
         )
         owned = executor is None
         if executor is None:

@@ -57,3 +57,4 @@ class TrialSettings:
     # the first epoch scored on validation (epochs before it, never the last, skip the pass: no pruner looks at
     # them); 1 = every epoch. See SearchSpace.first_val_epoch
     first_val_epoch: int = 1
+    plugins: tuple[str, ...] = ()  # plug-ins (attnsearch.plugins.plugin_specs) a worker loads before anything else
