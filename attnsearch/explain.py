@@ -218,13 +218,16 @@ def explain(
         attnsearch.errors.AttnsearchError: trial 1 has no weights (...): keep them by running the search with ...
     """
     from .explain_figure import draw_explanation
+    from .plugin_records import load_for_trials, load_recorded
 
     say = progress or (lambda _line: None)
     if isinstance(images, bool) or not isinstance(images, int) or not 1 <= images <= MAX_IMAGES:
         raise AttnsearchError(f"--images must be 1 to {MAX_IMAGES}, got {images!r:.40}")
     store = ResultsStore.open(results_dir)
+    load_for_trials(store, [trial])  # the plug-ins it was trained with (attnsearch.plugin_records)
     record = _with_weights(store, _number(trial, "--trial"))
     other, note = _comparison(store, record, compare)
+    load_recorded([other])
     folder = Path(out) if out is not None else store.root / "explain"
     check_writable(folder)
     candidate = record.candidate

@@ -33,6 +33,7 @@ from .candidate import Candidate
 from .data import Dataset, load_dataset
 from .device import resolve_device
 from .errors import AttnsearchError
+from .plugin_records import load_for_trials
 from .record import TrialRecord, timestamp, versions
 from .replay_budget import OVERRIDES, apply_overrides, check_overrides, folder_tag, recorded_overrides, searched_values
 from .results import StudyResults
@@ -162,6 +163,7 @@ def replay_trials(
         ('results/tiny/replays/2-e20-trainall', 2000)
     """
     store = ResultsStore.open(results_dir)
+    load_for_trials(store, trials, every=top is not None)  # the plug-ins they were trained with, warned if changed
     results = StudyResults.from_store(store)
     metric = results.objectives[0][0]
     numbers = list(dict.fromkeys(_number(n) for n in trials))

@@ -282,9 +282,12 @@ class ResultsStore:
         return target
 
     def write_record(self, record: TrialRecord) -> None:
-        """Write a trial's record: under ``trials/``, or ``confirm/`` for a confirmation trial (its phase)."""
+        """Write a trial's record: under ``trials/``, or ``confirm/`` for a confirmation trial (its phase); with the
+        plug-ins its candidate uses (:func:`attnsearch.plugin_records.with_plugins`)."""
+        from ..plugin_records import with_plugins
+
         path = self.confirm_record_path(record.number) if record.phase == "confirm" else self.record_path(record.number)
-        atomic_write(path, record.to_json())
+        atomic_write(path, with_plugins(record).to_json())
 
     def write_weights(self, number: int, state_dict: dict[str, torch.Tensor]) -> None:
         atomic_write(self.weights_path(number), _weights_bytes(state_dict))
@@ -307,8 +310,11 @@ class ResultsStore:
         while folder.exists():  # an earlier replay with the same overrides stays
             n += 1
             folder = base.with_name(f"{base.name}-{n}")
+        from ..plugin_records import with_plugins
+
         files = {folder / WEIGHTS: _weights_bytes(state_dict)} if state_dict is not None else {}
-        write_files({**files, folder / RECORD: record.to_json()})  # the weights first: a record means both
+        # the weights first: a record means both
+        write_files({**files, folder / RECORD: with_plugins(record).to_json()})
         return folder
 
     # -- reading -------------------------------------------------------------------------------------------------
@@ -384,15 +390,23 @@ class ResultsStore:
             raise StoreError(f"{self.space_path}: not a readable space file ({err})") from None
 
     def read_space(self) -> SearchSpace | None:
-        """The study's space from ``space.yaml`` (its data is not looked for); None when the folder has none."""
+        """The study's space from ``space.yaml`` (its data is not looked for); None when the folder has none. A space
+        whose plug-ins are not loaded (no ``--plugin``) is read once the plug-ins its records name are loaded from
+        their recorded files (:func:`attnsearch.plugin_records.load_recorded`; one line when one is gone)."""
+        from ..plugin_records import load_recorded, missing_plugins
         from ..space import SpaceError, parse_space
 
         if not self.space_path.is_file():
             return None
-        try:
-            return parse_space(self.read_space_source(), check_data=False)
-        except SpaceError as err:
-            raise StoreError(f"{self.space_path}: not a space of attnsearch ({err})") from None
+        for attempt in (1, 2):
+            try:
+                return parse_space(self.read_space_source(), check_data=False)
+            except SpaceError as err:
+                records = self.read_records()
+                if attempt == 2 or not missing_plugins(records):
+                    raise StoreError(f"{self.space_path}: not a space of attnsearch ({err})") from None
+                load_recorded(records, warn=lambda _line: None)  # the commands that build models warn
+        return None
 
     def read_summary_objectives(self) -> tuple[tuple[str, str], ...] | None:
         """The objectives ``summary.json`` names, for a folder without ``space.yaml``; None without a summary."""
