@@ -28,6 +28,7 @@ from .attention import list_modules, module_info
 from .backbones import backbone_info, list_backbones
 from .backbones.densenet import _DenseBlock, _Transition
 from .candidate import Candidate, PlacementSpec
+from .codegen_plugin import plugin_class, plugin_code
 from .errors import AttnsearchError
 from .model import build_model, list_slots
 
@@ -65,8 +66,9 @@ _FAMILY_NEEDS = {
     "densenet": frozenset({"F", "Callable"}),
     "resnet": frozenset(),
     "cnn": frozenset(),
+    "plugin": frozenset(),
 }
-_MODEL_CLASS = {"vgg": "VGG", "densenet": "DenseNet", "resnet": "ResNet", "cnn": "CNN3"}
+_MODEL_CLASS = {"vgg": "VGG", "densenet": "DenseNet", "resnet": "ResNet", "cnn": "CNN3", "plugin": "_plugin_backbone"}
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CHILD_NAME = re.compile(r"[0-9]+|[A-Za-z_][A-Za-z0-9_]*")  # torchvision's numeric names are keys, not attributes
@@ -107,25 +109,31 @@ def generate_code(
     b = candidate.backbone
     slots = {s.name: s.channels for s in list_slots(backbone, image_size=image_size, width=b.width, stem=b.stem)}
     from .codegen_families import cnn3_body, resnet_body  # they use this module's helpers
+    from .codegen_plugin_backbone import plugin_backbone_body
 
     writers = {"vgg": _vgg_body, "densenet": _densenet_body, "resnet": resnet_body, "cnn": cnn3_body}
+    writers["plugin"] = plugin_backbone_body
     body = writers[family](model, candidate, slots)
 
     keys = list(dict.fromkeys(p.module for p in plain))
+    # plug-in modules and backbone: attnsearch.codegen_plugin
+    plugged = plugin_code([key for key in keys if key not in _MECHANISMS], backbone if family == "plugin" else None)
+    keys = [key for key in keys if key in _MECHANISMS]
     gated = _gate_code(model, candidate, family) if len(plain) < len(candidate.placements) else None
-    needs = {"OrderedDict", "torch", "nn", *_FAMILY_NEEDS[family]}
+    needs = {"OrderedDict", "torch", "nn", *_FAMILY_NEEDS[family], *plugged.needs}
     for key in keys:
         needs |= _MECHANISMS[key].needs
     needs |= gated.needs if gated else set()
-    imports = [line for name, line in _STDLIB_IMPORTS.items() if name in needs]
+    imports = [line for name, line in _STDLIB_IMPORTS.items() if name in needs] + plugged.imports
+    imports.sort(key=lambda line: (line.startswith("from "), line))  # as ruff's isort orders them
     torch_imports = [line for name, line in _TORCH_IMPORTS.items() if name in needs]
-    sections = [_template(f"attention_{key}").substitute() for key in keys]
+    sections = plugged.sections + [_template(f"attention_{key}").substitute() for key in keys]
     sections.append(body)
     sections += gated.sections if gated else []
     return _template("file").substitute(
         title=_title(backbone, bool(candidate.placements), trial, score),
         weights=_weights_source(weights_file),
-        imports="\n".join([*imports, "", *torch_imports]),
+        imports="\n".join([*plugged.future, *([""] if plugged.future else []), *imports, "", *torch_imports]),
         image_size=_literal(image_size, "image_size"),
         num_classes=_literal(num_classes, "num_classes"),
         body="\n\n\n".join(section.rstrip("\n") for section in sections),
@@ -191,7 +199,7 @@ def _check_placement(placement: PlacementSpec) -> None:
     if key not in list_modules() or key == "none":
         raise AttnsearchError(f"export: unknown attention module {key!r:.40}")
     if key not in _MECHANISMS:
-        raise AttnsearchError(f"export: no code template for attention module {key!r}")
+        plugin_class(key)  # a plug-in's module (attnsearch.codegen_plugin), else no code template: refused
     _identifier(placement.slot, "slot")
     allowed = module_info(key).params
     for name, value in placement.params:
@@ -202,10 +210,10 @@ def _check_placement(placement: PlacementSpec) -> None:
 
 
 def _attention_call(placement: PlacementSpec, channels: int) -> tuple[str, list[str]]:
-    mechanism = _MECHANISMS[placement.module]
+    key = placement.module
     args = [_literal(channels, "channels")]
     args += [f"{_identifier(n, 'parameter')}={_literal(v, n)}" for n, v in placement.params]
-    return mechanism.cls, args
+    return _MECHANISMS[key].cls if key in _MECHANISMS else plugin_class(key), args
 
 
 def _attention_entry(

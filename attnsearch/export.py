@@ -3,6 +3,10 @@
 The code comes from :func:`attnsearch.codegen.generate_code`; this module chooses the trial, checks the code and
 writes the files. Before anything is written, the generated code is run to build its model (on the meta device) and
 its state_dict keys and shapes must equal attnsearch's, one to one; the weights must fit it too.
+
+A trial with plug-in modules first loads the plug-ins its record names (:mod:`attnsearch.plugin_records`: one
+warning line when a source changed since the trial, one error line when it is gone); their code is embedded in the
+file or copied beside it (:mod:`attnsearch.codegen_plugin`), and the copies are written with the other files.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from torch import nn
 
 from .candidate import Candidate
 from .codegen import _reference_model, generate_code
+from .codegen_plugin import plugin_files
 from .errors import AttnsearchError
+from .plugin_records import load_for_trials
 from .record import TrialRecord
 from .results import StudyResults
 from .search.store import ResultsStore, check_writable, write_files
@@ -119,6 +125,8 @@ def export_trial(
     if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
         raise AttnsearchError(f"--format onnx needs the onnx package: {ONNX_HINT}")
     store = ResultsStore.open(results_dir)
+    # the plug-ins the trial was trained with, before its space and its model are read: attnsearch.plugin_records
+    load_for_trials(store, [int(trial)] if str(trial).isdigit() else [], every=trial == "best")
     results = StudyResults.from_store(store)
     number = _pick(results, trial)
     record = store.read_finished(number)
@@ -149,12 +157,17 @@ def export_trial(
         score=(metric, score) if score is not None else None,
         weights_file=code_path.with_suffix(".pt").name,
     )
-    model = _run_generated(code, candidate, classes, real=fmt == "onnx")
+    copied = plugin_files(candidate)  # plug-in files the code loads from beside it (attnsearch.codegen_plugin)
+    for name in copied or {}:
+        if name in (code_path.name, code_path.with_suffix(".pt").name, code_path.with_suffix(".onnx").name):
+            raise AttnsearchError(f"{code_path}: a plug-in file beside it is named {name}: export under another name")
+    model = _run_generated(code, candidate, classes, real=fmt == "onnx", files=copied)
     if state is not None:
         _check_weights(state, model, number)
     onnx = _onnx_bytes(model, state, candidate.data.image_size) if fmt == "onnx" else None
 
-    files = {code_path: code.encode("utf-8")}
+    files = {code_path.with_name(name): data for name, data in (copied or {}).items()}
+    files[code_path] = code.encode("utf-8")
     weights_path = onnx_path = None
     if weights and state is not None:
         weights_path = code_path.with_suffix(".pt")
@@ -214,12 +227,26 @@ def _check_weights(state: dict[str, torch.Tensor], model: nn.Module, number: int
 # ------------------------------------------------------------------------------------------------ building and checking
 
 
-def _run_generated(code: str, candidate: Candidate, num_classes: int, *, real: bool) -> nn.Module:
-    """Build the generated model and hold its state_dict keys and shapes against attnsearch's model."""
-    namespace: dict[str, Any] = {"__name__": "attnsearch_export"}
-    exec(compile(code, "<attnsearch export>", "exec"), namespace)  # our own code, from validated values only
-    with torch.device("meta"):
-        generated = namespace["build_model"](num_classes)
+def _run_generated(
+    code: str, candidate: Candidate, num_classes: int, *, real: bool, files: dict[str, bytes] | None = None
+) -> nn.Module:
+    """Build the generated model and hold its state_dict keys and shapes against attnsearch's model; ``files``:
+    the plug-in files it loads from beside it, put beside it in a temporary folder ({} when it embeds them all; None
+    when the candidate uses no plug-in module: then a failure is a bug of ours, else one line)."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name, data in (files or {}).items():
+            (Path(folder) / name).write_bytes(data)
+        namespace: dict[str, Any] = {"__name__": "attnsearch_export", "__file__": str(Path(folder) / "model.py")}
+        try:
+            exec(compile(code, "<attnsearch export>", "exec"), namespace)  # templates, checked values, plug-in files
+            with torch.device("meta"):
+                generated = namespace["build_model"](num_classes)
+        except Exception as err:
+            if files is None:  # our templates alone: a bug of ours
+                raise
+            raise AttnsearchError(
+                f"export: the exported code fails with its plug-in: {type(err).__name__}: {err}"
+            ) from None
     reference = _reference_model(candidate, num_classes, meta=True)
     ours = {k: tuple(v.shape) for k, v in generated.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
