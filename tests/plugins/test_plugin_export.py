@@ -1,0 +1,251 @@
+"""Export and replay of trials with plug-in modules: the exported file runs where attnsearch cannot be imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from recorded_study import GATE, Edited, PluginStudy, plugin_study
+
+import attnsearch as a
+from attnsearch.candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec
+from attnsearch.cli import main
+from attnsearch.codegen import generate_code
+from attnsearch.codegen_plugin import _analyse
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SITE_PACKAGES = str(Path(torch.__file__).resolve().parents[1])
+# -I -S with torch's site-packages alone on sys.path: attnsearch (an editable install, through a .pth file) is not
+# importable there, numpy is
+CLEAN = """
+import importlib.util, json, sys
+sys.path.append(SITE)
+try:
+    import attnsearch
+except ImportError:
+    pass
+else:
+    raise SystemExit("attnsearch is importable")
+import torch
+
+torch.set_num_threads(1)
+spec = importlib.util.spec_from_file_location("model", "model.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+model = module.build_model()
+model.load_state_dict(torch.load("model.pt", weights_only=True), strict=True)
+model.eval()
+io_ = torch.load("io.pt", weights_only=True)
+with torch.no_grad():
+    diff = (model(io_["x"]) - io_["expected"]).abs().max().item()
+print(json.dumps({"diff": diff, "modules": sorted(m for m in sys.modules if m.startswith("attnsearch"))}))
+"""
+# several commands in one fresh process (a plug-in loaded by the first stays loaded for the next)
+COMMANDS = """
+import sys
+from attnsearch.cli import main
+for args in ARGS:
+    code = 0
+    try:
+        main(args)
+    except SystemExit as done:
+        code = done.code
+    print(f"== exit {code}", file=sys.stderr, flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> PluginStudy:
+    return plugin_study(tmp_path_factory)
+
+
+def _trial(study: PluginStudy, label: str) -> int:
+    for path in study.folder.glob("trials/*/trial.json"):
+        record = json.loads(path.read_text())
+        if record["placements"] == label:
+            return record["number"]
+    raise AssertionError(f"no trial {label}")
+
+
+def _commands(*commands: list[str], cwd: Path) -> list[tuple[int, str]]:
+    """Each command's exit code and stderr lines, run one after the other in one fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-c", COMMANDS.replace("ARGS", repr(list(commands)))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found, lines = [], []
+    for line in done.stderr.splitlines():
+        if line.startswith("== exit "):
+            found.append((int(line.split()[-1]), "\n".join(lines)))
+            lines = []
+        elif line.startswith("attnsearch:"):
+            lines.append(line)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        (GATE, ""),
+        ("import torch\nimport numpy\n", "it imports numpy (line 2)"),
+        ("from . import helpers\n", "it has a relative import (line 1)"),
+        ("import torch\nfrom attnsearch.attention import at_least\n", "it imports attnsearch.attention (line 2)"),
+        ("import attnsearch\nimport torch\nX = attnsearch.register_module('k', paper='-')\n", "it uses attnsearch"),
+        ("import torch; import attnsearch\n", "line 1 holds more than attnsearch's import or decorator"),
+        ("import torch\n\nclass VGG(torch.nn.Module):\n    pass\n", "its top-level name VGG is one the exported"),
+        ("from typing import Callable\n", "its top-level name Callable is one the exported file defines"),
+        ("import torch.nn.functional as F\nfrom torch import nn\n", ""),  # the same objects as the file's names
+    ],
+)
+def test_embedded_only_when_torch_and_stdlib_alone(source: str, why: str) -> None:
+    found = _analyse("p", "/nowhere/p.py", source.encode())
+    assert found.why.startswith(why) and bool(found.why) == bool(why), found.why
+
+
+def test_embedded_source_is_the_file_less_its_attnsearch_lines() -> None:
+    found = _analyse("p", "/nowhere/p.py", GATE.encode())
+    assert found.future == ("from __future__ import annotations",)  # moved to the exported file's top
+    removed = [line for line in GATE.splitlines() if "attnsearch" in line or "__future__" in line]
+    assert len(removed) == 3  # import attnsearch, the decorator, from __future__
+    assert [line for line in found.kept.splitlines() if line.strip()] == [
+        line for line in GATE.splitlines() if line.strip() and line not in removed
+    ]
+    assert "\n\n\n\n" not in found.kept and "class P2Gate(nn.Module):\n" in found.kept
+
+
+def test_export_embeds_one_plugin_copies_the_other_and_runs_without_attnsearch(
+    study: PluginStudy, tmp_path: Path
+) -> None:
+    number = _trial(study, "block3=p2_gate block5=p2_npgate")
+    out = tmp_path / "model.py"
+    done = CliRunner().invoke(main, ["export", str(study.folder), "--trial", str(number), "-o", str(out), "--weights"])
+    assert done.exit_code == 0, done.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "model.py", "p2_npgate.py"]
+    assert (tmp_path / "p2_npgate.py").read_bytes() == study.np_gate.read_bytes()  # copied verbatim
+    code = out.read_text()
+    assert "class P2Gate(nn.Module):" in code and "import attnsearch" not in code and "@attnsearch" not in code
+    assert '_plugin_p2_npgate = _load_plugin("p2_npgate.py")' in code
+    assert "P2Gate(32)" in code and "_plugin_p2_npgate.NumpyGate(64)" in code
+    # attnsearch's model of the trial, with its weights, on one input: the exported file must give the same
+    record = json.loads((study.folder / "trials" / str(number) / "trial.json").read_text())
+    candidate = Candidate.from_dict(record["candidate"])
+    b = candidate.backbone
+    model = a.build_model(b.name, candidate.placement_dict(), num_classes=10, width=b.width, head=b.head, image_size=32)
+    model.load_state_dict(torch.load(study.folder / "trials" / str(number) / "model.pt", weights_only=True))
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.save({"x": x, "expected": model(x)}, tmp_path / "io.pt")
+    assert _run_clean(tmp_path) == {"diff": 0.0, "modules": []}
+
+
+def _run_clean(folder: Path) -> dict:
+    """What CLEAN finds for model.py, model.pt and io.pt in ``folder``."""
+    clean = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", CLEAN.replace("SITE", repr(SITE_PACKAGES))],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    return json.loads(clean.stdout.strip().splitlines()[-1])
+
+
+def test_export_of_an_embedded_plugin_alone_writes_one_file(study: PluginStudy, tmp_path: Path) -> None:
+    number = _trial(study, "block3=p2_gate")
+    done = CliRunner().invoke(main, ["export", str(study.folder), "--trial", str(number), "-o", str(tmp_path / "m.py")])
+    assert done.exit_code == 0, done.output
+    assert [p.name for p in tmp_path.iterdir()] == ["m.py"]
+
+
+def test_replay_reproduces_a_plugin_trial_exactly(study: PluginStudy) -> None:
+    number = _trial(study, "block3=p2_gate block5=p2_npgate")
+    done = CliRunner().invoke(main, ["replay", str(study.folder), "--trial", str(number)])
+    assert done.exit_code == 0, done.output
+    assert "val_acc reproduced exactly" in done.output and "weights identical to model.pt" in done.output
+
+
+def test_a_changed_plugin_warns_and_a_deleted_one_is_refused(study: PluginStudy, tmp_path: Path) -> None:
+    number = str(_trial(study, "block3=p2_gate"))
+    export = ["export", str(study.folder), "--trial", number, "-o", str(tmp_path / "model.py")]
+    replay = ["replay", str(study.folder), "--trial", number]
+    with Edited(study.gate, text=GATE + "# edited after the search\n"):
+        (export_code, export_err), (replay_code, replay_err) = _commands(export, replay, cwd=tmp_path)
+    warning = f"attnsearch: warning: plug-in attnsearch_plugin_p2_gate changed since trial {number} was trained"
+    assert export_code == 0 and replay_code == 0
+    for err in (export_err, replay_err):
+        warnings = [line for line in err.splitlines() if "warning" in line]
+        assert len(warnings) == 1 and warnings[0].startswith(warning) and warnings[0].endswith("results may differ")
+    assert "# edited after the search" in (tmp_path / "model.py").read_text()
+    with Edited(study.gate):  # moved away
+        refused = _commands(export, replay, cwd=tmp_path)
+    for code, err in refused:
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert f"trial {number} needs plug-in attnsearch_plugin_p2_gate from {study.gate.resolve()}" in err
+
+
+# stage1 follows a child of a plain Sequential, stage2 a child of a module with a forward of its own
+TWO_STAGE = """# A two-stage CNN of my own.
+
+import attnsearch
+from torch import nn
+
+
+class Stage(nn.Module):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.conv(x))
+
+
+@attnsearch.register_backbone("p2_two", slots={"stage1": "stem.2", "stage2": "down.act"})
+def two_stage(num_classes: int, width: float = 1.0) -> nn.Module:
+    c = max(4, int(16 * width))
+    model = nn.Sequential()
+    model.add_module("stem", nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()))
+    model.add_module("down", Stage(c, 2 * c))
+    model.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    model.add_module("flat", nn.Flatten())
+    model.add_module("fc", nn.Linear(2 * c, num_classes))
+    return model
+"""
+
+
+def test_export_of_a_plugin_backbone_calls_its_factory_and_places_modules_alike(
+    study: PluginStudy, tmp_path: Path
+) -> None:
+    plugin = tmp_path / "p2_two.py"
+    plugin.write_text(TWO_STAGE)
+    a.load_plugins([str(plugin)])
+    placements = (PlacementSpec("stage1", "p2_gate", (("scale", 2.0),)), PlacementSpec("stage2", "se"))
+    candidate = Candidate(BackboneSpec("p2_two", 0.5), placements, data=DataSpec(image_size=16))
+    model = a.build_model("p2_two", candidate.placement_dict(), num_classes=10, width=0.5, image_size=16)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.save({"x": x, "expected": model(x)}, tmp_path / "io.pt")
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    code = generate_code(candidate, num_classes=10)
+    (tmp_path / "model.py").write_text(code)
+    plugin.unlink()  # embedded: the exported file needs it no more
+    assert "model = two_stage(num_classes=num_classes, width=0.5)" in code
+    assert '("2", "stage1_attn", P2Gate(8, scale=2.0))' in code and '("act", "stage2_attn", SqueezeExcite(16))' in code
+    assert _run_clean(tmp_path) == {"diff": 0.0, "modules": []}
