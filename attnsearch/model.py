@@ -38,17 +38,17 @@ def _traced_slots(backbone: str, image_size: int, width: float, stem: str = "ima
     # search asks for the same few backbones, so each is traced once per process
     with torch.device("meta"):  # shapes only: no weights are allocated
         model = build_backbone(backbone, width=width, head="compact", num_classes=1, stem=stem)
+    if backbone_info(backbone).family == "plugin":  # its own forward: any failure is the plug-in's, said as such
+        try:
+            with torch.no_grad():
+                model.eval()(torch.zeros(1, 3, image_size, image_size, device="meta"))
+        except Exception as err:
+            says = f"{type(err).__name__}: {' '.join(str(err).split())}"
+            raise AttnsearchError(f"{backbone}: does not run at image size {image_size}: {says}") from None
     try:
         return tuple(trace_slots(model, slot_sites(model), image_size))
     except AttnsearchError as err:
         raise AttnsearchError(f"{backbone}: {err}") from None
-    except Exception as err:  # a plug-in backbone's own forward (the built-ins' fail as above)
-        if backbone_info(backbone).family != "plugin":
-            raise
-        says = " ".join(str(err).split())
-        raise AttnsearchError(
-            f"{backbone}: does not run at image size {image_size}: {type(err).__name__}: {says}"
-        ) from None
 
 
 def normalize_placements(

@@ -90,14 +90,15 @@ def check_plugin(plugin: Plugin) -> None:
 def check_module(key: str) -> None:
     """The attention module ``key``, built with its defaults, on the maps of :data:`CONTRACT_SHAPES`: same shape
     out, finite, gradients to the input and every parameter, and a bfloat16 pass under CPU autocast."""
-    from .attention import create_module
+    from .attention import module_info
 
+    cls = module_info(key).cls  # built directly: its own error, not create_module's rewording
     for channels, height, width in CONTRACT_SHAPES:
         shape = (2, channels, height, width)
         what = f"module {key!r} on a {tuple(shape)} input"
         generator = torch.Generator().manual_seed(0)
         try:
-            module = create_module(key, channels).train()
+            module = cls(channels).train()
         except Exception as err:
             raise AttnsearchError(f"module {key!r}: cannot be built with {channels} channels: {_says(err)}") from None
         x = torch.randn(shape, generator=generator, requires_grad=True)
@@ -113,7 +114,7 @@ def check_module(key: str) -> None:
         _check_gradients(what, module, x, y, generator)
         try:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                low = create_module(key, channels).train()(x.detach().to(torch.bfloat16))
+                low = cls(channels).train()(x.detach().to(torch.bfloat16))
         except Exception as err:
             raise AttnsearchError(f"{what}: fails in bfloat16 (CPU autocast): {_says(err)}") from None
         if not isinstance(low, torch.Tensor) or low.shape != x.shape:

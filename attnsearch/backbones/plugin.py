@@ -44,7 +44,10 @@ def slot_table(key: str, slots: dict[str, str] | list[str] | tuple[str, ...]) ->
         raise AttnsearchError(f"backbone {key!r}: slots must be a non-empty mapping of slot name -> submodule path")
     for name, path in table.items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_]\w*", name) or name == "all":
-            raise AttnsearchError(f"backbone {key!r}: slot name {name!r} must be an identifier other than 'all'")
+            raise AttnsearchError(
+                f"backbone {key!r}: slot name {name!r} must be an identifier other than 'all' "
+                "(name a slot: slots={'name': 'path'})"
+            )
         if not isinstance(path, str) or not re.fullmatch(r"\w+(\.\w+)*", path):
             raise AttnsearchError(f"backbone {key!r}: slot {name}: {path!r} is not a dotted submodule path")
     return dict(table)
