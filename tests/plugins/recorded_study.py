@@ -10,6 +10,8 @@ test session, through ``attnsearch run --plugin``.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,3 +118,38 @@ class Edited:
     def __exit__(self, *exc: object) -> None:
         self.path.with_suffix(".away").unlink(missing_ok=True)
         self.path.write_bytes(self.saved)
+
+
+# several commands in one fresh process (a plug-in loaded by the first stays loaded for the next)
+_COMMANDS = """
+import sys
+from attnsearch.cli import main
+for args in ARGS:
+    code = 0
+    try:
+        main(args)
+    except SystemExit as done:
+        code = done.code
+    print(f"== exit {code}", file=sys.stderr, flush=True)
+"""
+
+
+def commands(*argv: list[str], cwd: Path) -> list[tuple[int, str]]:
+    """Each command's exit code and its stderr lines that start with ``attnsearch:``, the commands run one after
+    the other in one fresh process (no plug-in loaded at its start)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _COMMANDS.replace("ARGS", repr(list(argv)))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found, lines = [], []
+    for line in done.stderr.splitlines():
+        if line.startswith("== exit "):
+            found.append((int(line.split()[-1]), "\n".join(lines)))
+            lines = []
+        elif line.startswith("attnsearch:"):
+            lines.append(line)
+    return found

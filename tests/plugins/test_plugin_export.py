@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from recorded_study import GATE, Edited, PluginStudy, plugin_study
+from recorded_study import GATE, Edited, PluginStudy, commands, plugin_study
 
 import attnsearch as a
 from attnsearch.candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec
@@ -46,18 +46,6 @@ with torch.no_grad():
     diff = (model(io_["x"]) - io_["expected"]).abs().max().item()
 print(json.dumps({"diff": diff, "modules": sorted(m for m in sys.modules if m.startswith("attnsearch"))}))
 """
-# several commands in one fresh process (a plug-in loaded by the first stays loaded for the next)
-COMMANDS = """
-import sys
-from attnsearch.cli import main
-for args in ARGS:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as done:
-        code = done.code
-    print(f"== exit {code}", file=sys.stderr, flush=True)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -71,26 +59,6 @@ def _trial(study: PluginStudy, label: str) -> int:
         if record["placements"] == label:
             return record["number"]
     raise AssertionError(f"no trial {label}")
-
-
-def _commands(*commands: list[str], cwd: Path) -> list[tuple[int, str]]:
-    """Each command's exit code and stderr lines, run one after the other in one fresh process."""
-    done = subprocess.run(
-        [sys.executable, "-c", COMMANDS.replace("ARGS", repr(list(commands)))],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    found, lines = [], []
-    for line in done.stderr.splitlines():
-        if line.startswith("== exit "):
-            found.append((int(line.split()[-1]), "\n".join(lines)))
-            lines = []
-        elif line.startswith("attnsearch:"):
-            lines.append(line)
-    return found
 
 
 @pytest.mark.parametrize(
@@ -181,7 +149,7 @@ def test_a_changed_plugin_warns_and_a_deleted_one_is_refused(study: PluginStudy,
     export = ["export", str(study.folder), "--trial", number, "-o", str(tmp_path / "model.py")]
     replay = ["replay", str(study.folder), "--trial", number]
     with Edited(study.gate, text=GATE + "# edited after the search\n"):
-        (export_code, export_err), (replay_code, replay_err) = _commands(export, replay, cwd=tmp_path)
+        (export_code, export_err), (replay_code, replay_err) = commands(export, replay, cwd=tmp_path)
     warning = f"attnsearch: warning: plug-in attnsearch_plugin_p2_gate changed since trial {number} was trained"
     assert export_code == 0 and replay_code == 0
     for err in (export_err, replay_err):
@@ -189,7 +157,7 @@ def test_a_changed_plugin_warns_and_a_deleted_one_is_refused(study: PluginStudy,
         assert len(warnings) == 1 and warnings[0].startswith(warning) and warnings[0].endswith("results may differ")
     assert "# edited after the search" in (tmp_path / "model.py").read_text()
     with Edited(study.gate):  # moved away
-        refused = _commands(export, replay, cwd=tmp_path)
+        refused = commands(export, replay, cwd=tmp_path)
     for code, err in refused:
         assert code == 2 and len(err.splitlines()) == 1, err
         assert f"trial {number} needs plug-in attnsearch_plugin_p2_gate from {study.gate.resolve()}" in err

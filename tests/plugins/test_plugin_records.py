@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from recorded_study import PluginStudy, plugin_study
+from recorded_study import PluginStudy, commands, plugin_study
 
 from attnsearch.dashboard.watch import StudyReader
 from attnsearch.errors import AttnsearchError
@@ -85,13 +83,11 @@ def test_watch_reads_a_plugin_study(study: PluginStudy) -> None:
     assert results.counts()["complete"] == 2 and results.best() is not None
 
 
-def test_report_without_plugin_loads_them_from_the_records(study: PluginStudy, tmp_path: Path) -> None:
-    # a fresh process, no --plugin: the space names p2_gate, which the records' files provide
-    done = subprocess.run(
-        [sys.executable, "-m", "attnsearch", "report", str(study.folder), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "p2_npgate" in done.stdout and "warning" not in done.stderr
+def test_report_and_explain_without_plugin_load_them_from_the_records(study: PluginStudy, tmp_path: Path) -> None:
+    # a fresh process, no --plugin: the space names p2_gate and p2_npgate, which the records' files provide
+    number = str(ResultsStore(study.folder).read_records()[-1].number)
+    report = ["report", str(study.folder), "--out", str(tmp_path / "report")]
+    explain = ["explain", str(study.folder), "--trial", number, "--images", "2", "--out", str(tmp_path / "explain")]
+    assert commands(report, explain, cwd=tmp_path) == [(0, ""), (0, "")]
+    assert (tmp_path / "report" / "summary.md").read_text().count("p2_npgate") >= 1
+    assert [p.name for p in (tmp_path / "explain").iterdir()] == [f"trial-{number}.png"]
