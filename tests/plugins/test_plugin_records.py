@@ -8,11 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from recorded_study import PluginStudy, commands, plugin_study
+from recorded_study import GATE, PluginStudy, commands, plugin_study
 
 from attnsearch.dashboard.watch import StudyReader
 from attnsearch.errors import AttnsearchError
 from attnsearch.plugin_records import load_recorded, missing_plugins
+from attnsearch.plugins import plugin_of
 from attnsearch.record import PluginRecord, TrialRecord
 from attnsearch.search.store import ResultsStore
 
@@ -91,3 +92,17 @@ def test_report_and_explain_without_plugin_load_them_from_the_records(study: Plu
     assert commands(report, explain, cwd=tmp_path) == [(0, ""), (0, "")]
     assert (tmp_path / "report" / "summary.md").read_text().count("p2_npgate") >= 1
     assert [p.name for p in (tmp_path / "explain").iterdir()] == [f"trial-{number}.png"]
+
+
+def test_a_plugin_whose_file_is_gone_loads_by_its_import_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # installed elsewhere since the search (an entry point's package reinstalled): the recorded file is gone
+    (tmp_path / "p2_importable.py").write_text(GATE.replace('"p2_gate"', '"p2_importable_gate"'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = (tmp_path / "p2_importable.py").read_bytes()
+    recorded = PluginRecord(
+        "p2_importable", "/gone/p2_importable.py", hashlib.sha256(data).hexdigest(), "module", ("p2_importable_gate",)
+    )
+    lines: list[str] = []
+    load_recorded([TrialRecord(5, "complete", plugins=(recorded,))], warn=lines.append)
+    plugin = plugin_of("module", "p2_importable_gate")
+    assert plugin is not None and plugin.name == "p2_importable" and lines == []
