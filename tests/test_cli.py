@@ -37,7 +37,8 @@ def test_slots_table_and_json() -> None:
     table = invoke("slots", "vgg16_bn", "--image-size", "32")
     assert table.exit_code == 0 and "conv5_3" in table.output and "2 x 2" in table.output
     listed = json.loads(invoke("slots", "densenet_bc100", "--image-size", "32", "--width", "0.5", "--json").output)
-    assert listed[0] == {"name": "denseblock1", "channels": 12 + 16 * 6, "height": 32, "width": 32, "block_level": True}
+    first = {"name": "denseblock1", "channels": 12 + 16 * 6, "height": 32, "width": 32, "block_level": True}
+    assert listed[0] == {**first, "origin": "built-in"}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
