@@ -139,6 +139,7 @@ def generate_code(
         body="\n\n\n".join(section.rstrip("\n") for section in sections),
         backbone=backbone,
         model_class=gated.model_class if gated else _MODEL_CLASS[family],
+        needs=plugged.described or "one file that needs only PyTorch",
     )
 
 

@@ -68,6 +68,7 @@ class PluginCode:
     imports: list[str] = field(default_factory=list)  # standard library import lines (the copied files' loader)
     needs: frozenset[str] = frozenset()  # names of codegen's import table the sections use
     files: dict[str, bytes] = field(default_factory=dict)  # copied: file name beside the export -> its bytes
+    described: str = ""  # copied: what the file needs, for its docstring ("" when only PyTorch)
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ def plugin_code(keys: list[str], backbone: str | None = None) -> PluginCode:
         sections=sections,
         future=future,
         imports=list(_LOADER_IMPORTS) if copied else [],
+        described=_described(list(files)),
         needs=frozenset({"Callable"}) if copied else frozenset(),
         files=files,
     )
@@ -341,6 +343,14 @@ def _file_name(name: str) -> str:
     if not _FILE_NAME.fullmatch(name):
         raise AttnsearchError(f"export: plug-in file {name!r:.60} cannot be named in the exported code")
     return name
+
+
+def _described(names: list[str]) -> str:
+    """The exported file's needs, in its docstring, when it loads plug-in files from beside it."""
+    if not names:
+        return ""
+    listed = ", ".join(_file_name(name) for name in names)
+    return f"it needs PyTorch and the plug-in file{'s' if len(names) > 1 else ''} {listed} beside it, which it loads"
 
 
 def _comment(name: str) -> str:

@@ -103,6 +103,7 @@ def test_export_embeds_one_plugin_copies_the_other_and_runs_without_attnsearch(
     code = out.read_text()
     assert "class P2Gate(nn.Module):" in code and "import attnsearch" not in code and "@attnsearch" not in code
     assert '_plugin_p2_npgate = _load_plugin("p2_npgate.py")' in code
+    assert "it needs PyTorch and the plug-in file p2_npgate.py beside it, which it loads." in code
     assert "P2Gate(32)" in code and "_plugin_p2_npgate.NumpyGate(64)" in code
     # attnsearch's model of the trial, with its weights, on one input: the exported file must give the same
     record = json.loads((study.folder / "trials" / str(number) / "trial.json").read_text())
@@ -135,6 +136,7 @@ def test_export_of_an_embedded_plugin_alone_writes_one_file(study: PluginStudy, 
     done = CliRunner().invoke(main, ["export", str(study.folder), "--trial", str(number), "-o", str(tmp_path / "m.py")])
     assert done.exit_code == 0, done.output
     assert [p.name for p in tmp_path.iterdir()] == ["m.py"]
+    assert "one file that needs only PyTorch." in (tmp_path / "m.py").read_text()
 
 
 def test_replay_reproduces_a_plugin_trial_exactly(study: PluginStudy) -> None:
