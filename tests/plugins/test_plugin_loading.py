@@ -16,7 +16,7 @@ import attnsearch as a
 from attnsearch.cli import main
 from attnsearch.plugins import plugin_specs
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "forget_plugins")
 
 
 def invoke(*args: str) -> Result:

@@ -19,7 +19,7 @@ import attnsearch as a
 from attnsearch.cli import main
 from attnsearch.plugin_checks import check_module
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "forget_plugins")
 
 TINY = {
     "name": "p1",
