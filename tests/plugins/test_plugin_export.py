@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from plugin_files import TWO_STAGE as TWO_STAGE_P1
+from plugin_files import write
 from recorded_study import GATE, Edited, PluginStudy, commands, plugin_study
 
 import attnsearch as a
@@ -195,6 +197,25 @@ def two_stage(num_classes: int, width: float = 1.0) -> nn.Module:
 """
 
 
+def _save_scrambled(candidate: Candidate, folder: Path) -> str:
+    """attnsearch's model of ``candidate`` with moved weights: model.pt and io.pt in ``folder``; its code."""
+    b = candidate.backbone
+    size = candidate.data.image_size
+    model = a.build_model(b.name, candidate.placement_dict(), num_classes=10, width=b.width, image_size=size)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        torch.save({"x": x, "expected": model(x)}, folder / "io.pt")
+    torch.save(model.state_dict(), folder / "model.pt")
+    code = generate_code(candidate, num_classes=10)
+    (folder / "model.py").write_text(code)
+    return code
+
+
 def test_export_of_a_plugin_backbone_calls_its_factory_and_places_modules_alike(
     study: PluginStudy, tmp_path: Path
 ) -> None:
@@ -202,20 +223,21 @@ def test_export_of_a_plugin_backbone_calls_its_factory_and_places_modules_alike(
     plugin.write_text(TWO_STAGE)
     a.load_plugins([str(plugin)])
     placements = (PlacementSpec("stage1", "p2_gate", (("scale", 2.0),)), PlacementSpec("stage2", "se"))
-    candidate = Candidate(BackboneSpec("p2_two", 0.5), placements, data=DataSpec(image_size=16))
-    model = a.build_model("p2_two", candidate.placement_dict(), num_classes=10, width=0.5, image_size=16)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    model.eval()
-    x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        torch.save({"x": x, "expected": model(x)}, tmp_path / "io.pt")
-    torch.save(model.state_dict(), tmp_path / "model.pt")
-    code = generate_code(candidate, num_classes=10)
-    (tmp_path / "model.py").write_text(code)
+    code = _save_scrambled(Candidate(BackboneSpec("p2_two", 0.5), placements, data=DataSpec(image_size=16)), tmp_path)
     plugin.unlink()  # embedded: the exported file needs it no more
     assert "model = two_stage(num_classes=num_classes, width=0.5)" in code
     assert '("2", "stage1_attn", P2Gate(8, scale=2.0))' in code and '("act", "stage2_attn", SqueezeExcite(16))' in code
+    assert _run_clean(tmp_path) == {"diff": 0.0, "modules": []}
+
+
+def test_export_of_a_plugin_backbone_hooked_at_its_top_level(tmp_path: Path) -> None:
+    # P1's two-stage CNN: a model with a forward of its own, slot s1 its top-level child (a forward hook), s2 inside
+    # a Sequential child; the file imports attnsearch and torch only, and defines a class besides its factory
+    plugin = write(tmp_path, "p2_top", TWO_STAGE_P1.format(key="p2_top_two"))
+    a.load_plugins([str(plugin)])
+    placements = (PlacementSpec("s1", "eca"), PlacementSpec("s2", "cbam", (("reduction", 2),)))
+    code = _save_scrambled(
+        Candidate(BackboneSpec("p2_top_two", 0.25), placements, data=DataSpec(image_size=16)), tmp_path
+    )
+    assert "class TwoStage(nn.Module):" in code and "import attnsearch" not in code
     assert _run_clean(tmp_path) == {"diff": 0.0, "modules": []}

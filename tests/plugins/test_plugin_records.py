@@ -8,12 +8,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from plugin_files import BRIGHTNESS, TWO_STAGE, write
 from recorded_study import GATE, PluginStudy, commands, plugin_study
 
+from attnsearch.candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec
 from attnsearch.dashboard.watch import StudyReader
 from attnsearch.errors import AttnsearchError
-from attnsearch.plugin_records import load_recorded, missing_plugins
-from attnsearch.plugins import plugin_of
+from attnsearch.plugin_records import load_recorded, missing_plugins, used_plugins
+from attnsearch.plugins import load_plugins, plugin_of
 from attnsearch.record import PluginRecord, TrialRecord
 from attnsearch.search.store import ResultsStore
 
@@ -106,3 +108,16 @@ def test_a_plugin_whose_file_is_gone_loads_by_its_import_name(tmp_path: Path, mo
     load_recorded([TrialRecord(5, "complete", plugins=(recorded,))], warn=lines.append)
     plugin = plugin_of("module", "p2_importable_gate")
     assert plugin is not None and plugin.name == "p2_importable" and lines == []
+
+
+def test_a_plugin_backbone_and_dataset_are_recorded_with_their_kind(tmp_path: Path) -> None:
+    path = write(tmp_path, "p2_kinds", TWO_STAGE.format(key="p2_kinds_two") + BRIGHTNESS.format(key="p2_kinds_data"))
+    load_plugins([str(path)])
+    candidate = Candidate(
+        BackboneSpec("p2_kinds_two", 0.25), (PlacementSpec("s1", "se"),), data=DataSpec("p2_kinds_data", image_size=20)
+    )
+    sha = _sha(path)
+    assert used_plugins(candidate) == (
+        PluginRecord("attnsearch_plugin_p2_kinds", str(path), sha, "backbone", ("p2_kinds_two",)),
+        PluginRecord("attnsearch_plugin_p2_kinds", str(path), sha, "dataset", ("p2_kinds_data",)),
+    )
