@@ -86,12 +86,13 @@ def test_watch_reads_a_plugin_study(study: PluginStudy) -> None:
     assert results.counts()["complete"] == 2 and results.best() is not None
 
 
-def test_report_and_explain_without_plugin_load_them_from_the_records(study: PluginStudy, tmp_path: Path) -> None:
-    # a fresh process, no --plugin: the space names p2_gate and p2_npgate, which the records' files provide
+def test_report_explain_watch_without_plugin_load_them_from_the_records(study: PluginStudy, tmp_path: Path) -> None:
+    # one fresh process, no --plugin: the space names p2_gate and p2_npgate, which the records' files provide
     number = str(ResultsStore(study.folder).read_records()[-1].number)
     report = ["report", str(study.folder), "--out", str(tmp_path / "report")]
     explain = ["explain", str(study.folder), "--trial", number, "--images", "2", "--out", str(tmp_path / "explain")]
-    assert commands(report, explain, cwd=tmp_path) == [(0, ""), (0, "")]
+    watch = ["watch", str(study.folder), "--once"]
+    assert commands(report, explain, watch, cwd=tmp_path) == [(0, ""), (0, ""), (0, "")]
     assert (tmp_path / "report" / "summary.md").read_text().count("p2_npgate") >= 1
     assert [p.name for p in (tmp_path / "explain").iterdir()] == [f"trial-{number}.png"]
 
