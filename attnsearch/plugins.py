@@ -144,6 +144,8 @@ def _load_spec(spec: str) -> Plugin:
             return _LOADED[spec]
         if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", spec):
             raise AttnsearchError(f"plug-in {spec}: neither a .py file nor a module name")
+        if spec == "attnsearch" or spec.startswith("attnsearch."):
+            raise AttnsearchError(f"plug-in {spec}: part of attnsearch itself, not a plug-in")
         plugin = _import(spec, spec, lambda: importlib.import_module(spec), "--plugin", spec)
     _SPECS.append(plugin.spec)
     return plugin
@@ -194,7 +196,8 @@ def _import(label: str, name: str, run: object, origin: str, spec: str) -> Plugi
     except ModuleNotFoundError as err:
         _forget(plugin_checks, before, name)
         what = "cannot be imported" if err.name == name else "import failed"
-        raise AttnsearchError(f"plug-in {label}: {what}: {type(err).__name__}: {err}") from None
+        hint = f" (the file? pass {name}.py)" if err.name == name and os.path.isfile(f"{name}.py") else ""
+        raise AttnsearchError(f"plug-in {label}: {what}: {type(err).__name__}: {err}{hint}") from None
     except Exception as err:  # the plug-in's own code failed: its message, on one line
         _forget(plugin_checks, before, name)
         raise AttnsearchError(f"plug-in {label}: import failed: {type(err).__name__}: {_one_line(err)}") from None

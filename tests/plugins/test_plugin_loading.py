@@ -119,6 +119,15 @@ def test_a_plugin_that_is_not_there_is_one_line(tmp_path: Path) -> None:
         f"plug-in {tmp_path / 'p1_gone.py'}: no such file"
     )
     assert "cannot be imported: ModuleNotFoundError" in one_error_line(invoke("modules", "--plugin", "p1_no_module"))
+    assert one_error_line(invoke("modules", "--plugin", "attnsearch.attention.se")) == (
+        "plug-in attnsearch.attention.se: part of attnsearch itself, not a plug-in"
+    )
+
+
+def test_a_file_named_without_py_is_hinted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, "p1_hinted", gate("p1_hinted"))
+    monkeypatch.chdir(tmp_path)
+    assert one_error_line(invoke("modules", "--plugin", "p1_hinted")).endswith("(the file? pass p1_hinted.py)")
 
 
 def test_modules_and_slots_list_plugins_with_their_origin(tmp_path: Path) -> None:
