@@ -21,8 +21,9 @@ def modules(as_json: bool) -> None:
     """List the attention modules: registry key, paper, parameters with defaults, origin (built-in or plug-in).
 
     \b
-    Example:
+    Examples:
       attnsearch modules --json
+      attnsearch modules --plugin my_gate.py
     """
     from ..attention import list_modules, module_info
 

@@ -58,6 +58,7 @@ def run(space_file: str, no_dashboard: bool, **options: Any) -> None:
     Examples:
       attnsearch run search_spaces/quickstart.yaml
       attnsearch run my_space.yaml --trials 50 --keep-weights 3 --results runs
+      attnsearch run my_space.yaml --plugin my_gate.py
     """
     from contextlib import nullcontext
     from pathlib import Path
@@ -116,8 +117,9 @@ def validate(space_file: str, as_json: bool) -> None:
     """Check SPACE.yaml without training: its size, slot x module table, and the range of params and FLOPs.
 
     \b
-    Example:
+    Examples:
       attnsearch validate search_spaces/quickstart.yaml
+      attnsearch validate my_space.yaml --plugin my_gate.py
     """
     from ..search.survey import survey_space
     from ..space import load_space
