@@ -8,7 +8,8 @@ was loaded from (never text from a space or results file). That file is checked 
   ``register_dataset``) statements; its source then becomes a section of the exported file with exactly those
   lines left out: the attnsearch imports and the decorators that use them (each on lines of its own). Nothing
   else of attnsearch may be used, no name the exported file defines may be redefined (an import binding the same
-  object, such as ``from torch import nn``, is fine), and ``from __future__`` imports move to the file's top;
+  object, such as ``from torch import nn``, is fine), and ``from __future__`` imports move to the file's top. Two
+  embedded files that define one name are refused (one line: rename one);
 - **copied** otherwise (a relative import, a package outside torch and the standard library, attnsearch used
   beyond its registration decorators): the file is written beside the exported one under its own name, and the
   exported file loads it from there with ``attnsearch`` bound to no-op registration decorators
@@ -80,6 +81,7 @@ class _Source:
     why: str  # why it is copied; "" when embedded
     kept: str  # embedded: the source less its attnsearch lines
     future: tuple[str, ...]  # its ``from __future__`` lines
+    bindings: tuple[tuple[str, str | None], ...]  # top-level names kept: (name, import target or None)
 
 
 def plugin_class(key: str) -> str:
@@ -125,6 +127,7 @@ def plugin_code(keys: list[str], backbone: str | None = None) -> PluginCode:
     sources = list({s.file: s for s in found}.values())
     if not sources:
         return PluginCode()
+    _check_apart([s for s in sources if not s.why])
     sections, future, files = [], [], {}
     for source in sources:
         if source.why:
@@ -221,9 +224,11 @@ def _analyse(name: str, file: str, data: bytes) -> _Source:
     used = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in bound and n.lineno not in dropped]
     if used and not why:
         why = f"it uses attnsearch beyond its registration decorators (line {used[0].lineno})"
-    why = why or _clash(tree, dropped)
+    bindings = _bindings(tree, dropped)
+    why = why or _clash(bindings)
     kept = _kept(lines, dropped)
-    return _Source(name, Path(file), data, defined, why, kept if not why else "", tuple(future))
+    pairs = tuple((name, target) for name, target, _ in bindings)
+    return _Source(name, Path(file), data, defined, why, kept if not why else "", tuple(future), pairs)
 
 
 def _kept(lines: list[str], dropped: set[int]) -> str:
@@ -303,29 +308,48 @@ def _reserved() -> frozenset[str]:
     return frozenset(found)
 
 
-def _clash(tree: ast.Module, dropped: set[int]) -> str:
-    """Why a top-level name of the plug-in would clash with the exported file's ("" when none does)."""
+def _bindings(tree: ast.Module, dropped: set[int]) -> list[tuple[str, str | None, int]]:
+    """The names the file's kept top-level statements bind: (name, what an import binds it to, or None for a
+    definition or an assignment, line)."""
+    found: list[tuple[str, str | None, int]] = []
     for node in tree.body:
         if node.lineno in dropped:
             continue
-        bindings: list[tuple[str, str | None]] = []  # (name, what an import binds it to; None: a definition)
         if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            bindings.append((node.name, None))
+            found.append((node.name, None, node.lineno))
         elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            bindings += [(n.id, None) for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+            found += [(n.id, None, node.lineno) for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 bound = alias.asname or alias.name.partition(".")[0]
-                bindings.append((bound, alias.name if alias.asname else bound))
+                found.append((bound, alias.name if alias.asname else bound, node.lineno))
         elif isinstance(node, ast.ImportFrom):
-            bindings += [(a.asname or a.name, f"{node.module}.{a.name}") for a in node.names]
-        for name, target in bindings:
-            if name in _FILE_IMPORTS and target == _FILE_IMPORTS[name]:
-                continue
-            if name in _FILE_IMPORTS or name in _reserved() or re.fullmatch(r"_\w+_attn", name):
-                return f"its top-level name {name} is one the exported file defines (line {node.lineno})"
+            found += [(a.asname or a.name, f"{node.module}.{a.name}", node.lineno) for a in node.names]
+    return found
+
+
+def _clash(bindings: list[tuple[str, str | None, int]]) -> str:
+    """Why a top-level name of the plug-in would clash with the exported file's ("" when none does)."""
+    for name, target, line in bindings:
+        if name in _FILE_IMPORTS and target == _FILE_IMPORTS[name]:
+            continue
+        if name in _FILE_IMPORTS or name in _reserved() or re.fullmatch(r"_\w+_attn", name):
+            return f"its top-level name {name} is one the exported file defines (line {line})"
     return ""
+
+
+def _check_apart(sources: list[_Source]) -> None:
+    """Embedded sources share the exported file's namespace: no two may bind one name to different things."""
+    seen: dict[str, tuple[str | None, Path]] = {}
+    for source in sources:
+        for name, target in source.bindings:
+            if name in seen and (target is None or seen[name][0] != target):
+                raise AttnsearchError(
+                    f"export: plug-ins {seen[name][1].name} and {source.file.name} both define {name} at their top "
+                    "level, which one exported file cannot hold: rename one of them"
+                )
+            seen[name] = (target, source.file)
 
 
 # ------------------------------------------------------------------------------------------------ names in the code

@@ -11,14 +11,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 from plugin_files import TWO_STAGE as TWO_STAGE_P1
-from plugin_files import write
+from plugin_files import gate, write
 from recorded_study import GATE, Edited, PluginStudy, commands, plugin_study
 
 import attnsearch as a
 from attnsearch.candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec
 from attnsearch.cli import main
 from attnsearch.codegen import generate_code
-from attnsearch.codegen_plugin import _analyse
+from attnsearch.codegen_plugin import _analyse, plugin_code
+from attnsearch.errors import AttnsearchError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -91,6 +92,14 @@ def test_embedded_source_is_the_file_less_its_attnsearch_lines() -> None:
         line for line in GATE.splitlines() if line.strip() and line not in removed
     ]
     assert "\n\n\n\n" not in found.kept and "class P2Gate(nn.Module):\n" in found.kept
+
+
+def test_two_embedded_plugins_defining_one_name_are_refused(tmp_path: Path) -> None:
+    # both files define `class Gate`: one exported file cannot hold both; sharing `import torch` is fine
+    a.load_plugins([str(write(tmp_path, f"p2_twin_{x}", gate(f"p2_twin_{x}"))) for x in "ab"])
+    assert "class Gate(nn.Module):" in plugin_code(["p2_twin_a"]).sections[0]
+    with pytest.raises(AttnsearchError, match=r"plug-ins p2_twin_a\.py and p2_twin_b\.py both define Gate at their"):
+        plugin_code(["p2_twin_a", "p2_twin_b"])
 
 
 def test_export_embeds_one_plugin_copies_the_other_and_runs_without_attnsearch(
