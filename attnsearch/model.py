@@ -13,6 +13,8 @@ from .attention import check_params, create_module
 from .backbones import Slot, backbone_info, build_backbone, describe_names, insert_modules, slot_sites, trace_slots
 from .errors import AttnsearchError
 from .gating import attach_gates, split_gates
+from .plugin_checks import check_module_at
+from .plugins import plugin_of
 
 __all__ = ["Placement", "build_model", "list_slots", "normalize_placements"]
 
@@ -118,7 +120,10 @@ def build_model(
         if site.name not in chosen:
             continue
         key, params = chosen[site.name]
-        channels = shapes[site.name].channels
+        slot = shapes[site.name]
+        channels = slot.channels
+        if plugin_of("module", key) is not None:  # the contract at this slot's own map, before anything trains
+            check_module_at(key, site.name, (channels, slot.height, slot.width), params)
         if site.per_layer:
             modules[site.name] = lambda key=key, channels=channels, params=params: create_module(
                 key, channels, **params

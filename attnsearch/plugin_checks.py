@@ -14,7 +14,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,7 +24,16 @@ from .errors import AttnsearchError
 if TYPE_CHECKING:
     from .plugins import Plugin
 
-__all__ = ["CONTRACT_SHAPES", "check_module", "check_plugin", "gained", "owned_by", "registered", "unregister"]
+__all__ = [
+    "CONTRACT_SHAPES",
+    "check_module",
+    "check_module_at",
+    "check_plugin",
+    "gained",
+    "owned_by",
+    "registered",
+    "unregister",
+]
 
 # (channels, height, width) a module is run on at load: one channel, odd and non-square maps both ways
 CONTRACT_SHAPES = ((1, 7, 5), (16, 5, 7), (8, 9, 9))
@@ -134,6 +144,31 @@ def _check_gradients(what: str, module: torch.nn.Module, x: torch.Tensor, y: tor
     for name, parameter in module.named_parameters():
         if parameter.requires_grad and parameter.grad is None:
             raise AttnsearchError(f"{what}: parameter {name!r} gets no gradient")
+
+
+def check_module_at(key: str, slot: str, shape: tuple[int, int, int], params: dict[str, Any]) -> None:
+    """The plug-in module ``key`` with ``params`` keeps the shape ``(C, H, W)`` of the map at ``slot``: one
+    forward pass on the meta device (no weights, no arithmetic), once per process for each module, shape and
+    parameters. A module the meta device cannot run is passed over: its real pass will say what fails."""
+    got = _meta_shape(key, *shape, tuple(sorted(params.items())))
+    if got is not None and got != (2, *shape):
+        from .plugins import plugin_of
+
+        plugin = plugin_of("module", key)
+        who = f"module {key!r}" + (f" (plug-in {plugin.name})" if plugin else "")
+        raise AttnsearchError(f"slot {slot}: {who} must keep its input's shape {(2, *shape)}, returned {got}")
+
+
+@functools.lru_cache(maxsize=512)
+def _meta_shape(key: str, channels: int, height: int, width: int, params: tuple) -> tuple[int, ...] | None:
+    from .attention import module_info
+
+    try:
+        with torch.device("meta"):
+            y = module_info(key).cls(channels, **dict(params))(torch.empty(2, channels, height, width))
+    except Exception:
+        return None
+    return tuple(y.shape) if isinstance(y, torch.Tensor) else (-1,)
 
 
 def check_backbone(key: str) -> None:

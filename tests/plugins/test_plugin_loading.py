@@ -92,6 +92,17 @@ def test_a_module_that_breaks_its_contract_is_refused_in_one_line(
     assert stem not in a.list_modules() and f"attnsearch_plugin_{stem}" not in sys.modules  # undone
 
 
+def test_a_module_that_breaks_its_contract_at_a_slot_s_own_map_is_refused_at_validation(tmp_path: Path) -> None:
+    wide = gate("p1_wide", "(x * self.weight)[..., :-1] if x.shape[1] >= 32 else x * self.weight")
+    path = write(tmp_path, "p1_wide", wide)  # passes the load-time maps (1, 16 and 8 channels), not 32
+    space = tmp_path / "space.yaml"
+    space.write_text("name: p1\nbackbone: {name: vgg11_bn, width: 0.125}\nslots: {block3: [none, p1_wide]}\n")
+    assert one_error_line(invoke("validate", space, "--plugin", path)) == (
+        "slot block3: module 'p1_wide' (plug-in attnsearch_plugin_p1_wide) must keep its input's shape "
+        "(2, 32, 8, 8), returned (2, 32, 8, 7)"
+    )
+
+
 @pytest.mark.parametrize(
     ("stem", "body", "says"),
     [
