@@ -40,7 +40,7 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -183,13 +183,13 @@ def _load_entry_points() -> list[Plugin]:
     return found
 
 
-def _import(label: str, name: str, run: object, origin: str, spec: str) -> Plugin:
+def _import(label: str, name: str, run: Callable[[], object], origin: str, spec: str) -> Plugin:
     """Import through ``run`` and build the Plugin from what the registries gained; undone on any failure."""
     from . import plugin_checks
 
     before = plugin_checks.registered()
     try:
-        module = run()  # type: ignore[operator]
+        module = run()
     except AttnsearchError as err:
         _forget(plugin_checks, before, name)
         raise AttnsearchError(f"plug-in {label}: {err}") from None
