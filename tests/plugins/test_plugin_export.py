@@ -21,7 +21,7 @@ from attnsearch.codegen import generate_code
 from attnsearch.codegen_plugin import _analyse, plugin_code
 from attnsearch.errors import AttnsearchError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "forget_plugins")  # each test unloads what it loads
 
 SITE_PACKAGES = str(Path(torch.__file__).resolve().parents[1])
 # -I -S with torch's site-packages alone on sys.path: attnsearch (an editable install, through a .pth file) is not
@@ -230,7 +230,7 @@ def test_export_of_a_plugin_backbone_calls_its_factory_and_places_modules_alike(
 ) -> None:
     plugin = tmp_path / "p2_two.py"
     plugin.write_text(TWO_STAGE)
-    a.load_plugins([str(plugin)])
+    a.load_plugins([str(plugin), str(study.gate)])
     placements = (PlacementSpec("stage1", "p2_gate", (("scale", 2.0),)), PlacementSpec("stage2", "se"))
     code = _save_scrambled(Candidate(BackboneSpec("p2_two", 0.5), placements, data=DataSpec(image_size=16)), tmp_path)
     plugin.unlink()  # embedded: the exported file needs it no more

@@ -19,7 +19,7 @@ from attnsearch.plugins import load_plugins, plugin_of
 from attnsearch.record import PluginRecord, TrialRecord
 from attnsearch.search.store import ResultsStore
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "forget_plugins")  # each test unloads what it loads
 
 
 @pytest.fixture(scope="module")
