@@ -238,3 +238,23 @@ def test_the_command_refuses_no_grid_seed(tmp_path: Path, monkeypatch: pytest.Mo
     result = CliRunner().invoke(main, ["bench", "search", "--quick", "--grid-seeds", "0"])
     assert result.exit_code == 2 and "--grid-seeds" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "results").exists()  # refused before anything was trained
+
+
+def test_the_candidate_effect_is_a_two_way_anova_with_the_seeds_as_blocks() -> None:
+    from attnsearch.bench.search_truth import candidate_effect
+
+    # worked by hand: grand mean 4.22/6; candidate means .71, .795, .605; seed means .70, .70667
+    # SS_candidates = 2 (0.0066667^2 + 0.0916667^2 + 0.0983333^2) = 0.0362333, SS_seeds = 3 (2 x 0.0033333^2)
+    # = 0.0000667, SS_total = 0.0365333, so SS_error = 0.0002333 and F = (0.0362333 / 2) / (0.0002333 / 2) = 155.29
+    effect = candidate_effect([[0.70, 0.80, 0.60], [0.72, 0.79, 0.61]])
+    assert effect["df_candidates"] == 2 and effect["df_error"] == 2
+    assert effect["f"] == pytest.approx(0.0362333 / 0.0002333, rel=1e-3)
+    assert effect["p"] == pytest.approx(2 / (2 + 2 * effect["f"]), rel=1e-9)  # F(2, 2)'s tail: 1 / (1 + F)
+    # equal candidate means, all the spread noise: F = 0, p = 1
+    flat = candidate_effect([[0.5, 0.6], [0.6, 0.5]])
+    assert flat["f"] == pytest.approx(0.0, abs=1e-9) and flat["p"] == pytest.approx(1.0)
+    # a seed that lifts every candidate alike is a block, not noise: it leaves F unchanged
+    lifted = candidate_effect([[0.70, 0.80, 0.60], [0.82, 0.89, 0.71]])
+    assert lifted["f"] == pytest.approx(effect["f"], rel=1e-9)
+    # candidate + seed effects with nothing left over: no noise to test against
+    assert candidate_effect([[0.5, 0.6], [0.6, 0.7]]) is None

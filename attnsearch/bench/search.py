@@ -45,7 +45,7 @@ from .search_grid import (
     evaluate_grids,
 )
 from .search_replay import SearchTrace, TraceTrial, simulate_search
-from .search_truth import SeedTruth, seed_noise
+from .search_truth import SeedTruth, effect_text, seed_noise
 
 __all__ = [
     "GRID_SEEDS",
@@ -174,7 +174,7 @@ class SearchBench:
             lines.append(
                 f"noise of the truth: seed-to-seed SD of a candidate's score {sd['mean']:.2f} pt on average, "
                 f"{sd['max']:.2f} at most ({sd['max_candidate']}); standard error of a seed-mean "
-                f"{t['se_of_mean_points']:.2f} pt"
+                f"{t['se_of_mean_points']:.2f} pt{effect_text(t.get('candidate_effect'))}"
             )
             means = ", ".join(f"{m:.2f}%" for m in t["grid_mean_points"])
             lines.append(

@@ -17,7 +17,11 @@ noisy that truth is:
   strictly higher; the best rank among equal tops), and the overlap of the two top-3 sets (the three highest,
   equal scores taken in the grid's order);
 - for each seed, the regret on the seed-mean of that seed's own best (the mean over equal tops): what even an
-  exhaustive search of one draw loses against the truth.
+  exhaustive search of one draw loses against the truth;
+- whether the candidates differ at all beyond the training-seed noise: a two-way analysis of variance without
+  replication, candidates x seeds with the seeds as blocks (F = (SS_candidates / (n - 1)) / (SS_error / ((n - 1)
+  (k - 1))), its p-value from the F distribution, ``scipy.stats.f``). A large p says the grid has no best
+  candidate a search could find at this budget.
 
 All differences are in accuracy points (percentage points).
 """
@@ -140,6 +144,7 @@ def seed_noise(truth: SeedTruth) -> dict[str, Any]:
             for scores in zip(*truth.finals, strict=True)
         ]
         summary["centred_sd_points"] = _spread(centred, truth.placements)
+    summary["candidate_effect"] = candidate_effect(truth.finals) if k >= 2 else None
     pairs = []
     for i, j in itertools.combinations(range(k), 2):
         a, b = truth.finals[i], truth.finals[j]
@@ -176,6 +181,46 @@ def seed_noise(truth: SeedTruth) -> dict[str, Any]:
         for s, scores in enumerate(truth.finals)
     ]
     return summary
+
+
+def candidate_effect(finals: Sequence[Sequence[float]]) -> dict[str, float] | None:
+    """Do the candidates differ beyond the seed noise? Two-way ANOVA without replication, seeds as blocks.
+
+    ``finals[s][c]`` is candidate c's score under seed s. Returns ``f``, ``df_candidates`` (n - 1), ``df_error``
+    ((n - 1)(k - 1)) and ``p`` (the F distribution's upper tail, ``scipy.stats.f.sf``); None when the error sum of
+    squares is 0 (every score explained by a candidate and a seed effect: no noise to test against).
+
+    Example:
+        >>> effect = candidate_effect([[0.70, 0.80, 0.60], [0.72, 0.79, 0.61]])
+        >>> round(effect["f"], 1), effect["df_candidates"], effect["df_error"], round(effect["p"], 4)
+        (155.3, 2, 2, 0.0064)
+    """
+    from scipy import stats
+
+    k, n = len(finals), len(finals[0])
+    grand = statistics.fmean(x for scores in finals for x in scores)
+    candidate_means = [statistics.fmean(column) for column in zip(*finals, strict=True)]
+    seed_means = [statistics.fmean(scores) for scores in finals]
+    ss_candidates = k * sum((m - grand) ** 2 for m in candidate_means)
+    ss_seeds = n * sum((m - grand) ** 2 for m in seed_means)
+    ss_total = sum((x - grand) ** 2 for scores in finals for x in scores)
+    ss_error = ss_total - ss_candidates - ss_seeds
+    df_candidates, df_error = n - 1, (n - 1) * (k - 1)
+    if df_error == 0 or ss_error <= 1e-12 * max(ss_total, 1e-300):
+        return None
+    f = (ss_candidates / df_candidates) / (ss_error / df_error)
+    p = float(stats.f.sf(f, df_candidates, df_error))
+    return {"f": f, "df_candidates": df_candidates, "df_error": df_error, "p": p}
+
+
+def effect_text(effect: dict[str, float] | None) -> str:
+    """``candidate_effect`` as the bench writes it after the noise of the truth ("" when there is none)."""
+    if effect is None:
+        return ""
+    return (
+        f"; candidates against that noise (two-way ANOVA, seeds as blocks): F({effect['df_candidates']}, "
+        f"{effect['df_error']}) = {effect['f']:.2f}, p = {effect['p']:.2g}"
+    )
 
 
 def _spread(sds: list[float], names: Sequence[str]) -> dict[str, Any]:
