@@ -189,11 +189,11 @@ def test_run_on_a_read_only_results_folder_refuses_before_training(
 def test_continuing_a_study_on_read_only_media_refuses_before_training(
     places: Places, finished_study: Path, tiny_space_file: Callable[..., Path]
 ) -> None:
-    # the same space, one more trial asked: the study exists and is read, but nothing can be added to it
+    # the same space run again: the study exists and is read, but nothing can be added to it
     place = places.read_only(content=finished_study)
     before = tree(place.folder)
     path = tiny_space_file(train={"epochs": 1}, search={"sampler": "grid", "pruner": "none"})
-    result = invoke("run", path, "--results", place.folder, "--trials", "7", "--no-dashboard")
+    result = invoke("run", path, "--results", place.folder, "--no-dashboard")
     line = one_error_line(result)
     assert str(place.folder / "tiny") in line and place.reason in line, (place.how, line)
     assert " started: " not in result.stdout

@@ -356,7 +356,7 @@ def test_a_record_it_cannot_read_refuses_the_run_before_anything_is_written(
     path.write_text(json.dumps(record))
     space = folder / "space.yaml"
     before = snapshot(folder)
-    done = run(str(space), "--results", str(results), "--trials", "8")
+    done = run(str(space), "--results", str(results))
     assert done.exit_code == 2 and done.output.count("\n") == 1, done.output
     assert "trials/2/trial.json: candidate.train.epochs: must be a valid integer" in done.output
     assert snapshot(folder) == before  # not a line appended to the journal, not a file rewritten
