@@ -6,7 +6,13 @@ test session, as in a real process, so no two tests may register the same key.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+from attnsearch import plugin_checks, plugins
+from attnsearch.model import _traced_slots
 
 HEADER = "import torch\nfrom torch import nn\n\nimport attnsearch\n\n"
 
@@ -65,3 +71,22 @@ def brightness(spec):
     val_x, val_y = split(24)
     return {{"train_x": train_x, "train_y": train_y, "val_x": val_x, "val_y": val_y}}
 """
+
+
+@contextlib.contextmanager
+def unloaded_after() -> Iterator[None]:
+    """What is loaded in the block is unloaded after it, keys unregistered, plug-ins and their modules forgotten,
+    traced slots dropped (the ``forget_plugins`` fixture wraps each test in it)."""
+    before = plugin_checks.registered()
+    loaded, specs = dict(plugins._LOADED), list(plugins._SPECS)
+    try:
+        yield
+    finally:
+        plugin_checks.unregister(plugin_checks.gained(before))
+        for name in set(plugins._LOADED) - set(loaded):
+            if name.startswith(plugins.FILE_PREFIX):
+                sys.modules.pop(name, None)
+        plugins._LOADED.clear()
+        plugins._LOADED.update(loaded)
+        plugins._SPECS[:] = specs
+        _traced_slots.cache_clear()

@@ -9,11 +9,9 @@ test session, through ``attnsearch run --plugin``.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +19,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from attnsearch import plugin_checks, plugins
 from attnsearch.cli import main
-from attnsearch.model import _traced_slots
+from plugin_files import unloaded_after
 
 GATE = '''"""A channel gate of my own: x * sigmoid(w * scale + log 3), w per channel."""
 
@@ -105,24 +102,6 @@ def plugin_study(tmp_path_factory: pytest.TempPathFactory) -> PluginStudy:
         assert done.exit_code == 0, done.output
         _DONE["study"] = PluginStudy(root / "results" / SPACE["name"], gate, np_gate, done.output)
     return _DONE["study"]
-
-
-@contextlib.contextmanager
-def unloaded_after() -> Iterator[None]:
-    """What is loaded in the block is unloaded after it, as the ``forget_plugins`` fixture does after a test."""
-    before = plugin_checks.registered()
-    loaded, specs = dict(plugins._LOADED), list(plugins._SPECS)
-    try:
-        yield
-    finally:
-        plugin_checks.unregister(plugin_checks.gained(before))
-        for name in set(plugins._LOADED) - set(loaded):
-            if name.startswith(plugins.FILE_PREFIX):
-                sys.modules.pop(name, None)
-        plugins._LOADED.clear()
-        plugins._LOADED.update(loaded)
-        plugins._SPECS[:] = specs
-        _traced_slots.cache_clear()
 
 
 class Edited:

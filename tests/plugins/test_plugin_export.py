@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,38 +15,11 @@ from recorded_study import GATE, Edited, PluginStudy, commands, plugin_study
 import attnsearch as a
 from attnsearch.candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec
 from attnsearch.cli import main
-from attnsearch.codegen import generate_code
 from attnsearch.codegen_plugin import _analyse, plugin_code
 from attnsearch.errors import AttnsearchError
+from tests.standalone import run_standalone, save_case
 
 pytestmark = pytest.mark.usefixtures("one_thread", "forget_plugins")  # each test unloads what it loads
-
-SITE_PACKAGES = str(Path(torch.__file__).resolve().parents[1])
-# -I -S with torch's site-packages alone on sys.path: attnsearch (an editable install, through a .pth file) is not
-# importable there, numpy is
-CLEAN = """
-import importlib.util, json, sys
-sys.path.append(SITE)
-try:
-    import attnsearch
-except ImportError:
-    pass
-else:
-    raise SystemExit("attnsearch is importable")
-import torch
-
-torch.set_num_threads(1)
-spec = importlib.util.spec_from_file_location("model", "model.py")
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-model = module.build_model()
-model.load_state_dict(torch.load("model.pt", weights_only=True), strict=True)
-model.eval()
-io_ = torch.load("io.pt", weights_only=True)
-with torch.no_grad():
-    diff = (model(io_["x"]) - io_["expected"]).abs().max().item()
-print(json.dumps({"diff": diff, "modules": sorted(m for m in sys.modules if m.startswith("attnsearch"))}))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -125,21 +96,8 @@ def test_export_embeds_one_plugin_copies_the_other_and_runs_without_attnsearch(
     model.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.save({"x": x, "expected": model(x)}, tmp_path / "io.pt")
-    assert _run_clean(tmp_path) == {"diff": 0.0, "modules": []}
-
-
-def _run_clean(folder: Path) -> dict:
-    """What CLEAN finds for model.py, model.pt and io.pt in ``folder``."""
-    clean = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", CLEAN.replace("SITE", repr(SITE_PACKAGES))],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert clean.returncode == 0, clean.stderr[-3000:]
-    return json.loads(clean.stdout.strip().splitlines()[-1])
+        torch.save({"x": x, "expected": model(x)}, tmp_path / "model_io.pt")
+    assert run_standalone(tmp_path, ["model"])["model"]["diff"] == 0.0
 
 
 def test_export_of_an_embedded_plugin_alone_writes_one_file(study: PluginStudy, tmp_path: Path) -> None:
@@ -207,22 +165,11 @@ def two_stage(num_classes: int, width: float = 1.0) -> nn.Module:
 
 
 def _save_scrambled(candidate: Candidate, folder: Path) -> str:
-    """attnsearch's model of ``candidate`` with moved weights: model.pt and io.pt in ``folder``; its code."""
-    b = candidate.backbone
-    size = candidate.data.image_size
-    model = a.build_model(b.name, candidate.placement_dict(), num_classes=10, width=b.width, image_size=size)
+    """attnsearch's model of ``candidate`` with moved weights, as model.py, model.pt and model_io.pt in ``folder``;
+    its code."""
     torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    model.eval()
-    x = torch.randn(2, 3, size, size)
-    with torch.no_grad():
-        torch.save({"x": x, "expected": model(x)}, folder / "io.pt")
-    torch.save(model.state_dict(), folder / "model.pt")
-    code = generate_code(candidate, num_classes=10)
-    (folder / "model.py").write_text(code)
-    return code
+    save_case(folder, "model", candidate)
+    return (folder / "model.py").read_text()
 
 
 def test_export_of_a_plugin_backbone_calls_its_factory_and_places_modules_alike(
@@ -236,7 +183,7 @@ def test_export_of_a_plugin_backbone_calls_its_factory_and_places_modules_alike(
     plugin.unlink()  # embedded: the exported file needs it no more
     assert "model = two_stage(num_classes=num_classes, width=0.5)" in code
     assert '("2", "stage1_attn", P2Gate(8, scale=2.0))' in code and '("act", "stage2_attn", SqueezeExcite(16))' in code
-    assert _run_clean(tmp_path) == {"diff": 0.0, "modules": []}
+    assert run_standalone(tmp_path, ["model"])["model"]["diff"] == 0.0
 
 
 def test_export_of_a_plugin_backbone_hooked_at_its_top_level(tmp_path: Path) -> None:
@@ -249,4 +196,4 @@ def test_export_of_a_plugin_backbone_hooked_at_its_top_level(tmp_path: Path) -> 
         Candidate(BackboneSpec("p2_top_two", 0.25), placements, data=DataSpec(image_size=16)), tmp_path
     )
     assert "class TwoStage(nn.Module):" in code and "import attnsearch" not in code
-    assert _run_clean(tmp_path) == {"diff": 0.0, "modules": []}
+    assert run_standalone(tmp_path, ["model"])["model"]["diff"] == 0.0
