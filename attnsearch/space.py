@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .candidate import BackboneSpec, Candidate, DataSpec, PlacementSpec, TrainRecipe
+from .effective import canonical_candidate
 from .schema import Range, describe_error
 from .search.settings import Constraints
 from .spacefile import SpaceError, SpaceFile, _check_unknown_keys
@@ -166,7 +167,8 @@ class SearchSpace:
         backbone = _spec(
             BackboneSpec, self.config.backbone, lambda field, value: name if field == "name" else pick(field, value)
         )
-        return Candidate(backbone, tuple(placements), train, self.data_spec(), self.config.train.seed + seed_offset)
+        picked = Candidate(backbone, tuple(placements), train, self.data_spec(), self.config.train.seed + seed_offset)
+        return canonical_candidate(picked)  # the parameters each module uses at its slot: one network, one candidate
 
     def data_spec(self) -> DataSpec:
         return DataSpec(**self.config.data.model_dump())

@@ -12,6 +12,22 @@ from . import self_attention  # noqa: F401
 from . import linear_attention  # noqa: F401
 from . import mhsa  # noqa: F401
 from . import gate  # noqa: F401  (a placement of its own kind: see attnsearch.gating)
-from .registry import ModuleInfo, check_params, create_module, list_modules, module_info, register_module
+from .registry import (
+    ModuleInfo,
+    check_params,
+    create_module,
+    effective_params,
+    list_modules,
+    module_info,
+    register_module,
+)
 
-__all__ = ["ModuleInfo", "check_params", "create_module", "list_modules", "module_info", "register_module"]
+__all__ = [
+    "ModuleInfo",
+    "check_params",
+    "create_module",
+    "effective_params",
+    "list_modules",
+    "module_info",
+    "register_module",
+]

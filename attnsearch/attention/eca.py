@@ -23,6 +23,7 @@ ever see the zero padding, so they would be dead parameters. An explicit ``kerne
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -81,6 +82,25 @@ class EfficientChannelAttention(nn.Module):
         self.kernel_size = kernel_size if kernel_size is not None else eca_kernel_size(channels, gamma, beta)
         # odd k with padding k // 2 keeps the channel count and centres each channel's window on itself
         self.conv = nn.Conv1d(1, 1, kernel_size=self.kernel_size, padding=self.kernel_size // 2, bias=False)
+
+    @classmethod
+    def effective_params(cls, channels: int, **params: Any) -> dict[str, Any]:
+        """The parameters as used at ``channels``: the kernel width, explicit (``kernel_size: null`` becomes the
+        adaptive k at C); ``gamma`` and ``beta`` only choose that k, so they are left out. Nothing given: ``{}``.
+
+        Example:
+            >>> EfficientChannelAttention.effective_params(64, kernel_size=None, gamma=2)
+            {'kernel_size': 3}
+        """
+        if not params:
+            return {}
+        k, gamma, beta = params.get("kernel_size"), params.get("gamma", 2), params.get("beta", 1)
+        if k is None:
+            whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (gamma, beta))
+            if not whole or gamma < 1:
+                return dict(params)  # the constructor refuses these
+            k = eca_kernel_size(channels, gamma, beta)
+        return {"kernel_size": k}
 
     def gate(self, x: Tensor) -> Tensor:
         """The per-channel gate ``sigmoid(conv1d(mean_hw(x)))``, shaped (B, C, 1, 1)."""

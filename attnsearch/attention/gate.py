@@ -35,6 +35,7 @@ open). Ours is the sigmoid gate and the paper's weighted sum, scaled by 1 / HW a
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +109,21 @@ class AttentionGate(nn.Module):
         self.phi = nn.Conv2d(gating_channels, inter, kernel_size=1, bias=True)  # W_g, b_g
         self.psi = nn.Conv2d(inter, 1, kernel_size=1, bias=True)  # psi, b_psi
         self.norm = nn.BatchNorm2d(1)
+
+    @classmethod
+    def effective_params(cls, channels: int, **params: Any) -> dict[str, Any]:
+        """The parameters as used at ``channels``: ``inter_channels`` becomes ``F_int / C_x``, the fraction of the
+        integer width ``F_int = max(1, round(inter_channels * C_x))`` it gives; the others as given.
+
+        Example:
+            >>> AttentionGate.effective_params(8, inter_channels=0.3, aggregation="sum")
+            {'inter_channels': 0.25, 'aggregation': 'sum'}
+        """
+        found = dict(params)
+        f = found.get("inter_channels")
+        if isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0:
+            found["inter_channels"] = max(1, round(f * channels)) / channels
+        return found
 
     def alpha(self, x: Tensor, g: Tensor) -> Tensor:
         """Attention coefficients in [0, 1] at x's size, (B, 1, H, W)."""

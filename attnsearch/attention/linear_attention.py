@@ -19,12 +19,13 @@ choose: 1x1-conv projections (queries and keys to C/r, values to C), a 1x1 outpu
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import at_least, register_module
+from .registry import at_least, effective_reduction, register_module
 
 __all__ = ["LinearAttention"]
 
@@ -83,6 +84,26 @@ class LinearAttention(nn.Module):
         # 0 at init: the block starts as the identity
         self.gamma = nn.Parameter(torch.zeros(1))
 
+    @classmethod
+    def effective_params(cls, channels: int, **params: Any) -> dict[str, Any]:
+        """The parameters as used at ``channels``: ``reduction`` becomes the canonical one for the width
+        ``d = max(1, C // reduction)`` it gives (the smallest power of two giving d, else the largest reduction that
+        does: :func:`~attnsearch.attention.registry.effective_reduction`), ``heads`` the heads used.
+
+        Example:
+            >>> LinearAttention.effective_params(8, reduction=16, heads=4)
+            {'reduction': 8, 'heads': 1}
+        """
+        found = dict(params)
+        reduction = found.get("reduction", 8)
+        if "reduction" in found:
+            found["reduction"] = effective_reduction(channels, reduction)
+        heads = found.get("heads")
+        if _whole(heads) and _whole(reduction):
+            common = math.gcd(max(1, channels // reduction), channels)
+            found["heads"] = max(h for h in range(1, min(heads, common) + 1) if common % h == 0)
+        return found
+
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         n = h * w
@@ -104,3 +125,8 @@ class LinearAttention(nn.Module):
             attn = _attend(q, k, v_heads, self.eps)
         attn = attn.to(v.dtype).transpose(-1, -2).reshape(b, c, h, w)  # (B, heads, N, C/heads) -> (B, C, H, W)
         return x + self.gamma * self.proj(attn)
+
+
+def _whole(value: Any) -> bool:
+    """An int >= 1 (not a bool): a value the constructor accepts as a size."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

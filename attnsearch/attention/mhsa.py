@@ -29,6 +29,7 @@ SAGAN's unscaled logits).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +94,24 @@ class MHSA(nn.Module):
         self.fc1 = nn.Linear(channels, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, channels)
+
+    @classmethod
+    def effective_params(cls, channels: int, **params: Any) -> dict[str, Any]:
+        """The parameters as used at ``channels``: ``heads`` becomes the heads used (the largest divisor of C not
+        above it), ``mlp_ratio`` the ratio ``hidden / C`` of the hidden width it gives.
+
+        Example:
+            >>> MHSA.effective_params(6, heads=4, mlp_ratio=0.4)
+            {'heads': 3, 'mlp_ratio': 0.3333333333333333}
+        """
+        found = dict(params)
+        heads = found.get("heads")
+        if isinstance(heads, int) and not isinstance(heads, bool) and heads >= 1:
+            found["heads"] = max(h for h in range(1, min(heads, channels) + 1) if channels % h == 0)
+        ratio = found.get("mlp_ratio")
+        if isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and math.isfinite(ratio) and ratio > 0:
+            found["mlp_ratio"] = max(1, round(ratio * channels)) / channels
+        return found
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape

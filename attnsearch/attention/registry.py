@@ -23,6 +23,8 @@ __all__ = [
     "NoAttention",
     "at_least",
     "create_module",
+    "effective_params",
+    "effective_reduction",
     "list_modules",
     "module_info",
     "register_module",
@@ -84,6 +86,11 @@ def register_module(
     parameters a space file may set (types from their annotations, else from their defaults). ``params``, when
     given, names the ones offered (``{name: default}``, each default equal to the constructor's). Raises an
     AttnsearchError for a key registered twice or a ``params`` that does not match the constructor.
+
+    A class whose parameters can collapse at some widths (a reduction floored to a hidden width of 1, a head count
+    cut to a divisor) may define a classmethod ``effective_params(cls, channels: int, **params) -> dict``: the
+    parameters as the module will use them at ``channels``, in one canonical form, so that two values building the
+    same module give equal dicts (see :func:`effective_params`). Without it, the parameters are taken as written.
 
     Example:
         >>> @register_module("doc_scale", paper="-", params={"factor": 2.0})
@@ -203,6 +210,53 @@ def create_module(key: str, channels: int, **params: Any) -> nn.Module:
         return info.cls(channels, **params)
     except ValueError as err:  # a constructor's own check of a parameter's value: the user's value
         raise AttnsearchError(f"{key}: {err}") from None
+
+
+def effective_params(key: str, channels: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters ``key`` actually uses at ``channels``, canonical: its class's ``effective_params``, if any.
+
+    Two parameter sets with equal effective parameters build the same module (same shapes; same outputs from the
+    same initial weights). A class without ``effective_params`` (most plug-ins) gets ``params`` back as a copy.
+    Raises an AttnsearchError when the class's method fails or returns something other than a dict of parameters.
+
+    Example:
+        >>> effective_params("se", 8, {"reduction": 64})
+        {'reduction': 8}
+        >>> effective_params("triplet", 8, {"kernel_size": 7})
+        {'kernel_size': 7}
+    """
+    info = module_info(key)
+    method = getattr(info.cls, "effective_params", None)
+    if method is None:
+        return dict(params)
+    try:
+        found = method(channels, **params)
+    except (TypeError, ValueError, ArithmeticError) as err:
+        raise AttnsearchError(f"{key}: effective_params at {channels} channels failed: {err}") from None
+    if not isinstance(found, dict) or any(name not in info.params for name in found):
+        raise AttnsearchError(f"{key}: effective_params must return a dict of its parameters, got {found!r}")
+    return found
+
+
+def effective_reduction(channels: int, reduction: Any, floor: int = 1) -> Any:
+    """The canonical reduction r for a hidden width ``max(floor, channels // r)``: among the reductions giving the
+    same width, the smallest power of two, else (none is one) the largest. So a power of two stays as written
+    unless the floor decides the width, and every reduction at or above ``channels`` becomes the same value. A value
+    that is not a valid reduction (not an int >= 1) comes back as it is, for the constructor to refuse.
+
+    Example:
+        >>> [effective_reduction(c, r) for c, r in ((8, 64), (8, 3), (64, 11), (108, 18))]
+        [8, 4, 12, 16]
+    """
+    if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
+        return reduction
+    width = channels // reduction
+    if width <= floor:  # the floor decides: every r from the first giving `floor` or less upwards
+        low, high = channels // (floor + 1) + 1, None
+    else:  # exactly `width`: r from channels // (width + 1) + 1 to channels // width
+        low, high = channels // (width + 1) + 1, channels // width
+    power = 1 << (low - 1).bit_length()  # the smallest power of two >= low
+    return power if high is None or power <= high else high
 
 
 @register_module("none", paper="-")

@@ -136,11 +136,14 @@ def validate(space_file: str, as_json: bool) -> None:
                 "flops": list(survey.flops),
                 "violations": survey.violations,
                 "examples": survey.examples,
+                "notes": survey.notes,
             }
         )
         return
     ranges = "".join(f" x continuous {name}" for name in space.ranges)
     click.echo(f"{space.name}: valid. {survey.size:,} distinct candidates{ranges} on {', '.join(space.backbones)}.")
+    for note in survey.notes:
+        click.echo(note)
     modules = list(dict.fromkeys(m for ms in survey.table.values() for m in ms))
     rows = [[slot, *("x" if m in tried else "" for m in modules)] for slot, tried in survey.table.items()]
     print_table("Slot x module", ["slot", *modules], rows)

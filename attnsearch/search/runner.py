@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from ..candidate import Candidate
 from ..device import resolve_device
+from ..effective import changed_params
 from ..plugins import plugin_specs
 from ..record import TrialRecord, counts_towards_target, timestamp, versions
 from ..results import StudyResults
@@ -505,6 +506,8 @@ class _Run:
                     if copy_of is not None:
                         self.skip(trial, copy_of, f"trial {copy_of} has its design point (enqueued twice)", emit)
                         continue
+                    if changed := changed_params(self.space, candidate, trial.params):  # as the modules use them
+                        emit(Note(f"trial {trial.number} runs {'; '.join(changed)}: the same module at that slot"))
                     original = cache.get(key) or view.finished(key)
                     if original is not None:
                         self.reuse(trial, original, retry_of, emit)

@@ -13,8 +13,10 @@ from typing import Any
 
 import torch
 
+from ..attention import effective_params
 from ..costs import count_flops
-from ..model import build_model
+from ..effective import distinct_size, effective_notes
+from ..model import build_model, list_slots
 from ..space import SearchSpace
 
 __all__ = ["SpaceSurvey", "survey_space"]
@@ -31,6 +33,7 @@ class SpaceSurvey:
     violations: int | None = None  # candidates that break a constraint; None when not enumerated
     examples: list[str] = field(default_factory=list)  # a few of them, written compactly
     checked: bool = True  # False when the space was too large to check candidate by candidate
+    notes: list[str] = field(default_factory=list)  # picks a module cannot honour at a slot (attnsearch.effective)
 
 
 def _costs(
@@ -54,20 +57,24 @@ def survey_space(space: SearchSpace) -> SpaceSurvey:
     heads = config.backbone.head if isinstance(config.backbone.head, list) else [config.backbone.head]
     low, high = [float("inf")] * 2, [0.0] * 2
     violations, examples = 0, []
-    size = space.size()
+    size = distinct_size(space)  # picks that build one module count once
     checked = size <= ENUMERATE_LIMIT
     for backbone, width, head in itertools.product(space.backbones, widths, heads):
         base = _costs(backbone, {}, width, head, image_size, stem)
+        channels = {s.name: s.channels for s in list_slots(backbone, image_size=image_size, width=width, stem=stem)}
         options: list[list[tuple[str, tuple[int, int]]]] = []
         for slot, modules in space.slots[backbone].items():
-            per_slot = []
+            per_slot, seen = [], set()
             for module in modules:
                 if module == "none":
                     per_slot.append(("", (0, 0)))
                     continue
                 params = space.module_params.get(module, {})
                 for values in itertools.product(*params.values()):
-                    chosen = dict(zip(params, values, strict=True))
+                    chosen = effective_params(module, channels[slot], dict(zip(params, values, strict=True)))
+                    if (module, repr(sorted(chosen.items()))) in seen:
+                        continue
+                    seen.add((module, repr(sorted(chosen.items()))))
                     cost = _costs(backbone, {slot: {"type": module, **chosen}}, width, head, image_size, stem)
                     label = f"{slot}={module}" + (
                         f"({','.join(f'{k}={v}' for k, v in chosen.items())})" if chosen else ""
@@ -94,4 +101,5 @@ def survey_space(space: SearchSpace) -> SpaceSurvey:
         violations=violations if checked else None,
         examples=examples,
         checked=checked,
+        notes=effective_notes(space),
     )
