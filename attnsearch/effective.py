@@ -68,7 +68,9 @@ def _fmt(value: Any) -> str:
 
 
 def _describe(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {_fmt(v)}" for k, v in params.items()) or "(defaults)"
+    """``kernel_size 3, reduction 8``: the parameters by name (sorted, so the order they were written in says
+    nothing), or ``(defaults)``."""
+    return ", ".join(f"{k} {_fmt(params[k])}" for k in sorted(params)) or "(defaults)"
 
 
 def _groups(space: Any) -> list[tuple[str, str, str, int, dict[tuple, list[dict[str, Any]]]]]:

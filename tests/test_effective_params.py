@@ -117,6 +117,13 @@ def test_values_that_stay_apart_get_no_note() -> None:
     assert distinct_size(space) == 2 and effective_notes(space) == []
 
 
+def test_parameters_written_out_of_order_get_no_note() -> None:
+    # the order a space file names parameters in says nothing: no "is recorded as" for a mere reordering
+    modules = {"cbam": {"reduction": 8, "kernel_size": 3}, "gate": {"inter_channels": 0.5, "gating_slot": "block5"}}
+    space = parse_space(_space(slots={"block3": ["cbam", "gate"]}, modules=modules))
+    assert effective_notes(space) == []
+
+
 def test_a_run_trains_two_names_for_one_network_once(tmp_path: Path) -> None:
     path = tmp_path / "eff.yaml"
     path.write_text(yaml.safe_dump(_space()))
