@@ -35,7 +35,15 @@ from .device import resolve_device
 from .errors import AttnsearchError
 from .plugin_records import load_for_trials
 from .record import TrialRecord, timestamp, versions
-from .replay_budget import OVERRIDES, apply_overrides, check_overrides, folder_tag, recorded_overrides, searched_values
+from .replay_budget import (
+    OVERRIDES,
+    apply_overrides,
+    changes_value,
+    check_overrides,
+    folder_tag,
+    recorded_overrides,
+    searched_values,
+)
 from .results import StudyResults
 from .search.store import ResultsStore, StoreError, check_writable
 from .search.worker import TrialOutcome, run_candidate
@@ -176,6 +184,9 @@ def replay_trials(
     if not numbers:
         raise AttnsearchError("nothing to replay: name trials with --trial N or --top K")
     changes = check_overrides(overrides or {})
+    records = {number: store.read_finished(number) for number in numbers}
+    # an override equal to what every named trial was searched with changes nothing: a plain replay, checked
+    changes = {k: v for k, v in changes.items() if any(changes_value(r.candidate, k, v) for r in records.values())}
     if changes:  # a new recipe is saved: a folder that cannot take it is refused before any training
         check_writable(store.root / "replays")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -183,8 +194,7 @@ def replay_trials(
     torch_device = resolve_device(device)
 
     jobs = []
-    for number in numbers:
-        record = store.read_finished(number)
+    for number, record in records.items():
         assert record.candidate is not None  # read_finished guarantees it
         kept = store.read_weights(number) if store.weights_path(number).exists() and not changes else None
         jobs.append(_Job(number, record, apply_overrides(record.candidate, changes), kept))

@@ -22,6 +22,7 @@ __all__ = [
     "DATA_OVERRIDES",
     "OVERRIDES",
     "apply_overrides",
+    "changes_value",
     "check_overrides",
     "folder_tag",
     "parse_size",
@@ -113,6 +114,19 @@ def apply_overrides(candidate: Candidate, changes: Mapping[str, Any]) -> Candida
     if "epochs" in recipe:
         train = replace(train, steps=None)
     return replace(candidate, train=train, data=replace(candidate.data, **data))
+
+
+def changes_value(candidate: Candidate, name: str, value: Any) -> bool:
+    """Whether overriding ``name`` with ``value`` (checked) trains ``candidate`` differently: a value equal to the
+    searched one does not, except ``epochs`` over a step budget (the override drops the steps).
+
+    Example:
+        >>> changes_value(Candidate(), "epochs", 3), changes_value(Candidate(), "epochs", 4)
+        (False, True)
+    """
+    if name == "epochs" and candidate.train.steps is not None:
+        return True
+    return searched_values(candidate, {name: value})[name] != value
 
 
 def searched_values(candidate: Candidate, changes: Mapping[str, Any]) -> dict[str, Any]:

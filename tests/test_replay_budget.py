@@ -114,6 +114,21 @@ def test_output_shows_test_apart_and_intervals(
     assert "would select on test" in table.output
 
 
+def test_overrides_equal_to_the_searched_values_are_a_plain_replay(
+    study_copy: Path, snapshot: Callable[[Path], dict[str, bytes]]
+) -> None:
+    # --epochs and --train-size as the search had them change nothing: checked for exactness, nothing saved
+    record = json.loads((study_copy / "trials/0/trial.json").read_text())["candidate"]
+    same = {"epochs": record["train"]["epochs"], "train_size": record["data"]["train_size"]}
+    before = snapshot(study_copy)
+    [r] = replay_trials(study_copy, [0], overrides=same, device="cpu")
+    assert r.overrides == {} and r.matches and r.tolerance == 0.0 and r.weights_equal is True and r.saved is None
+    assert snapshot(study_copy) == before
+    # one more epoch is a new budget: saved under replays/, no exactness check
+    [longer] = replay_trials(study_copy, [0], overrides={"epochs": same["epochs"] + 1}, device="cpu")
+    assert longer.overrides == {"epochs": same["epochs"] + 1} and longer.matches is None and longer.saved is not None
+
+
 def test_exact_replay_with_test_still_reproduces_and_writes_nothing(
     study_copy: Path, snapshot: Callable[[Path], dict[str, bytes]]
 ) -> None:
