@@ -215,7 +215,7 @@ def explain(
         (PosixPath('results/tiny/explain/trial-3-vs-0.png'), torch.Size([4, 32, 32]))
         >>> explain("tests/golden/golden", trial=1)  # a study the tests keep, without weights  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        attnsearch.errors.AttnsearchError: trial 1 has no weights (...): keep them by running the search with ...
+        attnsearch.errors.AttnsearchError: trial 1 has no weights (...): a run keeps them as its trials finish, ...
     """
     from .explain_figure import draw_explanation
     from .plugin_records import load_for_trials, load_recorded
@@ -271,8 +271,9 @@ def _with_weights(store: ResultsStore, number: int) -> TrialRecord:
         reused = record.reused_from
         hint = f" (it reuses trial {reused}'s score: explain trial {reused})" if reused is not None else ""
         raise AttnsearchError(
-            f"trial {number} has no weights ({store.weights_path(number)} is missing){hint}: keep them by running "
-            f"the search with --keep-weights K (the K best trials; default 1, the best)"
+            f"trial {number} has no weights ({store.weights_path(number)} is missing){hint}: a run keeps them as "
+            f"its trials finish, for the K best (run --keep-weights K, default 1); for a finished study, run it "
+            f"again with --fresh --keep-weights K (the old folder is moved aside)"
         )
     return record
 

@@ -210,8 +210,9 @@ def _trial_weights(store: ResultsStore, number: int, record: TrialRecord) -> dic
         reused = record.reused_from
         hint = f" (it reuses trial {reused}'s score: export trial {reused})" if reused is not None else ""
         raise AttnsearchError(
-            f"trial {number} has no weights ({path} is missing){hint}: rerun the search with --keep-weights K, "
-            f"or retrain it with attnsearch replay {store.root} --trial {number} --epochs E"
+            f"trial {number} has no weights ({path} is missing){hint}: a run keeps them as its trials finish, for "
+            f"the K best (run --keep-weights K, default 1); for a finished study, run it again with --fresh "
+            f"--keep-weights K (the old folder is moved aside)"
         )
     return store.read_weights(number)
 
