@@ -108,6 +108,7 @@ def _print_slots(results: StudyResults, console: Any) -> None:
     console.print(slots)
     if any(not v.separated for v in verdicts.values()):
         console.print(
-            f"tie: {TIE_SENTENCE} (the 95% interval of leader - runner-up contains 0, or the noise is unknown).",
+            f"a row marked tie: {TIE_SENTENCE} in that slot (the 95% interval of leader - runner-up contains 0, or "
+            "the noise is unknown).",
             highlight=False,
         )
