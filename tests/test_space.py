@@ -66,7 +66,10 @@ def patched(tiny_space: Callable[..., dict]) -> Callable[..., dict]:
         ),
         ({"search": {"n_trials": 0}}, "search.n_trials: must be greater than or equal to 1"),
         ({"search": {"n_trials": True}}, "search.n_trials: must be a valid integer, got True"),
-        ({"backbone": {"name": ["vgg11", "resnet101"]}}, "backbone.name[1]: unknown backbone 'resnet101'; valid: vgg11"),
+        (
+            {"backbone": {"name": ["vgg11", "resnet101"]}},
+            "backbone.name[1]: unknown backbone 'resnet101'; valid: vgg11",
+        ),
         ({"backbone": {"width": 0}}, "backbone.width: must be greater than 0"),
         ({"data": {"image_size": 8}}, "data.image_size: vgg11_bn: image_size 8 is too small"),
         ({"data": {"dataset": "imagenet"}}, "data.dataset: unknown dataset 'imagenet'; valid: shapes, digits"),
