@@ -290,7 +290,8 @@ def test_a_replay_whose_save_fails_still_shows_its_result(places: Places, finish
     place = places.full(content=finished_study, free=128 << 10, big="model.pt")
     study = place.folder / finished_study.name
     before = tree(study)
-    result = invoke("replay", study, "--trial", "1", "--trial", "2", "--epochs", "1", *(["--json"] if as_json else []))
+    # a new recipe (the search's lr was 0.05), saved under replays/ (--epochs 1 would be the recorded budget)
+    result = invoke("replay", study, "--trial", "1", "--trial", "2", "--lr", "0.002", *(["--json"] if as_json else []))
     line = one_error_line(result, progress="replaying trial ")
     assert "trial 1" in line and "not saved" in line and place.reason in line, (place.how, line)
     assert "trial 2 not replayed" in line  # nothing is trained that could not be kept
