@@ -192,7 +192,7 @@ def test_bad_weights_write_nothing(
     assert done.output.startswith("attnsearch: error:") and done.output.count("\n") == 1
     assert snapshot(tmp_path) == before and not marker.exists()
     if damage == "missing":
-        assert "--keep-weights" in done.output and "replay" in done.output
+        assert "--keep-weights K" in done.output and "--fresh" in done.output
 
 
 def test_onnx_needs_the_extra(finished_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
