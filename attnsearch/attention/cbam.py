@@ -21,12 +21,11 @@ instead, which also keeps a batch of one 1x1 map working in training.
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .registry import at_least, effective_reduction, register_module
+from .registry import at_least, reduction_rule, register_module
 
 __all__ = ["CBAM"]
 
@@ -64,21 +63,8 @@ class CBAM(nn.Module):
         # 2 -> 1 channel: the [mean; max] map in, one spatial logit out; padding k // 2 keeps H, W
         self.spatial = nn.Conv2d(2, 1, kernel_size=kernel_size, padding=kernel_size // 2, bias=True)
 
-    @classmethod
-    def effective_params(cls, channels: int, **params: Any) -> dict[str, Any]:
-        """The parameters as used at ``channels``: ``reduction`` becomes the canonical one for the hidden width it
-        gives (``max(1, C // reduction)``): the smallest power of two giving that width, else the largest reduction
-        that does (:func:`~attnsearch.attention.registry.effective_reduction`);
-        ``kernel_size`` as given.
-
-        Example:
-            >>> CBAM.effective_params(8, reduction=64)
-            {'reduction': 8}
-        """
-        found = dict(params)
-        if "reduction" in found:
-            found["reduction"] = effective_reduction(channels, found["reduction"])
-        return found
+    # the MLP's hidden width max(1, C // reduction) decides (kernel_size as given)
+    effective_params = reduction_rule()
 
     def channel_gate(self, x: Tensor) -> Tensor:
         """``Mc = sigmoid(MLP(avg_hw(x)) + MLP(max_hw(x)))``, shaped (B, C, 1, 1)."""

@@ -20,12 +20,11 @@ has batch statistics, even for one 1x1 map; no special case is needed.
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .registry import at_least, effective_reduction, register_module
+from .registry import at_least, reduction_rule, register_module
 
 __all__ = ["CoordAttention"]
 
@@ -62,20 +61,8 @@ class CoordAttention(nn.Module):
         self.conv_h = nn.Conv2d(self.mip, channels, kernel_size=1)
         self.conv_w = nn.Conv2d(self.mip, channels, kernel_size=1)
 
-    @classmethod
-    def effective_params(cls, channels: int, **params: Any) -> dict[str, Any]:
-        """The parameters as used at ``channels``: ``reduction`` becomes the canonical one for the width
-        ``mip = max(8, C // reduction)`` it gives: the smallest power of two giving that mip, else the largest
-        reduction that does (:func:`~attnsearch.attention.registry.effective_reduction`).
-
-        Example:
-            >>> CoordAttention.effective_params(64, reduction=32)
-            {'reduction': 8}
-        """
-        found = dict(params)
-        if "reduction" in found:
-            found["reduction"] = effective_reduction(channels, found["reduction"], floor=8)
-        return found
+    # the width mip = max(8, C // reduction) decides: reductions giving one mip are one module
+    effective_params = reduction_rule(floor=8)
 
     def gates(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The gates ``(a_h, a_w)``, shaped (B, C, H, 1) and (B, C, 1, W)."""

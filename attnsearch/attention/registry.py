@@ -27,6 +27,7 @@ __all__ = [
     "effective_reduction",
     "list_modules",
     "module_info",
+    "reduction_rule",
     "register_module",
 ]
 
@@ -257,6 +258,27 @@ def effective_reduction(channels: int, reduction: Any, floor: int = 1) -> Any:
         low, high = channels // (width + 1) + 1, channels // width
     power = 1 << (low - 1).bit_length()  # the smallest power of two >= low
     return power if high is None or power <= high else high
+
+
+def reduction_rule(floor: int = 1) -> Any:
+    """The ``effective_params`` classmethod of a module whose only parameter that can collapse is ``reduction``,
+    its width ``max(floor, C // reduction)``: ``reduction`` becomes :func:`effective_reduction`'s canonical value,
+    every other parameter stays as given. A module class takes it as ``effective_params = reduction_rule()``.
+
+    Example:
+        >>> from attnsearch.attention.coord import CoordAttention
+        >>> from attnsearch.attention.se import SqueezeExcite
+        >>> SqueezeExcite.effective_params(8, reduction=64), CoordAttention.effective_params(64, reduction=32)
+        ({'reduction': 8}, {'reduction': 8})
+    """
+
+    def effective_params(cls: type, channels: int, **params: Any) -> dict[str, Any]:
+        found = dict(params)
+        if "reduction" in found:
+            found["reduction"] = effective_reduction(channels, found["reduction"], floor=floor)
+        return found
+
+    return classmethod(effective_params)
 
 
 @register_module("none", paper="-")

@@ -15,12 +15,11 @@ with ``.squeeze()`` without a dim, which breaks for a batch of one; we reshape w
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .registry import at_least, effective_reduction, register_module
+from .registry import at_least, reduction_rule, register_module
 
 __all__ = ["SqueezeExcite"]
 
@@ -49,20 +48,8 @@ class SqueezeExcite(nn.Module):
         self.relu = nn.ReLU(inplace=False)
         self.fc2 = nn.Linear(hidden, channels, bias=True)
 
-    @classmethod
-    def effective_params(cls, channels: int, **params: Any) -> dict[str, Any]:
-        """The parameters as used at ``channels``: ``reduction`` becomes the canonical one for the hidden width it
-        gives (``max(1, C // reduction)``): the smallest power of two giving that width, else the largest reduction
-        that does (:func:`~attnsearch.attention.registry.effective_reduction`).
-
-        Example:
-            >>> SqueezeExcite.effective_params(8, reduction=64)
-            {'reduction': 8}
-        """
-        found = dict(params)
-        if "reduction" in found:
-            found["reduction"] = effective_reduction(channels, found["reduction"])
-        return found
+    # the hidden width max(1, C // reduction) decides: reductions giving one width are one module
+    effective_params = reduction_rule()
 
     def gate(self, x: Tensor) -> Tensor:
         """The excitation ``sigmoid(W2 relu(W1 z + b1) + b2)`` of ``x``, shaped (B, C, 1, 1)."""

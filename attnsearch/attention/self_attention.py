@@ -19,13 +19,12 @@ available as ``downsample=True``.
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import at_least, effective_reduction, register_module
+from .registry import at_least, reduction_rule, register_module
 
 __all__ = ["SelfAttention"]
 
@@ -62,20 +61,8 @@ class SelfAttention(nn.Module):
         # 0 at init: the block starts as the identity and learns how much non-local evidence to mix in
         self.gamma = nn.Parameter(torch.zeros(1))
 
-    @classmethod
-    def effective_params(cls, channels: int, **params: Any) -> dict[str, Any]:
-        """The parameters as used at ``channels``: ``reduction`` becomes the canonical one for the query/key width it
-        gives (``max(1, C // reduction)``): the smallest power of two giving that width, else the largest reduction
-        that does (:func:`~attnsearch.attention.registry.effective_reduction`).
-
-        Example:
-            >>> SelfAttention.effective_params(8, reduction=64)
-            {'reduction': 8}
-        """
-        found = dict(params)
-        if "reduction" in found:
-            found["reduction"] = effective_reduction(channels, found["reduction"])
-        return found
+    # the query/key width max(1, C // reduction) decides: reductions giving one width are one module
+    effective_params = reduction_rule()
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
